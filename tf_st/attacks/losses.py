@@ -29,7 +29,7 @@ def true_class_logit(logits, y):
 def max_other_logit(logits, y):
     """Largest logit among classes other than ``y`` (the CW / MART "top other" class)."""
     logits = as_float(logits)
-    mask = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[1], dtype=tf.bool)
+    mask = tf.equal(tf.range(tf.shape(logits)[1])[None, :], tf.cast(y, tf.int32)[:, None])
     return tf.reduce_max(tf.where(mask, tf.constant(-float("inf"), logits.dtype), logits), axis=1)
 
 

@@ -1,0 +1,54 @@
+"""Paper settings as readable presets, per (method, dataset).
+
+A trainer flag left unset takes its value from here; every value cites its source.
+ST: Li et al., ICLR 2023, Section 5 ("Experimental settings") and Section 5.1 (beta),
+and ST-AT ``train_stat.py`` (reference-implementations.md §1.1).
+"""
+
+import copy
+
+# Settings every method shares on a dataset in the ST paper's comparisons (Section 5):
+# ResNet-18, batch 128, SGD momentum 0.9, weight decay 5e-4 (coupled, PyTorch-style),
+# eps 8/255, K = 10 inner steps.
+_COMMON = {"arch": "resnet18", "batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4,
+           "epsilon": 8 / 255, "steps": 10}
+
+DATASET_PRESETS = {
+    # CIFAR: 120 epochs, lr 0.1 cut x0.1 at epochs 80 and 100, step 2/255, crop + flip.
+    "cifar10": {**_COMMON, "epochs": 120, "lr": 0.1, "lr_milestones": (80, 100),
+                "step_size": 2 / 255, "augment": "crop_flip"},
+    "cifar100": {**_COMMON, "epochs": 120, "lr": 0.1, "lr_milestones": (80, 100),
+                 "step_size": 2 / 255, "augment": "crop_flip"},
+    # SVHN: 80 epochs, lr 0.01 cut at 50 and 65, step 1/255, no augmentation
+    # (ST-AT trains SVHN with transform_test).
+    "svhn": {**_COMMON, "epochs": 80, "lr": 0.01, "lr_milestones": (50, 65),
+             "step_size": 1 / 255, "augment": "none"},
+    # Image folders are treated like CIFAR-10.
+    "image_folder": None,
+    # The bundled 3,000-image demo set: a small model and a few epochs, so that the
+    # README's main command runs in minutes on 2 CPU cores.  Not a paper setting.
+    "cifar10_mini": {**_COMMON, "arch": "small_cnn", "epochs": 6, "lr": 0.05,
+                     "lr_milestones": (5,), "step_size": 2 / 255, "augment": "crop_flip",
+                     "batch_size": 64},
+}
+DATASET_PRESETS["image_folder"] = DATASET_PRESETS["cifar10"]
+
+METHOD_PRESETS = {
+    # ST paper Section 5.1: beta 6 (CIFAR-10), 4 (CIFAR-100), 8 (SVHN); symmetric KL.
+    "st": {"cifar10": {"beta": 6.0}, "cifar100": {"beta": 4.0}, "svhn": {"beta": 8.0},
+           "image_folder": {"beta": 6.0}, "cifar10_mini": {"beta": 6.0},
+           "*": {"reg": "symmetric_kl"}},
+}
+
+
+def resolve(method, dataset):
+    """The full preset for ``method`` on ``dataset`` (dataset settings, then the
+    method's ``*`` entries, then its per-dataset entries)."""
+    dataset = "svhn" if dataset == "svhn_cropped" else dataset
+    if dataset not in DATASET_PRESETS:
+        raise ValueError(f"no preset for dataset {dataset!r}; known: {sorted(DATASET_PRESETS)}")
+    preset = copy.deepcopy(DATASET_PRESETS[dataset])
+    per_method = METHOD_PRESETS.get(method, {})
+    preset.update(per_method.get("*", {}))
+    preset.update(per_method.get(dataset, {}))
+    return preset
