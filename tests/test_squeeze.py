@@ -232,3 +232,16 @@ def test_bad_hyperparameters_are_rejected():
         methods.build("st", model, reg="hinge")
     with pytest.raises(ValueError, match="unknown method"):
         methods.build("sst", model)
+
+
+def test_js_and_l2_regularisers_by_hand():
+    za = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]])
+    zb = np.array([[0.3, -1.0, 2.0], [900.0, 0.0, -900.0]])  # second row: underflowing probs
+    pa, pb = softmax(za), softmax(zb)
+    m = 0.5 * (pa + pb)
+    kl = lambda p, q: np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / q), 0), 1)  # noqa: E731
+    js = regularizers.js(tf.constant(za), tf.constant(zb)).numpy()
+    np.testing.assert_allclose(js, 0.5 * (kl(pa, m) + kl(pb, m)), rtol=1e-6)
+    assert np.all(np.isfinite(js)) and js.max() <= np.log(2) + 1e-9
+    np.testing.assert_allclose(regularizers.l2(tf.constant(za), tf.constant(zb)).numpy(),
+                               ((pa - pb) ** 2).sum(1), rtol=1e-6)

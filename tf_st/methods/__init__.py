@@ -5,10 +5,23 @@
 """
 
 from tf_st.methods.base import AdversarialMethod
+from tf_st.methods.collaborative import CollaborativeTraining
+from tf_st.methods.madry import MadryAT, MadryAT2
+from tf_st.methods.mart import MART, MART2
+from tf_st.methods.natural import NaturalTraining
 from tf_st.methods.squeeze import SqueezeTraining
+from tf_st.methods.trades import TRADES, TRADES2
 
 METHODS = {
     "st": SqueezeTraining,
+    "natural": NaturalTraining,
+    "madry": MadryAT,
+    "trades": TRADES,
+    "mart": MART,
+    "col": CollaborativeTraining,
+    "madry2": MadryAT2,
+    "trades2": TRADES2,
+    "mart2": MART2,
 }
 
 

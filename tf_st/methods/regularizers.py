@@ -5,10 +5,15 @@ has its *target detached*, ``0.5 * [KL(sg(p_b) || p_a) + KL(sg(p_a) || p_b)]``, 
 gradient reaching ``a`` is that of ``0.5 * KL(sg(p_b) || p_a)`` and vice versa.
 ``detach_targets=False`` gives the plain symmetric KL (both terms differentiated).
 
-``js`` and ``l2`` are advertised by ST-AT's README but absent from its code; they
-follow the paper's formulas and are differentiated fully (nothing detached):
-  JS:  0.5 * [KL(m || p_a) + KL(m || p_b)],  m = (p_a + p_b) / 2
+``js`` and ``l2`` are advertised by ST-AT's README but absent from its code; they are
+differentiated fully (nothing detached):
+  JS:  0.5 * [KL(p_a || m) + KL(p_b || m)],  m = (p_a + p_b) / 2
   L2:  || p_a - p_b ||_2^2
+The paper names the first "the Jensen-Shannon divergence" and writes it
+``1/2 (KL((f'+f'')/2, f') + KL((f'+f'')/2, f''))``; read with TRADES' convention (first
+argument = target) that would be ``KL(m || p)``, which is not the JS divergence.  We
+implement the JS divergence the paper names, i.e. the formula read with the mixture as
+the *second* argument of each KL.
 """
 
 import tensorflow as tf
@@ -21,15 +26,12 @@ def symmetric_kl(z_a, z_b, detach_targets=True):
     return 0.5 * (kl_divergence(sg(z_b), z_a) + kl_divergence(sg(z_a), z_b))
 
 
-def _kl_probs(p, log_q):
-    return tf.reduce_sum(tf.math.xlogy(p, p) - p * log_q, axis=1)
-
-
 def js(z_a, z_b):
     p_a, p_b = tf.nn.softmax(as_float(z_a)), tf.nn.softmax(as_float(z_b))
     m = 0.5 * (p_a + p_b)
-    return 0.5 * (_kl_probs(m, tf.nn.log_softmax(as_float(z_a)))
-                  + _kl_probs(m, tf.nn.log_softmax(as_float(z_b))))
+    # xlogy keeps classes where both probabilities underflow to 0 at 0 instead of nan.
+    kl_to_m = lambda p: tf.reduce_sum(tf.math.xlogy(p, p) - tf.math.xlogy(p, m), axis=1)  # noqa: E731
+    return 0.5 * (kl_to_m(p_a) + kl_to_m(p_b))
 
 
 def l2(z_a, z_b):

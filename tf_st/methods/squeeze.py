@@ -25,9 +25,10 @@ What the reference does, and so what this does by default:
 Deviations and additions:
 * ``reg='js'`` and ``reg='l2'`` (paper Section 4.1) are not in the released code; see
   ``regularizers`` for their gradient convention.
-* The batch-wide "clean point selected anywhere" decision is taken per replica under
-  ``tf.distribute`` (ST-AT's ``nn.DataParallel`` takes it over the whole batch); on one
-  device it is identical.
+* The batch-wide "clean point selected anywhere" decision spans the *global* batch
+  under ``tf.distribute``, as under ST-AT's ``nn.DataParallel``: it is all-reduced across
+  replicas.  Collectives cannot run inside a ``tf.while_loop`` under MirroredStrategy,
+  so with more than one replica the K inner iterations are unrolled in the graph.
 * ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start (§1.6).
 """
 
@@ -92,13 +93,21 @@ class SqueezeTraining(AdversarialMethod):
         z_nat = tf.stop_gradient(fwd(x))
         step = tf.cast(self.step_size, x.dtype)
 
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+
+        def anywhere(flag):
+            if replicas == 1:
+                return flag
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flag, tf.int32)) > 0
+
         def body(k, x_adv, x_col):
             x0 = tf.identity(x)
             with tf.GradientTape() as tape:
                 tape.watch([x0, x_col, x_adv])
                 z_col, z_adv = fwd(x_col), fwd(x_adv)
                 up, low = select_roles(z_nat, z_col, z_adv, y)
-                use_nat = tf.reduce_any((up == 0) | (low == 0))
+                use_nat = anywhere(tf.reduce_any((up == 0) | (low == 0)))
                 # The clean logits need an input gradient only when a row selects them.
                 z_nat_k = tf.cond(use_nat, lambda: fwd(x0), lambda: z_nat)
                 zs = tf.stack([z_nat_k, z_col, z_adv], axis=1)
@@ -115,7 +124,10 @@ class SqueezeTraining(AdversarialMethod):
             x_adv = project(base_adv + step * tf.sign(g_adv), x, self.epsilon)
             return k + 1, x_adv, x_col
 
-        if self.steps > 0:
+        if replicas > 1:
+            for k in range(self.steps):
+                _, x_adv, x_col = body(k, x_adv, x_col)
+        elif self.steps > 0:
             _, x_adv, x_col = tf.while_loop(lambda k, *_: k < self.steps, body,
                                             (tf.constant(0), x_adv, x_col))
         return {"adv": x_adv, "col": x_col}

@@ -1,0 +1,430 @@
+"""Baseline methods (natural, Madry AT, TRADES, MART, collaborative-only, and the
+two-neighbour variants) against independent numpy computations of the reference
+formulas (reference-implementations.md §4.1-4.2, ST paper Eq. 4-5 and Appendix C)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_st import methods
+from tf_st.models.layers import TorchBatchNorm
+
+EPS, STEP = 8 / 255, 2 / 255
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINES = ["natural", "madry", "trades", "mart", "col", "madry2", "trades2", "mart2"]
+
+
+# ----------------------------------------------------------------- numpy references
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def np_ce(z, y):
+    return -np.log(softmax(z)[np.arange(len(y)), y])
+
+
+def np_kl(p, q):
+    """KL(p || q) per row, zero-target terms 0."""
+    return np.sum(np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(q)), 0.0), axis=1)
+
+
+NP_REGS = {
+    "kl": lambda pn, pa: np_kl(pn, pa),
+    "symmetric_kl": lambda pn, pa: 0.5 * (np_kl(pn, pa) + np_kl(pa, pn)),
+    # The JS divergence: 0.5 * [KL(p' || m) + KL(p'' || m)] (see regularizers.py).
+    "js": lambda pn, pa: 0.5 * (np_kl(pn, 0.5 * (pn + pa)) + np_kl(pa, 0.5 * (pn + pa))),
+    "l2": lambda pn, pa: np.sum((pn - pa) ** 2, axis=1),
+}
+
+
+def np_mart(z_nat, z_adv, y):
+    """MART @ 2d83e17 mart.py, written out: returns (L_adv, L_rob)."""
+    B = len(y)
+    p_adv, p_nat = softmax(z_adv), softmax(z_nat)
+    order = np.argsort(p_adv, axis=1, kind="stable")[:, -2:]
+    y2 = np.where(order[:, -1] == y, order[:, -2], order[:, -1])
+    bce = np.mean(np_ce(z_adv, y)) + np.mean(-np.log(1.0001 - p_adv[np.arange(B), y2] + 1e-12))
+    kl = np.sum(p_nat * (np.log(p_nat) - np.log(p_adv + 1e-12)), axis=1)
+    rob = np.sum(kl * (1.0000001 - p_nat[np.arange(B), y])) / B
+    return bce, rob
+
+
+def np_loss(key, zs, y, beta, reg="kl"):
+    """Reference loss of each method from its logits ``zs`` ('x' and generated names)."""
+    if key == "natural":
+        return np.mean(np_ce(zs["x"], y))
+    names = ["adv", "adv2"] if key.endswith("2") else ["adv"]
+    if key.startswith("madry"):
+        return np.mean([np.mean(np_ce(zs[n], y)) for n in names])
+    if key.startswith("trades"):
+        pn = softmax(zs["x"])
+        reg_v = np.mean([np.mean(NP_REGS[reg](pn, softmax(zs[n]))) for n in names])
+        return np.mean(np_ce(zs["x"], y)) + beta * reg_v
+    if key.startswith("mart"):
+        return np.mean([sum(t * w for t, w in zip(np_mart(zs["x"], zs[n], y), (1.0, beta)))
+                        for n in names])
+    if key == "col":
+        kl = np_kl(softmax(zs["col"]), softmax(zs["x"]))  # KL(p_col || p_nat), Eq. 5
+        return np.mean(np_ce(zs["x"], y)) + beta * np.mean(kl)
+    raise KeyError(key)
+
+
+def generated_names(key):
+    default = ["adv", "adv2"] if key.endswith("2") else ["adv"]
+    return {"natural": [], "col": ["col"]}.get(key, default)
+
+
+# ----------------------------------------------------------------------- models
+def linear_classifier(shape=(2, 2, 3), classes=3, seed=0):
+    rng = np.random.RandomState(seed)
+    inp = keras.Input(shape)
+    out = keras.layers.Dense(classes)(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    d = int(np.prod(shape))
+    w, b = rng.randn(d, classes) * 2.0, rng.randn(classes) * 0.1
+    model.layers[-1].set_weights([w, b])
+    return model, w, b
+
+
+def small_bn_model():
+    inp = keras.Input((4, 4, 2))
+    h = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
+    h = TorchBatchNorm(name="bn")(h)
+    h = keras.layers.ReLU()(h)
+    out = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(inp, out)
+
+
+def _fixed_batch(B=5, shape=(2, 2, 3), seed=3):
+    rng = np.random.RandomState(seed)
+    x = rng.uniform(0.2, 0.8, (B,) + shape)
+    y = np.arange(B) % 3
+    gen = {n: np.clip(x + rng.uniform(-EPS, EPS, x.shape), 0, 1) for n in ("adv", "adv2", "col")}
+    return x, y, gen
+
+
+def _numeric_grad(f, w, h=1e-6):
+    g = np.zeros_like(w)
+    for idx in np.ndindex(w.shape):
+        wp, wm = w.copy(), w.copy()
+        wp[idx] += h
+        wm[idx] -= h
+        g[idx] = (f(wp) - f(wm)) / (2 * h)
+    return g
+
+
+# ------------------------------------------------------------ loss values + gradients
+LOSS_CASES = [(k, "kl") for k in BASELINES] + [
+    ("trades", r) for r in ("js", "l2", "symmetric_kl")] + [("trades2", "symmetric_kl")]
+
+
+@pytest.mark.parametrize("key,reg", LOSS_CASES)
+def test_loss_and_parameter_gradient_match_numpy(float64, key, reg):
+    """Loss value and d loss / d kernel against the reference formula with nothing
+    detached (central finite differences of the numpy loss)."""
+    model, w, b = linear_classifier()
+    x, y, gen = _fixed_batch()
+    beta = 5.0 if key.startswith("mart") else 6.0
+    kwargs = {"reg": reg} if key.startswith("trades") else {}
+    if key != "natural":
+        kwargs["beta"] = beta
+    if key.startswith("madry"):
+        kwargs.pop("beta")
+    method = methods.build(key, model, **kwargs)
+    names = generated_names(key)
+    with tf.GradientTape() as tape:
+        terms = method.training_loss(tf.constant(x), tf.constant(y),
+                                     {n: tf.constant(gen[n]) for n in names})
+    grad = tape.gradient(terms["loss"], model.layers[-1].kernel).numpy()
+    B = len(x)
+    flat = lambda t: t.reshape(B, -1)  # noqa: E731
+
+    def loss_at(w_):
+        zs = {n: flat(gen[n]) @ w_ + b for n in names}
+        zs["x"] = flat(x) @ w_ + b
+        return np_loss(key, zs, y, beta, reg)
+
+    assert terms["loss"].numpy() == pytest.approx(loss_at(w), rel=1e-10)
+    np.testing.assert_allclose(grad, _numeric_grad(loss_at, w), atol=1e-7)
+    assert set(method.term_names) <= set(terms)
+
+
+def _trades_detached_loss(w, b, x, y, gen, beta):
+    """TRADES with the KL target frozen at the current weights (what a detach would do)."""
+    B = len(x)
+    pn_frozen = softmax(x.reshape(B, -1) @ w + b)
+
+    def f(w_):
+        zn = x.reshape(B, -1) @ w_ + b
+        za = gen["adv"].reshape(B, -1) @ w_ + b
+        return np.mean(np_ce(zn, y)) + beta * np.mean(np_kl(pn_frozen, softmax(za)))
+    return f
+
+
+def test_trades_gradient_flows_through_the_kl_target(float64):
+    model, w, b = linear_classifier()
+    x, y, gen = _fixed_batch()
+    method = methods.build("trades", model, beta=6.0)
+    # Split the two clean forwards: the CE forward and the KL-target forward.
+    calls = []
+    original = method.forward_train
+
+    def forward_train(t):
+        z = original(t)
+        calls.append(z)
+        return z
+    method.forward_train = forward_train
+    with tf.GradientTape(persistent=True) as tape:
+        terms = method.training_loss(tf.constant(x), tf.constant(y),
+                                     {"adv": tf.constant(gen["adv"])})
+    assert len(calls) == 3  # f(x) for CE, f(x_adv), f(x) again for the target
+    g_target = tape.gradient(terms["reg"], calls[2]).numpy()
+    assert np.abs(g_target).max() > 1e-6
+    assert tape.gradient(terms["reg"], calls[0]) is None  # CE forward feeds only the CE
+    grad = tape.gradient(terms["loss"], model.layers[-1].kernel).numpy()
+    detached = _numeric_grad(_trades_detached_loss(w, b, x, y, gen, 6.0), w)
+    assert not np.allclose(grad, detached, atol=1e-5)
+
+
+def test_mart_weight_and_kl_target_receive_gradient(float64):
+    """MART's (1.0000001 - p_nat,y) weight and KL target are not detached: the
+    gradient of L_rob w.r.t. the clean logits equals the full numpy derivative."""
+    y = np.array([0, 1, 2, 1])
+    rng = np.random.RandomState(0)
+    zn, za = rng.randn(4, 3), rng.randn(4, 3)
+    from tf_st.methods.mart import mart_terms
+    zn_t = tf.constant(zn)
+    with tf.GradientTape() as tape:
+        tape.watch(zn_t)
+        _, rob = mart_terms(zn_t, tf.constant(za), tf.constant(y))
+        rob = tf.reduce_mean(rob)
+    g = tape.gradient(rob, zn_t).numpy()
+    full = _numeric_grad(lambda z: np_mart(z, za, y)[1], zn)
+    np.testing.assert_allclose(g, full, atol=1e-8)
+
+    def weight_frozen(z):
+        pn, pa = softmax(z), softmax(za)
+        kl = np.sum(pn * (np.log(pn) - np.log(pa + 1e-12)), axis=1)
+        return np.mean(kl * (1.0000001 - softmax(zn)[np.arange(4), y]))
+    assert not np.allclose(g, _numeric_grad(weight_frozen, zn), atol=1e-4)
+
+
+def test_mart_other_class_first_index_on_ties(float64):
+    from tf_st.methods.mart import mart_terms
+    y = np.array([0, 1])
+    # Row 0: classes 1 and 2 tie for the top other class; row 1: the true class is top.
+    za = np.array([[0.0, 1.0, 1.0, -1.0], [0.0, 3.0, 2.0, 2.0]])
+    zn = np.zeros((2, 4))
+    bce, _ = mart_terms(tf.constant(zn), tf.constant(za), tf.constant(y))
+    pa = softmax(za)
+    expected = np_ce(za, y) - np.log(1.0001 - pa[[0, 1], [1, 2]] + 1e-12)
+    np.testing.assert_allclose(bce.numpy(), expected, rtol=1e-12)
+
+
+# --------------------------------------------------------------------- attacks
+def _np_pgd(w, b, x, y, x0, steps, grad_fn, sign=1.0):
+    B = len(x)
+    xa = x0.reshape(B, -1).copy()
+    xf = x.reshape(B, -1)
+    for _ in range(steps):
+        g = grad_fn(xa @ w + b) @ w.T
+        xa = np.clip(np.clip(xa + sign * STEP * np.sign(g), xf - EPS, xf + EPS), 0, 1)
+    return xa.reshape(x.shape)
+
+
+@pytest.mark.parametrize("key", ["madry", "trades", "mart", "col", "madry2", "trades2", "mart2"])
+def test_attack_matches_numpy_pgd(float64, key):
+    model, w, b = linear_classifier()
+    x, y, _ = _fixed_batch(B=6)
+    rng = np.random.RandomState(7)
+    onehot = np.eye(3)[y]
+    pn = softmax(x.reshape(len(x), -1) @ w + b)
+    if key.startswith("trades"):
+        grad_fn, sign = (lambda z: softmax(z) - pn), 1.0  # d KL(p_nat || p_adv) / d z_adv
+    elif key == "col":
+        grad_fn, sign = (lambda z: softmax(z) - onehot), -1.0  # descending CE (Eq. 4)
+    else:
+        grad_fn, sign = (lambda z: softmax(z) - onehot), 1.0
+    names = generated_names(key)
+    inits = {n: x + 0.001 * rng.randn(*x.shape) for n in names}
+    method = methods.build(key, model, steps=3)
+    out = method.generate(x, y, init=inits)
+    assert set(out) == set(names)
+    for n in names:
+        expected = _np_pgd(w, b, x, y, inits[n], 3, grad_fn, sign)
+        np.testing.assert_allclose(out[n].numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("key", ["madry", "trades", "mart", "col", "madry2", "trades2", "mart2"])
+def test_generate_in_ball_reproducible_and_eval_bn_untouched(key):
+    model = small_bn_model()
+    before = [v.numpy().copy() for v in model.non_trainable_variables]
+    x = np.random.RandomState(0).uniform(0, 1, (8, 4, 4, 2)).astype("float32")
+    y = np.arange(8) % 3
+    method = methods.build(key, model, steps=2)
+    a, b = method.generate(x, y), method.generate(x, y)
+    for n, v in a.items():
+        v = v.numpy()
+        assert v.dtype == np.float32
+        assert np.all(np.abs(v - x) <= EPS + 1e-6) and v.min() >= 0 and v.max() <= 1
+        np.testing.assert_array_equal(v, b[n].numpy())
+    if key.endswith("2"):
+        assert not np.allclose(a["adv"].numpy(), a["adv2"].numpy())
+    for b0, v in zip(before, model.non_trainable_variables):  # eval-mode BN in the attack
+        np.testing.assert_array_equal(b0, v.numpy())
+
+
+def test_madry_start_is_clamped_uniform(float64):
+    model, _, _ = linear_classifier()
+    x = np.concatenate([np.zeros((2, 2, 2, 3)), np.ones((2, 2, 2, 3))])
+    y = np.array([0, 1, 2, 0])
+    clamped = methods.build("madry", model, steps=0).generate(x, y)["adv"].numpy()
+    raw = methods.build("madry", model, steps=0, clamp_start=False).generate(x, y)["adv"].numpy()
+    assert clamped.min() >= 0 and clamped.max() <= 1
+    assert raw.min() < 0 and raw.max() > 1 and np.abs(raw - x).max() <= EPS
+    np.testing.assert_allclose(clamped, np.clip(raw, 0, 1))
+
+
+# ------------------------------------------------------------- BN bookkeeping
+BN_ORDER = {
+    "natural": ["x"], "madry": ["adv"], "madry2": ["adv", "adv2"],
+    "trades": ["x", "adv", "x"], "trades2": ["x", "adv", "adv2", "x"],
+    "mart": ["x", "adv"], "mart2": ["x", "adv", "adv2"], "col": ["x", "col"],
+}
+
+
+@pytest.mark.parametrize("key", BASELINES)
+def test_bn_moving_statistics_follow_reference_order(float64, key):
+    model = small_bn_model()
+    rng = np.random.RandomState(0)
+    model.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 3), rng.randn(3) * 0.1,
+                                       rng.randn(3) * 0.1, rng.uniform(0.5, 2, 3)])
+    x = rng.uniform(0, 1, (8, 4, 4, 2))
+    y = np.arange(8) % 3
+    method = methods.build(key, model, steps=2)
+    fixed = {k: tf.constant(v) for k, v in method.generate(x, y).items()}
+    method.generate = lambda x, y, init=None: fixed
+    conv = keras.Model(model.input, model.get_layer("conv").output)
+    mean, var = model.get_layer("bn").get_weights()[2:]
+    batches = {"x": x, **{k: v.numpy() for k, v in fixed.items()}}
+    for name in BN_ORDER[key]:
+        h = conv(batches[name]).numpy().reshape(-1, 3)
+        mean = 0.9 * mean + 0.1 * h.mean(0)
+        var = 0.9 * var + 0.1 * h.var(0, ddof=1)
+    method.compile(optimizer=keras.optimizers.SGD(0.1))
+    method.train_on_batch(x, y)
+    mean1, var1 = model.get_layer("bn").get_weights()[2:]
+    np.testing.assert_allclose(mean1, mean, rtol=1e-10)
+    np.testing.assert_allclose(var1, var, rtol=1e-10)
+
+
+# --------------------------------------------------------------- one train step
+@pytest.mark.parametrize("key", BASELINES)
+def test_one_train_step_decreases_own_loss(key):
+    model = small_bn_model()
+    x = np.random.RandomState(0).uniform(0, 1, (8, 4, 4, 2)).astype("float32")
+    y = np.arange(8) % 3
+    method = methods.build(key, model, steps=2)
+    fixed = {k: tf.constant(v) for k, v in method.generate(x, y).items()}
+    method.generate = lambda x, y, init=None: fixed
+    before = float(method.training_loss(tf.constant(x), tf.constant(y), fixed)["loss"])
+    method.compile(optimizer=keras.optimizers.SGD(0.05))
+    logs = method.train_on_batch(x, y, return_dict=True)
+    after = float(method.training_loss(tf.constant(x), tf.constant(y), fixed)["loss"])
+    assert set(method.term_names) <= set(logs)
+    assert np.isfinite(before) and after < before
+
+
+def test_bad_hyperparameters_are_rejected():
+    model = small_bn_model()
+    with pytest.raises(ValueError, match="regulariser"):
+        methods.build("trades", model, reg="hinge")
+    with pytest.raises(ValueError, match="beta"):
+        methods.build("mart", model, beta=-1)
+    with pytest.raises(ValueError, match="attack_bn"):
+        methods.build("madry", model, attack_bn="test")
+    with pytest.raises(ValueError, match="init"):
+        methods.build("col", model, init="zeros")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        methods.build("trades2", model, epsilon=8)
+
+
+def test_registry_keys_match_class_keys():
+    for key, cls in methods.METHODS.items():
+        assert cls.key == key
+
+
+# ------------------------------------------------------- MirroredStrategy parity
+MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+keras.config.set_floatx("float64")
+from tf_st import methods
+
+CASES = json.loads(sys.argv[1])
+rng = np.random.RandomState(0)
+x = rng.uniform(0, 1, (8, 4, 4, 2))
+y = np.arange(8) % 3
+
+
+def weights_after_step(strategy, key, kwargs):
+    with strategy.scope():
+        keras.utils.set_random_seed(1)
+        inp = keras.Input((4, 4, 2))
+        h = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(inp)
+        out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+        model = keras.Model(inp, out)
+        method = methods.build(key, model, steps=3, **kwargs)
+        method.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    # fit, not train_on_batch: under MirroredStrategy Keras 3's train_on_batch hands the
+    # whole batch to every replica instead of splitting it.
+    method.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0)
+    return before, [v.numpy() for v in model.trainable_variables]
+
+
+one = tf.distribute.OneDeviceStrategy("/cpu:0")
+two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert two.num_replicas_in_sync == 2
+result = {}
+for name, (key, kwargs) in CASES.items():
+    b1, w1 = weights_after_step(one, key, kwargs)
+    b2, w2 = weights_after_step(two, key, kwargs)
+    assert all(np.array_equal(a, b) for a, b in zip(b1, b2))
+    result[name] = {"diff": max(float(np.abs(a - b).max()) for a, b in zip(w1, w2)),
+                    "moved": max(float(np.abs(a - b).max()) for a, b in zip(w1, b1))}
+print("RESULT" + json.dumps(result))
+"""
+
+MIRRORED_CASES = {k: (k, {}) for k in BASELINES}
+MIRRORED_CASES.update({"st": ("st", {}), "st_follow_roles": ("st", {"follow_roles": True}),
+                       "trades_js": ("trades", {"reg": "js"})})
+
+
+@pytest.fixture(scope="module")
+def mirrored_results():
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(MIRRORED_CASES)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+@pytest.mark.parametrize("name", sorted(MIRRORED_CASES))
+def test_two_replicas_match_one_device(mirrored_results, name):
+    r = mirrored_results[name]
+    assert r["moved"] > 1e-6  # the step did something
+    assert r["diff"] < 1e-10, r

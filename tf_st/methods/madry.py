@@ -1,0 +1,83 @@
+"""Vanilla adversarial training (Madry et al., "Towards Deep Learning Models Resistant
+to Adversarial Attacks", ICLR 2018), as the ST paper compares against it ("vanilla AT",
+Li et al., ICLR 2023, Table 1), and its two-neighbour variant "vanilla AT†" (ST paper
+Appendix C, Table 6).
+
+Reference: reference-implementations.md pins no Madry repository (the ST paper's AT
+runs are not in qizhangli/ST-AT @ 82fc69f).  The PyTorch convention followed is the
+one of locuslab/robust_overfitting and csdongxian/AWP (AT_AWP, @ a7acf5d, §4.3):
+PGD on the batch cross-entropy from ``x + U(-eps, eps)`` *clamped to [0, 1]*, exactly
+``steps`` sign-gradient steps projected onto the eps-ball and [0, 1]; then the loss
+``CE(f(x_adv), y)`` with one train-mode forward (moving statistics updated once).
+
+Choices and deviations:
+* BatchNorm during the attack: inference mode (``attack_bn='eval'``, as the TRADES and
+  MART references attack).  robust_overfitting and AT-AWP attack in train mode,
+  updating the moving statistics on every attack forward: ``attack_bn='train'``;
+  ``attack_bn='batch_stats'`` uses batch statistics without updates (ST's convention).
+* The random start is clamped to [0, 1] before the first forward (``clamp_start=True``,
+  robust_overfitting/CAT/AT-AWP); ``clamp_start=False`` gives ST-AT's/TRADES' unclamped
+  uniform start.
+* No clean forward happens in training, so the method reports no training accuracy
+  (``clean_logits`` is not returned); only ``loss`` is logged.
+* ``madry2`` (``neighbours=2``): two PGD runs per benign example from independent
+  uniform starts (stateless draw indices 0 and 1), each identical to the single-run
+  attack; the loss is the mean of the two adversarial cross-entropies (vanilla AT has
+  no separate regulariser; its adversarial CE plays that role), with one train-mode
+  forward per neighbour, in order.  The paper does not say how the two neighbours are
+  generated beyond "two neighbouring examples for each benign example in the inner
+  optimization"; independent restarts of the method's own attack is the reading used
+  here for all † variants.
+"""
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.attacks.pgd import pgd
+from tf_st.methods import neighbours as nb
+from tf_st.methods.base import AdversarialMethod, batch_mean
+
+
+class MadryAT(AdversarialMethod):
+    key = "madry"
+    term_names = ("loss",)
+    neighbours = 1
+
+    def __init__(self, classifier, *, epsilon=8 / 255, step_size=2 / 255, steps=10,
+                 clamp_start=True, attack_bn="eval", seed=0, **kwargs):
+        super().__init__(classifier, epsilon=epsilon, step_size=step_size, steps=steps,
+                         seed=seed, **kwargs)
+        self.clamp_start = bool(clamp_start)
+        self.attack_bn = nb.check_attack_bn(attack_bn)
+        self.names = nb.neighbour_names(nb.check_neighbours(self.neighbours))
+
+    def hparams(self):
+        return {**super().hparams(), "clamp_start": self.clamp_start,
+                "attack_bn": self.attack_bn, "neighbours": self.neighbours}
+
+    def random_start(self, x, index):
+        x0 = x + self.noise(x, "uniform", index, self.epsilon)
+        if self.clamp_start:
+            x0 = tf.clip_by_value(x0, tf.zeros([], x.dtype), tf.ones([], x.dtype))
+        return x0
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        forward = nb.attack_forward(self, self.attack_bn)
+        out = {}
+        for k, name in enumerate(self.names):
+            start = self.random_start(x, k) if init is None else tf.cast(init[name], x.dtype)
+            out[name] = pgd(forward, x, y, epsilon=self.epsilon, step_size=self.step_size,
+                            steps=self.steps, loss_fn=losses.cross_entropy, x_init=start)
+        return out
+
+    def training_loss(self, x, y, generated):
+        ces = [batch_mean(losses.cross_entropy(self.forward_train(generated[n]), y))
+               for n in self.names]
+        return {"loss": tf.add_n(ces) / tf.cast(len(ces), ces[0].dtype)}
+
+
+class MadryAT2(MadryAT):
+    """Vanilla AT† (ST paper Table 6): two neighbours per benign example."""
+    key = "madry2"
+    neighbours = 2

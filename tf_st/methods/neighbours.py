@@ -1,0 +1,43 @@
+"""Shared pieces of the baseline methods (Madry AT, TRADES, MART, collaborative-only)
+and of their two-neighbour "†" variants (ST paper, Appendix C, Table 6).
+
+A baseline generates ``neighbours`` perturbed copies of the batch, each by the
+method's own attack from its own random start (stateless draw index ``k`` for the
+``k``-th copy, so the copies differ and are replica-invariant).  The copies are keyed
+``adv`` (first), ``adv2`` (second), ...; the outer loss averages the per-copy
+regulariser (the paper: "the mean of regularization is adopted for the outer
+optimization").
+"""
+
+ATTACK_BN_MODES = ("eval", "train", "batch_stats")
+
+
+def neighbour_names(count, prefix="adv"):
+    """``('adv',)`` for one neighbour, ``('adv', 'adv2')`` for two, ..."""
+    return tuple(prefix if k == 0 else f"{prefix}{k + 1}" for k in range(count))
+
+
+def check_attack_bn(mode):
+    if mode not in ATTACK_BN_MODES:
+        raise ValueError(f"attack_bn must be one of {ATTACK_BN_MODES}, got {mode!r}")
+    return mode
+
+
+def attack_forward(method, mode):
+    """The logits function an attack uses: inference BN (``eval``, TRADES/MART), batch
+    statistics with moving-statistic updates on every attack forward (``train``,
+    robust_overfitting/AWP), or batch statistics without updates (``batch_stats``, ST)."""
+    return {"eval": method.forward_eval, "train": method.forward_train,
+            "batch_stats": method.forward_batch_stats}[check_attack_bn(mode)]
+
+
+def check_beta(beta):
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    return float(beta)
+
+
+def check_neighbours(count):
+    if int(count) != count or count < 1:
+        raise ValueError(f"neighbours must be a positive integer, got {count!r}")
+    return int(count)
