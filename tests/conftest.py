@@ -14,7 +14,11 @@ SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 @pytest.fixture
 def float64():
     """Runs a test with Keras' floatx set to float64 (models must be built inside)."""
-    old = keras.config.floatx()
+    # Keras fixes its default dtype policy when the first layer is created, after which
+    # set_floatx alone no longer reaches new layers: set both, restore both.
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
-    keras.config.set_floatx(old)
+    keras.config.set_floatx(old_floatx)
+    keras.config.set_dtype_policy(old_policy)
