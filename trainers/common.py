@@ -222,7 +222,8 @@ def run(method_key, method_flags=()):
         train_ds = data.train_pipeline(train_split, settings["batch_size"], settings["augment"],
                                        seed=settings["seed"] * 100003 + epoch)
         history = method.fit(train_ds.take(steps_per_epoch), epochs=epoch + 1,
-                             initial_epoch=epoch, steps_per_epoch=steps_per_epoch, verbose=verbose)
+                             initial_epoch=epoch, steps_per_epoch=steps_per_epoch, verbose=verbose,
+                             shuffle=False)
         train_seconds = time.time() - t0
         ev = evaluate(eval_fn, (eval_x, eval_y), ("clean", "pgd20"), epsilon=hparams["epsilon"],
                       step_size=2 / 255 if settings["dataset"] != "svhn" else hparams["step_size"],
