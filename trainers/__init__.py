@@ -1,0 +1,7 @@
+"""Thin CLIs: ``python -m trainers.<method>``; the shared runner is ``trainers.common``."""
+
+import os as _os
+
+# Entry points of the project: keep TensorFlow's C++ start-up chatter off the console
+# unless the user asked for it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -124,21 +124,29 @@ def resolve_settings(method_key, method_flags):
             s[name] = preset[name]
     s["lr_milestones"] = tuple(int(m) for m in (s["lr_milestones"] or preset["lr_milestones"]))
     hparams = {"epsilon": s["epsilon"], "step_size": s["step_size"], "steps": s["steps"]}
-    for holder in method_flags:
+    for hparam, holder in _named(method_flags):
         value = holder.value
         if value is None:
-            value = preset.get(holder.name)
+            value = preset.get(hparam)
         if value is not None:
-            hparams[holder.name] = value
+            hparams[hparam] = value
     if s["output_dir"] is None:
         s["output_dir"] = os.path.join("runs", s["dataset"], method_key, s["arch"], f"seed{s['seed']}")
     return s, hparams
 
 
+def _named(method_flags):
+    """``(hparam name, FlagHolder)`` pairs; a bare holder's hparam is its flag name (a
+    flag may be named differently from its hparam, e.g. ``--trades_reg`` -> ``reg``)."""
+    return [m if isinstance(m, tuple) else (m.name, m) for m in method_flags]
+
+
 def _flagfile_text(settings, hparams, method_flags):
     lines = []
-    for name, holder in list(_COMMON.items()) + [(h.name, h) for h in method_flags]:
-        value = hparams.get(name, settings.get(name, holder.value))
+    entries = [(n, n, h) for n, h in _COMMON.items()]
+    entries += [(h.name, hp, h) for hp, h in _named(method_flags)]
+    for name, key, holder in entries:
+        value = hparams.get(key, settings.get(key, holder.value))
         if value is None:
             continue
         if isinstance(value, (list, tuple)):
@@ -148,6 +156,29 @@ def _flagfile_text(settings, hparams, method_flags):
         else:
             lines.append(f"--{name}={value!r}" if isinstance(value, float) else f"--{name}={value}")
     return "\n".join(lines) + "\n"
+
+
+def main_for(method_key, method_flags=()):
+    """An ``absl.app`` main that trains ``method_key``."""
+    from absl import app
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        run(method_key, method_flags)
+
+    return main
+
+
+def define_beta(default_doc):
+    holder = flags.DEFINE_float("beta", None, f"Regulariser weight ({default_doc}).")
+    flags.register_validator("beta", lambda v: v is None or v >= 0, "--beta must be >= 0")
+    return holder
+
+
+def define_attack_bn(default="eval"):
+    return flags.DEFINE_enum("attack_bn", default, ["eval", "train", "batch_stats"],
+                             "BatchNorm mode while generating the attack (reference: eval).")
 
 
 def run(method_key, method_flags=()):
@@ -164,6 +195,8 @@ def run(method_key, method_flags=()):
     from tf_st.training.strategy import make_strategy
     from export.saved_model import export_classifier
 
+    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO via absl
+    tf.get_logger().setLevel("ERROR")
     settings, hparams = resolve_settings(method_key, method_flags)
     run_dir = settings["output_dir"]
     os.makedirs(run_dir, exist_ok=True)

@@ -13,20 +13,15 @@ from absl import app, flags
 from trainers import common
 
 common.define_common_flags()
-_BETA = flags.DEFINE_float("beta", None, "Regulariser weight (paper: 6 CIFAR-10, 4 CIFAR-100, 8 SVHN).")
+_BETA = common.define_beta("paper: 6 CIFAR-10, 4 CIFAR-100, 8 SVHN")
 _REG = flags.DEFINE_enum("reg", None, ["symmetric_kl", "js", "l2"], "Output-gap regulariser.")
 _FOLLOW_ROLES = flags.DEFINE_bool(
     "follow_roles", False, "Paper Algorithm 1 (positions always follow roles) instead of the "
     "reference code's behaviour (quirk Q1).")
 _INIT = flags.DEFINE_enum("init", "normal", ["normal", "uniform"],
                           "Inner-loop start: x+0.001N(0,1) (ST-AT) or x+U(-eps,eps) (ST-RST).")
-flags.register_validator("beta", lambda v: v is None or v >= 0, "--beta must be >= 0")
 
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.run("st", [_BETA, _REG, _FOLLOW_ROLES, _INIT])
+main = common.main_for("st", [_BETA, _REG, _FOLLOW_ROLES, _INIT])
 
 
 if __name__ == "__main__":
