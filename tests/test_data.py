@@ -232,8 +232,13 @@ def test_image_folder_png(tmp_path):
     assert tr.num_examples == 3
     x, y = D.as_numpy(tr)
     assert x.shape == (3, 6, 5, 3) and x.dtype == np.float32
-    np.testing.assert_array_equal(y, [0, 0, 1])
-    np.testing.assert_allclose(x[:, 0, 0, 0] * 255, [0, 1, 10], atol=1e-4)
+    # Round-robin over classes: cat/000, dog/000, cat/001.
+    np.testing.assert_array_equal(y, [0, 1, 0])
+    np.testing.assert_allclose(x[:, 0, 0, 0] * 255, [0, 10, 1], atol=1e-4)
+    first2 = D.take(tr, 2)
+    assert first2.num_examples == 2 and "first 2" in first2.note
+    np.testing.assert_array_equal(D.as_numpy(first2)[1], [0, 1])
+    assert D.take(tr, None) is tr and D.take(tr, 10) is tr
     te = D.load("image_folder", "test", data_dir=root)
     assert te.class_names == tr.class_names
     np.testing.assert_array_equal(D.as_numpy(te)[1], [0, 1])
@@ -266,4 +271,4 @@ def test_cifar10_jpeg_folder():
     assert te.class_names == CIFAR10_CLASSES
     assert te.num_examples == 10000 and te.num_classes == 10
     x, y = D.as_numpy(te, limit=3)
-    assert x.shape == (3, 32, 32, 3) and (y == 0).all()
+    assert x.shape == (3, 32, 32, 3) and list(y) == [0, 1, 2]  # classes interleaved

@@ -36,6 +36,9 @@ def define_common_flags():
     d["data_dir"] = flags.DEFINE_string("data_dir", None, "TFDS data dir, or image-folder root.")
     d["arch"] = flags.DEFINE_string("arch", None, "Architecture (preset: resnet18).")
     d["epochs"] = flags.DEFINE_integer("epochs", None, "Training epochs (preset).")
+    d["train_examples"] = flags.DEFINE_integer(
+        "train_examples", None, "Train on the first N training examples only (image folders "
+        "are class-interleaved, so the prefix is balanced).")
     d["steps_per_epoch"] = flags.DEFINE_integer("steps_per_epoch", None,
                                                 "Cap on steps per epoch (quick runs).")
     d["batch_size"] = flags.DEFINE_integer("batch_size", None, "Global batch size (preset 128).")
@@ -73,7 +76,8 @@ def define_common_flags():
                                  f"--{name} must be in [0, 1] image units (8/255 = 0.0314, not 8)")
     unit("epsilon")
     unit("step_size")
-    for name in ("epochs", "batch_size", "steps_per_epoch", "eval_examples", "final_examples"):
+    for name in ("epochs", "batch_size", "steps_per_epoch", "eval_examples", "final_examples",
+                 "train_examples"):
         flags.register_validator(name, lambda v: v is None or v > 0, f"--{name} must be positive")
     flags.register_validator("steps", lambda v: v is None or v >= 0, "--steps must be >= 0")
     flags.register_validator("lr", lambda v: v is None or v > 0, "--lr must be positive")
@@ -211,7 +215,8 @@ def run(method_key, method_flags=()):
     if settings["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    train_split = data.load(settings["dataset"], "train", data_dir=settings["data_dir"])
+    train_split = data.take(data.load(settings["dataset"], "train", data_dir=settings["data_dir"]),
+                            settings["train_examples"])
     test_split = data.load(settings["dataset"], "test", data_dir=settings["data_dir"])
     eval_x, eval_y = data.as_numpy(test_split, limit=settings["eval_examples"])
     image_shape = tuple(eval_x.shape[1:])

@@ -37,7 +37,7 @@ import tensorflow as tf
 __all__ = [
     "DATASETS", "PRESET_AUGMENT", "AUGMENTATIONS", "SPLITS", "DatasetSpec", "Split",
     "DatasetNotFoundError", "load", "load_image_folder", "from_arrays", "canonical_name",
-    "train_pipeline", "eval_pipeline", "as_numpy", "crop_flip", "pad_crop_flip",
+    "train_pipeline", "eval_pipeline", "take", "as_numpy", "crop_flip", "pad_crop_flip",
 ]
 
 SPLITS = ("train", "test")
@@ -229,7 +229,8 @@ def load_image_folder(data_dir, split, *, cache=False, name="image_folder"):
     """Split from ``data_dir/split/<class>/<file>`` (jpg/jpeg/png/bmp).
 
     Classes: sorted union of the class folders under ``train/`` and ``test/`` (labels are
-    consistent across splits). Images are decoded to 3 channels; every image must have the
+    consistent across splits).  Examples are ordered round-robin over classes (files
+    sorted within a class), so any prefix of the split is class-balanced. Images are decoded to 3 channels; every image must have the
     height/width of the first one, otherwise iteration fails with an error naming the file.
     """
     if not data_dir:
@@ -251,14 +252,17 @@ def load_image_folder(data_dir, split, *, cache=False, name="image_folder"):
     class_names = sorted(classes)
     if not class_names:
         raise DatasetNotFoundError(f"image_folder: no class folders in {split_dir!r}")
-    paths, labels = [], []
+    per_class = []
     for i, c in enumerate(class_names):
         cdir = os.path.join(split_dir, c)
-        if not os.path.isdir(cdir):
-            continue
-        files = _list_images(cdir)
-        paths += [os.path.join(cdir, f) for f in files]
-        labels += [i] * len(files)
+        if os.path.isdir(cdir):
+            per_class.append([(os.path.join(cdir, f), i) for f in _list_images(cdir)])
+    # Classes are interleaved (1st file of every class, then the 2nd, ...), so that the
+    # first N examples -- what --eval_examples and --train_examples take -- are balanced.
+    order = sorted(((rank, label, path) for files in per_class
+                    for rank, (path, label) in enumerate(files)))
+    paths = [path for _, _, path in order]
+    labels = [label for _, label, _ in order]
     if not paths:
         raise DatasetNotFoundError(
             f"image_folder: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {split_dir!r}")
@@ -357,6 +361,17 @@ def train_pipeline(split, batch_size, augment, seed, shuffle=True, drop_remainde
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def take(split, n):
+    """The first ``n`` examples of ``split`` as a new Split (all of them if ``n`` is None)."""
+    if n is None or n >= split.num_examples:
+        return split
+    n = int(n)
+    return dataclasses.replace(
+        split, dataset=split.dataset.take(n),
+        uint8_dataset=None if split.uint8_dataset is None else split.uint8_dataset.take(n),
+        num_examples=n, note=(split.note + "; " if split.note else "") + f"first {n} examples")
 
 
 def eval_pipeline(split, batch_size, limit=None):
