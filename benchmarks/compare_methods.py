@@ -1,0 +1,145 @@
+r"""A first comparison of the methods on real CIFAR-10 data, sized for a 2-core CPU.
+
+  python -m benchmarks.compare_methods                      # all of the protocol below
+  python -m benchmarks.compare_methods --methods=natural,st --epochs=2   # a quicker look
+
+Protocol (also printed with the results):
+  data     ../shared/data/cifar10-jpeg (JPEG re-encoded CIFAR-10), image_folder loader;
+           train on the first --train_examples training images (class-interleaved, so
+           balanced), evaluate on the first --test_examples test images (balanced)
+  model    small_cnn (about 75k parameters), seed --seed
+  training --epochs epochs, batch 128, TorchSGD lr 0.05 (x0.1 at the last epoch), momentum
+           0.9, coupled weight decay 5e-4, pad-4 crop + flip; eps 8/255, step 2/255, K=10;
+           beta 6 (TRADES, ST), 5 (MART)
+  select   best PGD-20 accuracy on the test prefix, ties to the later epoch (ST-AT's rule:
+           selection on the test split, as the references do)
+  evaluate the exported SavedModel: clean, PGD-20, CW-20 (and AutoAttack standard on the
+           first --aa_examples test images when --aa_examples > 0)
+
+Each method runs through its real trainer (``python -m trainers.<key>``), so the runner,
+checkpoints, selection and export are the ones users get.  Outputs in --output_dir:
+results.md (the table), results.json, clean_vs_robust.png.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg")
+
+_METHODS = flags.DEFINE_list("methods", ["natural", "madry", "trades", "mart", "st"], "Methods.")
+_DATA_DIR = flags.DEFINE_string("data_dir", DEFAULT_DATA, "CIFAR-10 image folder.")
+_TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
+_TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
+_EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
+_AA = flags.DEFINE_integer("aa_examples", 0, "AutoAttack examples (0 = skip).")
+_SEED = flags.DEFINE_integer("seed", 1, "Seed.")
+_OUT = flags.DEFINE_string("output_dir", os.path.join(ROOT, "runs", "compare_methods"), "Output.")
+
+
+def protocol_text():
+    return (f"CIFAR-10 JPEG folder, first {_TRAIN.value} train / {_TEST.value} test images "
+            f"(class-balanced); small_cnn; {_EPOCHS.value} epochs, batch 128, lr 0.05 "
+            f"(x0.1 at epoch {_EPOCHS.value}), momentum 0.9, wd 5e-4, crop+flip; eps 8/255, "
+            f"step 2/255, K=10; beta 6 (TRADES, ST), 5 (MART); best PGD-20 epoch on the "
+            f"test prefix; seed {_SEED.value}")
+
+
+def run_method(key, env):
+    run_dir = os.path.join(_OUT.value, key)
+    cmd = [sys.executable, "-m", f"trainers.{key}", "--dataset=image_folder",
+           f"--data_dir={_DATA_DIR.value}", "--arch=small_cnn", f"--epochs={_EPOCHS.value}",
+           "--batch_size=128", "--lr=0.05", f"--lr_milestones={_EPOCHS.value}",
+           f"--train_examples={_TRAIN.value}", f"--eval_examples={_TEST.value}",
+           f"--final_examples={_TEST.value}", "--final_attacks=clean,pgd20,cw20",
+           f"--seed={_SEED.value}", f"--output_dir={run_dir}"]
+    start = time.time()
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    train_seconds = time.time() - start
+    with open(os.path.join(run_dir, "log.txt"), "w") as f:
+        f.write(r.stdout + "\n" + r.stderr)
+    if r.returncode != 0:
+        raise RuntimeError(f"{key} failed; see {run_dir}/log.txt\n{r.stderr[-2000:]}")
+    with open(os.path.join(run_dir, "evaluation.json")) as f:
+        report = json.load(f)
+    row = {"method": key, "wall_seconds": round(train_seconds, 1),
+           **{f"{a}_acc": v["accuracy"] for a, v in report["attacks"].items()}}
+    if _AA.value > 0:
+        aa_json = os.path.join(run_dir, "aa.json")
+        r = subprocess.run([sys.executable, "-m", "export.evaluate",
+                            f"--saved_model={run_dir}/export", "--dataset=image_folder",
+                            f"--data_dir={_DATA_DIR.value}", "--attacks=aa",
+                            f"--examples={_AA.value}", f"--output={aa_json}"],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
+        if r.returncode == 0:
+            with open(aa_json) as f:
+                aa = json.load(f)["autoattack"]
+            row["aa_acc"] = aa["robust_accuracy"]
+            row["aa_seconds"] = aa.get("seconds")
+        else:
+            row["aa_error"] = r.stderr[-500:]
+    return row
+
+
+def write_outputs(rows):
+    cols = [("method", "method"), ("clean_acc", "clean"), ("pgd20_acc", "PGD-20"),
+            ("cw20_acc", "CW-20")]
+    if any("aa_acc" in r for r in rows):
+        cols.append(("aa_acc", f"AA ({_AA.value} imgs)"))
+    cols.append(("wall_seconds", "train+eval s"))
+    lines = ["Protocol: " + protocol_text(), "",
+             "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k)
+            cells.append(f"{100 * v:.1f}%" if k.endswith("_acc") and v is not None
+                         else ("-" if v is None else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    with open(os.path.join(_OUT.value, "results.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(_OUT.value, "results.json"), "w") as f:
+        json.dump({"protocol": protocol_text(), "rows": rows}, f, indent=1)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in rows:
+        ax.scatter(100 * r["clean_acc"], 100 * r["pgd20_acc"], s=40)
+        ax.annotate(r["method"], (100 * r["clean_acc"], 100 * r["pgd20_acc"]),
+                    textcoords="offset points", xytext=(4, 4))
+    ax.set_xlim(0, 100 * max(r["clean_acc"] for r in rows) + 10)
+    ax.set_ylim(0, 100 * max(r["pgd20_acc"] for r in rows) + 10)
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel("PGD-20 accuracy (%)")
+    ax.set_title("small_cnn, CIFAR-10 subset, eps 8/255", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(_OUT.value, "clean_vs_robust.png"), dpi=120)
+    return table
+
+
+def main(argv):
+    del argv
+    if not os.path.isdir(_DATA_DIR.value):
+        sys.exit(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass --data_dir")
+    os.makedirs(_OUT.value, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    print("Protocol:", protocol_text(), flush=True)
+    rows = []
+    for key in _METHODS.value:
+        print(f"[{key}] training ...", flush=True)
+        rows.append(run_method(key, env))
+        print(f"[{key}] {rows[-1]}", flush=True)
+        write_outputs(rows)
+    print(write_outputs(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
