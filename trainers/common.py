@@ -318,7 +318,7 @@ def run(method_key, method_flags=()):
         split="test", attacks=attacks, epsilon=hparams["epsilon"], step_size=2 / 255,
         examples=settings["final_examples"], batch_size=settings["eval_batch_size"],
         seed=settings["seed"], output=os.path.join(run_dir, "evaluation.json"),
-        model_card=card, verbose=verbose == 1)
+        model_card=card, verbose=True)
 
 
 def _append_csv(path, row):

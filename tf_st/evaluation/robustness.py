@@ -141,15 +141,17 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
     for index, spec in enumerate(specs):
         run = make_batch_attack(logits_fn, spec, epsilon, step_size)
         flags, start = [], time.time()
-        progbar = _progress(spec.name, data, batch_size) if verbose else None
+        progress = _Progress(spec.name, data) if verbose else None
         for b, (x, y) in enumerate(_batches(data, batch_size)):
             size = max(batch_size, len(x))
             xp, yp, n = _pad(np.asarray(x), np.asarray(y), size)
             seed_t = tf.constant([seed, b * 1009 + index], tf.int64)
             correct = run(tf.constant(xp, dtype), tf.constant(yp, tf.int64), seed_t).numpy()[:n]
             flags.append(correct)
-            if progbar is not None:
-                progbar.add(n, [("acc", float(np.concatenate(flags).mean()))])
+            if progress is not None:
+                progress.update(n, float(np.concatenate(flags).mean()))
+        if progress is not None:
+            progress.close()
         correct = np.concatenate(flags) if flags else np.zeros(0, bool)
         results[spec.name] = AttackResult(spec.name, float(correct.mean()) if len(correct) else 0.0,
                                           time.time() - start, correct)
@@ -157,8 +159,33 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
     return EvaluationResult(n, float(epsilon), float(step_size), int(seed), results)
 
 
-def _progress(name, data, batch_size):
-    import keras
-    total = None if isinstance(data, tf.data.Dataset) else len(data[0])
-    print(f"[{name}]", flush=True)
-    return keras.utils.Progbar(total, stateful_metrics=["acc"])
+class _Progress:
+    """A Keras progress bar on a terminal; otherwise (logs, CI) a line at every ~10%."""
+
+    def __init__(self, name, data):
+        import sys
+        self.name, self.start, self.done, self.next_report = name, time.time(), 0, 0.1
+        self.total = None if isinstance(data, tf.data.Dataset) else len(data[0])
+        self.bar = None
+        if sys.stdout.isatty():
+            import keras
+            print(f"[{name}]", flush=True)
+            self.bar = keras.utils.Progbar(self.total, stateful_metrics=["acc"])
+
+    def update(self, n, acc):
+        self.done += n
+        self.acc = acc
+        if self.bar is not None:
+            self.bar.add(n, [("acc", acc)])
+        elif self.total and self.done / self.total >= self.next_report and self.done < self.total:
+            elapsed = time.time() - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            print(f"[{self.name}] {self.done}/{self.total} acc {100 * acc:.2f}% "
+                  f"({elapsed:.0f}s, ETA {eta:.0f}s)", flush=True)
+            while self.next_report <= self.done / self.total:
+                self.next_report += 0.1
+
+    def close(self):
+        if self.bar is None:
+            print(f"[{self.name}] {self.done} examples, acc {100 * getattr(self, 'acc', 0):.2f}% "
+                  f"in {time.time() - self.start:.1f}s", flush=True)
