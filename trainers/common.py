@@ -264,7 +264,7 @@ def run(method_key, method_flags=()):
                              shuffle=False)
         train_seconds = time.time() - t0
         ev = evaluate(eval_fn, (eval_x, eval_y), ("clean", "pgd20"), epsilon=hparams["epsilon"],
-                      step_size=2 / 255 if settings["dataset"] != "svhn" else hparams["step_size"],
+                      step_size=2 / 255,  # ST-AT utils.py:evaluate, every dataset
                       batch_size=min(settings["eval_batch_size"], len(eval_x)),
                       seed=settings["seed"] + epoch, verbose=False)
         clean, robust = ev.attacks["clean"].accuracy, ev.attacks["pgd20"].accuracy

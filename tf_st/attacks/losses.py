@@ -73,3 +73,43 @@ def first_argmax(values, axis=-1):
 
 def first_argmin(values, axis=-1):
     return first_argmax(-tf.convert_to_tensor(values), axis=axis)
+
+
+def _sorted_descending(logits):
+    """Logits sorted in descending order (``pi_1 >= pi_2 >= ...``)."""
+    return tf.sort(logits, axis=1, direction="DESCENDING")
+
+
+def _pi(sorted_logits, k):
+    """k-th largest logit (1-based); clamped to the last class when there are fewer
+    than k classes (AutoAttack requires >= 3 classes for DLR and >= 4 for the targeted
+    DLR; with fewer the official code fails, here the smallest logit is used)."""
+    n = tf.shape(sorted_logits)[1]
+    return tf.gather(sorted_logits, tf.minimum(k - 1, n - 1), axis=1)
+
+
+def dlr(logits, y):
+    """AutoAttack's Difference-of-Logits-Ratio loss (to be maximised):
+    ``-(z_y - max_{j != y} z_j) / (pi_1 - pi_3 + 1e-12)`` with ``pi`` the logits sorted
+    in descending order (reference §5.3).  The numerator equals the official index-based
+    ``z_y - (pi_2 if argmax == y else pi_1)`` for every tie pattern."""
+    logits = as_float(logits)
+    s = _sorted_descending(logits)
+    num = true_class_logit(logits, y) - max_other_logit(logits, y)
+    return -num / (_pi(s, 1) - _pi(s, 3) + tf.constant(1e-12, logits.dtype))
+
+
+def targeted_dlr(logits, y, y_target):
+    """Targeted DLR (to be maximised):
+    ``-(z_y - z_t) / (pi_1 - (pi_3 + pi_4) / 2 + 1e-12)`` (reference §5.3)."""
+    logits = as_float(logits)
+    s = _sorted_descending(logits)
+    num = true_class_logit(logits, y) - true_class_logit(logits, y_target)
+    den = _pi(s, 1) - tf.constant(0.5, logits.dtype) * (_pi(s, 3) + _pi(s, 4))
+    return -num / (den + tf.constant(1e-12, logits.dtype))
+
+
+def margin(logits, y):
+    """``z_y - max_{j != y} z_j`` (Square attack's margin loss, minimised; <= 0 means
+    misclassified)."""
+    return -cw_margin(logits, y)
