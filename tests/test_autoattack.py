@@ -504,3 +504,29 @@ def test_sanity_checks():
     res = aa.evaluate(model, x, y, epsilon=EPS, version="custom", attacks=short,
                       verbose=False, seed=0)
     assert res.warnings == []
+
+
+def test_evaluate_and_report_runs_autoattack_and_writes_model_info(tmp_path):
+    """--attacks=...,aa as export.evaluate runs it: the AA section, RobustBench-style
+    model_info and per-example flags land in the JSON report."""
+    import json
+
+    import keras
+
+    from tf_st.evaluation.report import evaluate_and_report
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    model = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(inp)))
+    out = tmp_path / "report.json"
+    report = evaluate_and_report(
+        lambda t: model(t, training=False), dataset="cifar10_mini", data_dir=None, split="test",
+        attacks=["clean", "pgd5", "aa"], epsilon=2 / 255, step_size=1 / 255, examples=12,
+        batch_size=12, seed=0, output=str(out), model_card={"arch": "linear"}, verbose=False)
+    saved = json.loads(out.read_text())
+    assert saved["autoattack"]["n_examples"] == 12 and len(saved["autoattack"]["robust_flags"]) == 12
+    assert saved["model_info"]["architecture"] == "linear"
+    assert saved["model_info"]["dataset"] == "cifar10_mini"
+    aa_acc = saved["autoattack"]["robust_accuracy"]
+    assert aa_acc <= saved["attacks"]["clean"]["accuracy"]
+    assert report["autoattack"]["clean_accuracy"] == saved["attacks"]["clean"]["accuracy"]

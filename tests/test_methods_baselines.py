@@ -259,7 +259,7 @@ def test_attack_matches_numpy_pgd(float64, key):
     assert set(out) == set(names)
     for n in names:
         expected = _np_pgd(w, b, x, y, inits[n], 3, grad_fn, sign)
-        np.testing.assert_allclose(out[n].numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(out[n].numpy(), expected, rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("key", ["madry", "trades", "mart", "col", "madry2", "trades2", "mart2"])

@@ -5,7 +5,17 @@ reduction, because the references differ (batch mean, batch sum, sum / B).  Logi
 float16/bfloat16 (mixed precision) are promoted to float32 before any softmax.
 """
 
+import numpy as np
 import tensorflow as tf
+
+
+def as_dtype(value, dtype):
+    """``value`` as a ``dtype`` tensor.  Python numbers are converted directly: a
+    ``tf.cast`` of a Python float goes through float32 first (2/255 would become
+    0.0078431377... in float64), which breaks float64 parity."""
+    if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)):
+        return tf.cast(value, dtype)
+    return tf.constant(value, dtype)
 
 
 def as_float(logits):

@@ -20,14 +20,14 @@ from tf_st.attacks import losses
 
 def project(x_adv, x, epsilon):
     """``clamp(min(max(x_adv, x - eps), x + eps), 0, 1)``: the L-inf ball, then [0, 1]."""
-    epsilon = tf.cast(epsilon, x.dtype)
+    epsilon = losses.as_dtype(epsilon, x.dtype)
     x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
     return tf.clip_by_value(x_adv, tf.zeros([], x.dtype), tf.ones([], x.dtype))
 
 
 def uniform_start(x, epsilon, seed=None, clamp=False):
     """``x + U(-eps, eps)``; ``seed`` is a stateless seed (shape [2] ints) or None."""
-    epsilon = tf.cast(epsilon, x.dtype)
+    epsilon = losses.as_dtype(epsilon, x.dtype)
     if seed is None:
         delta = tf.random.uniform(tf.shape(x), -epsilon, epsilon, dtype=x.dtype)
     else:
@@ -42,7 +42,7 @@ def normal_start(x, std=0.001, seed=None):
         noise = tf.random.normal(tf.shape(x), dtype=x.dtype)
     else:
         noise = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
-    return x + tf.cast(std, x.dtype) * noise
+    return x + losses.as_dtype(std, x.dtype) * noise
 
 
 def input_gradient(logits_fn, x_adv, y, loss_fn):
@@ -57,7 +57,7 @@ def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
     CAT evaluate FGSM."""
     x = tf.convert_to_tensor(x)
     grad = input_gradient(logits_fn, x, y, loss_fn)
-    return project(x + tf.cast(epsilon, x.dtype) * tf.sign(grad), x, epsilon)
+    return project(x + losses.as_dtype(epsilon, x.dtype) * tf.sign(grad), x, epsilon)
 
 
 def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entropy,
@@ -76,7 +76,7 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
         x_adv = uniform_start(x, epsilon, seed=seed, clamp=clamp_start)
     else:
         x_adv = x
-    step = tf.cast(-step_size if targeted else step_size, x.dtype)
+    step = losses.as_dtype(-step_size if targeted else step_size, x.dtype)
 
     def body(i, x_adv):
         grad = input_gradient(logits_fn, x_adv, y, loss_fn)

@@ -30,18 +30,17 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
     rows = [(r.name, r.accuracy, r.seconds) for r in result.attacks.values()]
     if "aa" in attacks:
         from tf_st.attacks import autoattack
+        card = model_card or {}
         aa = autoattack.evaluate(logits_fn, x, y, epsilon=epsilon, version="standard",
                                  seed=seed, batch_size=min(batch_size, len(x)),
-                                 state_file=state_file, verbose=verbose)
-        aa_json = aa.to_json()
-        report["autoattack"] = aa_json
-        rows.append(("aa", float(np.mean(aa.robust_flags)), aa_json.get("seconds", 0.0)))
-        report["model_info"] = {
-            "clean_acc": 100 * float(aa_json.get("clean_accuracy", np.nan)),
-            "autoattack_acc": 100 * float(np.mean(aa.robust_flags)), "eps": epsilon,
-            "dataset": dataset,
-            "architecture": (model_card or {}).get("arch"),
-        }
+                                 state_file=state_file, verbose=verbose,
+                                 return_adversarials=False, dataset=dataset,
+                                 architecture=card.get("arch"))
+        report["autoattack"] = aa.to_json()
+        report["model_info"] = dict(aa.model_info)
+        for log in aa.attacks:
+            rows.append((f"aa:{log.name}", log.robust_accuracy, log.seconds))
+        rows.append(("aa", aa.robust_accuracy, aa.seconds))
     report["seconds"] = round(time.time() - started, 2)
     if model_card:
         report["model"] = {k: model_card.get(k) for k in ("method", "arch", "dataset")}
@@ -58,8 +57,8 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
 
 def format_table(rows, header=None):
     lines = [header] if header else []
-    lines += [f"| {'attack':<8} | {'accuracy':>9} | {'seconds':>8} |",
-              f"|{'-' * 10}|{'-' * 11}|{'-' * 10}|"]
+    lines += [f"| {'attack':<11} | {'accuracy':>9} | {'seconds':>8} |",
+              f"|{'-' * 13}|{'-' * 11}|{'-' * 10}|"]
     for name, acc, sec in rows:
-        lines.append(f"| {name:<8} | {100 * acc:>8.2f}% | {sec:>8.1f} |")
+        lines.append(f"| {name:<11} | {100 * acc:>8.2f}% | {sec:>8.1f} |")
     return "\n".join(lines)

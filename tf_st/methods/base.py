@@ -100,7 +100,7 @@ class AdversarialMethod(keras.Model):
         batch = tf.shape(x)[0]
         shape = tf.concat([[batch * replicas], tf.shape(x)[1:]], axis=0)
         seed = self.draw_seed(index)
-        scale = tf.cast(scale, x.dtype)
+        scale = losses.as_dtype(scale, x.dtype)
         if kind == "normal":
             full = scale * tf.random.stateless_normal(shape, seed, dtype=x.dtype)
         elif kind == "uniform":

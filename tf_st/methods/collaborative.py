@@ -75,5 +75,5 @@ class CollaborativeTraining(AdversarialMethod):
         z_col = self.forward_train(generated["col"])
         ce = batch_mean(losses.cross_entropy(z_nat, y))
         reg = batch_mean(losses.kl_divergence(z_col, z_nat))
-        return {"loss": ce + tf.cast(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
+        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
                 "clean_logits": z_nat}

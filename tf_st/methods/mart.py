@@ -102,7 +102,7 @@ class MART(AdversarialMethod):
             robs.append(batch_mean(rob))
         count = tf.cast(len(bces), bces[0].dtype)
         bce, kl = tf.add_n(bces) / count, tf.add_n(robs) / count
-        return {"loss": bce + tf.cast(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,
+        return {"loss": bce + losses.as_dtype(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,
                 "clean_logits": z_nat}
 
 

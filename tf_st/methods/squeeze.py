@@ -91,7 +91,7 @@ class SqueezeTraining(AdversarialMethod):
     def _squeeze(self, x, y, x_adv, x_col):
         fwd = self.forward_batch_stats
         z_nat = tf.stop_gradient(fwd(x))
-        step = tf.cast(self.step_size, x.dtype)
+        step = losses.as_dtype(self.step_size, x.dtype)
 
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1

@@ -114,7 +114,7 @@ class TRADES(AdversarialMethod):
         ce = batch_mean(losses.cross_entropy(z_nat, y))
         regs = [batch_mean(self.reg_fn(z_target, z_adv)) for z_adv in z_advs]
         reg = tf.add_n(regs) / tf.cast(len(regs), regs[0].dtype)
-        return {"loss": ce + tf.cast(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
+        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
                 "clean_logits": z_nat}
 
 
