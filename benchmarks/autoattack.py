@@ -3,8 +3,8 @@ r"""Speed of the AutoAttack port against our PGD, on CIFAR-10 test images.
   python -m benchmarks.autoattack --arch=resnet18 --n_per_class=50 --iters=10
   python -m benchmarks.autoattack --arch=resnet18 --full   # the real AA standard run
 
-Loads ``n_per_class`` images per class (canonical order airplane..truck) from
-``/work/shared/data/cifar10-jpeg/test/<class>/*.jpg``.  With random-init weights (the
+Loads ``n_per_class`` images per class (classes in canonical order) from
+``../shared/data/cifar10-jpeg`` (``--data``).  With random-init weights (the
 default) the labels are the model's own predictions, so every point is clean-correct and
 gets attacked (timing, not robustness); ``--weights`` loads a checkpoint and uses the true
 labels.
@@ -30,7 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _ARCH = flags.DEFINE_string("arch", "resnet18", "Architecture key of tf_st.models.build.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Optional .weights.h5 to load.")
-_DATA = flags.DEFINE_string("data", "/work/shared/data/cifar10-jpeg/test", "Image root.")
+_DATA = flags.DEFINE_string(
+    "data", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                         "shared", "data", "cifar10-jpeg"), "CIFAR-10 image folder (train/, test/).")
 _NPC = flags.DEFINE_integer("n_per_class", 50, "Images per class.")
 _BS = flags.DEFINE_integer("batch_size", 500, "Batch size.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Timed iterations per attack (queries: x10).")
@@ -41,21 +43,12 @@ _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed repetitions (the minimum is
 _ONLY = flags.DEFINE_list("only", ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"],
                           "Attacks to time.")
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
-
-
 def load_images(root, n_per_class):
-    import numpy as np
-    import tensorflow as tf
-    xs, ys = [], []
-    for label, name in enumerate(CLASSES):
-        files = sorted(os.listdir(os.path.join(root, name)))[:n_per_class]
-        for f in files:
-            raw = tf.io.read_file(os.path.join(root, name, f))
-            xs.append(tf.io.decode_jpeg(raw, channels=3).numpy())
-            ys.append(label)
-    return np.stack(xs).astype("float32") / 255.0, np.array(ys, "int64")
+    """The first ``n_per_class`` test images of every class, through the project's
+    image-folder loader (class-interleaved, so a prefix is balanced)."""
+    from tf_st import data
+    split = data.load("image_folder", "test", data_dir=root)
+    return data.as_numpy(split, limit=n_per_class * split.num_classes)
 
 
 def main(argv):

@@ -17,10 +17,13 @@ Protocol (also printed with the results):
            first --aa_examples test images when --aa_examples > 0)
 
 Each method runs through its real trainer (``python -m trainers.<key>``), so the runner,
-checkpoints, selection and export are the ones users get.  Outputs in --output_dir:
+checkpoints, selection and export are the ones users get; an interrupted comparison is
+resumed by running it again (finished trainings only redo their final evaluation, and
+reported times come from the run directory).  Outputs in --output_dir:
 results.md (the table), results.json, clean_vs_robust.png.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -67,7 +70,13 @@ def run_method(key, env):
         raise RuntimeError(f"{key} failed; see {run_dir}/log.txt\n{r.stderr[-2000:]}")
     with open(os.path.join(run_dir, "evaluation.json")) as f:
         report = json.load(f)
-    row = {"method": key, "wall_seconds": round(train_seconds, 1),
+    # Times from the run directory, so that a resumed run still reports its full cost.
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        epochs = list(csv.DictReader(f))
+    row = {"method": key,
+           "train_seconds": round(sum(float(e["train_seconds"]) for e in epochs), 1),
+           "final_eval_seconds": report["seconds"],
+           "process_seconds": round(train_seconds, 1),
            **{f"{a}_acc": v["accuracy"] for a, v in report["attacks"].items()}}
     if _AA.value > 0:
         aa_json = os.path.join(run_dir, "aa.json")
@@ -91,7 +100,7 @@ def write_outputs(rows):
             ("cw20_acc", "CW-20")]
     if any("aa_acc" in r for r in rows):
         cols.append(("aa_acc", f"AA ({_AA.value} imgs)"))
-    cols.append(("wall_seconds", "train+eval s"))
+    cols += [("train_seconds", "training s"), ("final_eval_seconds", "final eval s")]
     lines = ["Protocol: " + protocol_text(), "",
              "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
