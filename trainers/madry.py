@@ -11,7 +11,8 @@ from trainers import common
 common.define_common_flags()
 _CLAMP_START = flags.DEFINE_bool("clamp_start", True, "Clamp the random start to [0, 1].")
 _ATTACK_BN = common.define_attack_bn()
-main = common.main_for("madry", [_CLAMP_START, _ATTACK_BN])
+METHOD_FLAGS = [_CLAMP_START, _ATTACK_BN]
+main = common.main_for("madry", METHOD_FLAGS)
 
 if __name__ == "__main__":
     app.run(main)

@@ -1,18 +1,14 @@
-r"""Madry AT with two neighbouring examples per benign example
-(AT†, ST paper Appendix C, Table 6): PGD-10 on cross-entropy, inference-mode BN during the
-attack, uniform random start clamped to [0, 1] (see ``tf_st.methods.madry``).
+r"""Madry AT with two neighbouring examples per benign example (AT†, ST paper
+Appendix C, Table 6); the flags are those of ``trainers.madry``.
 
   python -m trainers.madry2 --dataset=cifar10_mini
 """
 
-from absl import app, flags
+from absl import app
 
-from trainers import common
+from trainers import common, madry
 
-common.define_common_flags()
-_CLAMP_START = flags.DEFINE_bool("clamp_start", True, "Clamp the random start to [0, 1].")
-_ATTACK_BN = common.define_attack_bn()
-main = common.main_for("madry2", [_CLAMP_START, _ATTACK_BN])
+main = common.main_for("madry2", madry.METHOD_FLAGS)
 
 if __name__ == "__main__":
     app.run(main)

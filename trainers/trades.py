@@ -13,7 +13,8 @@ _BETA = common.define_beta("TRADES: 6")
 _REG = flags.DEFINE_enum("trades_reg", None, ["kl", "js", "l2", "symmetric_kl"],
                          "Regulariser of the attack and the outer loss (default kl).")
 _ATTACK_BN = common.define_attack_bn()
-main = common.main_for("trades", [_BETA, ("reg", _REG), _ATTACK_BN])
+METHOD_FLAGS = [_BETA, ("reg", _REG), _ATTACK_BN]
+main = common.main_for("trades", METHOD_FLAGS)
 
 if __name__ == "__main__":
     app.run(main)

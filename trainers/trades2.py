@@ -1,20 +1,14 @@
-r"""TRADES with two neighbouring examples per benign example
-(TRADES†, ST paper Appendix C, Table 6) (see ``tf_st.methods.trades``).  ``--trades_reg`` swaps the KL for ST's
-regularisers (ST paper Figure 6).
+r"""TRADES with two neighbouring examples per benign example (TRADES†, ST paper
+Appendix C, Table 6); the flags are those of ``trainers.trades``.
 
-  python -m trainers.trades2 --dataset=cifar10_mini --trades_reg=kl
+  python -m trainers.trades2 --dataset=cifar10_mini
 """
 
-from absl import app, flags
+from absl import app
 
-from trainers import common
+from trainers import common, trades
 
-common.define_common_flags()
-_BETA = common.define_beta("TRADES: 6")
-_REG = flags.DEFINE_enum("trades_reg", None, ["kl", "js", "l2", "symmetric_kl"],
-                         "Regulariser of the attack and the outer loss (default kl).")
-_ATTACK_BN = common.define_attack_bn()
-main = common.main_for("trades2", [_BETA, ("reg", _REG), _ATTACK_BN])
+main = common.main_for("trades2", trades.METHOD_FLAGS)
 
 if __name__ == "__main__":
     app.run(main)

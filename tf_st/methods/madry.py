@@ -33,7 +33,6 @@ Choices and deviations:
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.pgd import pgd
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
 
@@ -64,12 +63,8 @@ class MadryAT(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
-        out = {}
-        for k, name in enumerate(self.names):
-            start = self.random_start(x, k) if init is None else tf.cast(init[name], x.dtype)
-            out[name] = pgd(forward, x, y, epsilon=self.epsilon, step_size=self.step_size,
-                            steps=self.steps, loss_fn=losses.cross_entropy, x_init=start)
-        return out
+        return nb.pgd_neighbours(self, x, y, init, self.random_start, losses.cross_entropy,
+                                 forward)
 
     def training_loss(self, x, y, generated):
         ces = [batch_mean(losses.cross_entropy(self.forward_train(generated[n]), y))

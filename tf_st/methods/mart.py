@@ -36,7 +36,6 @@ Choices and deviations:
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.pgd import pgd
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
 
@@ -82,15 +81,8 @@ class MART(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
-        out = {}
-        for k, name in enumerate(self.names):
-            if init is None:
-                start = x + self.noise(x, "normal", k, self.init_std)
-            else:
-                start = tf.cast(init[name], x.dtype)
-            out[name] = pgd(forward, x, y, epsilon=self.epsilon, step_size=self.step_size,
-                            steps=self.steps, loss_fn=losses.cross_entropy, x_init=start)
-        return out
+        start = lambda x, k: x + self.noise(x, "normal", k, self.init_std)  # noqa: E731
+        return nb.pgd_neighbours(self, x, y, init, start, losses.cross_entropy, forward)
 
     def training_loss(self, x, y, generated):
         z_nat = self.forward_train(x)

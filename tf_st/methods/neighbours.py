@@ -9,6 +9,10 @@ regulariser (the paper: "the mean of regularization is adopted for the outer
 optimization").
 """
 
+import tensorflow as tf
+
+from tf_st.attacks.pgd import pgd
+
 ATTACK_BN_MODES = ("eval", "train", "batch_stats")
 
 
@@ -41,3 +45,15 @@ def check_neighbours(count):
     if int(count) != count or count < 1:
         raise ValueError(f"neighbours must be a positive integer, got {count!r}")
     return int(count)
+
+
+def pgd_neighbours(method, x, y, init, start, loss_fn, forward):
+    """``{name: PGD point}`` for each of ``method.names``: the ``k``-th neighbour starts
+    at ``init[name]`` if given, else at ``start(x, k)``, and ascends ``loss_fn`` through
+    ``forward`` with the method's epsilon, step size and steps."""
+    out = {}
+    for k, name in enumerate(method.names):
+        x0 = start(x, k) if init is None else tf.cast(init[name], x.dtype)
+        out[name] = pgd(forward, x, y, epsilon=method.epsilon, step_size=method.step_size,
+                        steps=method.steps, loss_fn=loss_fn, x_init=x0)
+    return out
