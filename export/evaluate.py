@@ -7,7 +7,6 @@ Any SavedModel whose signature maps [0, 1] NHWC float images to logits works, no
 ours (see ``export.saved_model.LoadedClassifier``).
 """
 
-import json
 import os
 import sys
 

@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tf_st.attacks import fgsm, losses, pgd
 from tf_st.attacks.pgd import cw_inf

@@ -2,7 +2,6 @@
 ST-trained one is clearly above it (bundled cifar10_mini, small CNN, a few epochs)."""
 
 import keras
-import numpy as np
 
 from tf_st import data, methods, models
 from tf_st.evaluation import evaluate

@@ -187,7 +187,6 @@ def define_attack_bn(default="eval"):
 
 def run(method_key, method_flags=()):
     """Trains ``method_key`` with the resolved flags; returns the final report dict."""
-    import numpy as np
     import tensorflow as tf
     import keras
 

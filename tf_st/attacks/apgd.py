@@ -23,14 +23,10 @@ the function can be wrapped in a (jit-compiled) ``tf.function``.  One iteration 
 forward and one backward pass, like one PGD step.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.attacks.pgd import project
-
-
-_as_dtype = losses.as_dtype
 
 
 def checkpoints(n_iter):
@@ -58,7 +54,7 @@ def linf_sphere_start(x, epsilon, seed=None):
         t = tf.random.stateless_uniform(shape, seed, -1.0, 1.0, dtype=x.dtype)
     axes = list(range(1, len(x.shape)))
     t_max = tf.reduce_max(tf.abs(t), axis=axes, keepdims=True)
-    return tf.clip_by_value(x + _as_dtype(epsilon, x.dtype) * t / t_max, 0.0, 1.0)
+    return tf.clip_by_value(x + losses.as_dtype(epsilon, x.dtype) * t / t_max, 0.0, 1.0)
 
 
 def _loss_fn(loss, y_target):
@@ -117,7 +113,7 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
     x = tf.convert_to_tensor(x)
     y = tf.cast(y, tf.int32)
     dtype = x.dtype
-    eps = _as_dtype(epsilon, dtype)
+    eps = losses.as_dtype(epsilon, dtype)
     loss_fn = _loss_fn(loss, y_target)
     if n_iter < 1:
         raise ValueError("n_iter must be >= 1")

@@ -48,7 +48,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.apgd import _as_dtype
 from tf_st.attacks.apgd import apgd, target_by_rank
 from tf_st.attacks.fab import fab_targeted
 from tf_st.attacks.pgd import project
@@ -213,7 +212,7 @@ def _make_stage_fn(logits_fn, attack, epsilon, jit_compile, spec_x, spec_y):
     (x_adv, fooled, extra)`` with re-classification of the projected output."""
 
     def run(x, y, seed, rank, restart):
-        eps = _as_dtype(epsilon, x.dtype)
+        eps = losses.as_dtype(epsilon, x.dtype)
         extra = tf.zeros([tf.shape(x)[0]], tf.float32)
         if isinstance(attack, APGD):
             x_adv, _, det = apgd(logits_fn, x, y, epsilon=eps, n_iter=attack.n_iter,

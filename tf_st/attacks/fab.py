@@ -26,7 +26,6 @@ corner that moves ``w . u`` furthest toward it.
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.apgd import _as_dtype
 from tf_st.attacks.apgd import target_by_rank
 
 
@@ -86,7 +85,7 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
     batch = tf.shape(x)[0]
     shape = tf.shape(x)
     bshape = tf.concat([[batch], tf.ones([len(x.shape) - 1], tf.int32)], 0)
-    eps = _as_dtype(epsilon, dtype)
+    eps = losses.as_dtype(epsilon, dtype)
     clean_logits = logits_fn(x)
     clean_ok = tf.equal(tf.cast(tf.argmax(clean_logits, axis=1), tf.int32), y)
     if y_target is None:

@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.apgd import _as_dtype
 from tf_st.attacks.pgd import project
 
 
@@ -64,7 +63,7 @@ def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=No
         raise ValueError("square_linf expects NHWC images")
     batch = tf.shape(x)[0]
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-    eps = _as_dtype(epsilon, dtype)
+    eps = losses.as_dtype(epsilon, dtype)
     if seed is None:
         seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
     seed = tf.cast(seed, tf.int64)

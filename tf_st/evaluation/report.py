@@ -5,7 +5,6 @@ import json
 import os
 import time
 
-import numpy as np
 
 from tf_st.evaluation.robustness import evaluate, parse_attack
 
