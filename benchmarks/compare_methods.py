@@ -77,6 +77,9 @@ def run_method(key, env):
            "train_seconds": round(sum(float(e["train_seconds"]) for e in epochs), 1),
            "final_eval_seconds": report["seconds"],
            "process_seconds": round(train_seconds, 1),
+           "best_epoch": _best_epoch(run_dir),
+           "last_epoch_clean_acc": float(epochs[-1]["test_clean_acc"]),
+           "last_epoch_pgd20_acc": float(epochs[-1]["test_pgd20_acc"]),
            **{f"{a}_acc": v["accuracy"] for a, v in report["attacks"].items()}}
     if _AA.value > 0:
         aa_json = os.path.join(run_dir, "aa.json")
@@ -95,12 +98,19 @@ def run_method(key, env):
     return row
 
 
+def _best_epoch(run_dir):
+    with open(os.path.join(run_dir, "export", "1", "model_card.json")) as f:
+        return json.load(f)["best_epoch"]
+
+
 def write_outputs(rows):
     cols = [("method", "method"), ("clean_acc", "clean"), ("pgd20_acc", "PGD-20"),
             ("cw20_acc", "CW-20")]
     if any("aa_acc" in r for r in rows):
         cols.append(("aa_acc", f"AA ({_AA.value} imgs)"))
-    cols += [("train_seconds", "training s"), ("final_eval_seconds", "final eval s")]
+    cols += [("best_epoch", "selected epoch"), ("last_epoch_clean_acc", "last-epoch clean"),
+             ("last_epoch_pgd20_acc", "last-epoch PGD-20"), ("train_seconds", "training s"),
+             ("final_eval_seconds", "final eval s")]
     lines = ["Protocol: " + protocol_text(), "",
              "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

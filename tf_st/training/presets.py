@@ -27,8 +27,8 @@ DATASET_PRESETS = {
     "image_folder": None,
     # The bundled 3,000-image demo set: a small model and a few epochs, so that the
     # README's main command runs in minutes on 2 CPU cores.  Not a paper setting.
-    "cifar10_mini": {**_COMMON, "arch": "small_cnn", "epochs": 6, "lr": 0.05,
-                     "lr_milestones": (5,), "step_size": 2 / 255, "augment": "crop_flip",
+    "cifar10_mini": {**_COMMON, "arch": "small_cnn", "epochs": 5, "lr": 0.05,
+                     "lr_milestones": (4,), "step_size": 2 / 255, "augment": "crop_flip",
                      "batch_size": 64},
 }
 DATASET_PRESETS["image_folder"] = DATASET_PRESETS["cifar10"]
