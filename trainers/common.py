@@ -245,7 +245,8 @@ def run(method_key, method_flags=()):
         method.compile(optimizer=optimizer, jit_compile=settings["jit_compile"])
         method(tf.zeros((1,) + image_shape))
         optimizer.build(classifier.trainable_variables)
-    run_ckpt = ckpt_lib.RunCheckpoint(run_dir, method, optimizer)
+    # method.optimizer is the LossScaleOptimizer wrapper under mixed precision.
+    run_ckpt = ckpt_lib.RunCheckpoint(run_dir, method, method.optimizer)
     start_epoch = run_ckpt.restore()
     if start_epoch:
         print(f"[{method_key}] resumed after epoch {start_epoch} "
