@@ -91,6 +91,17 @@ def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path):
     assert card["method"] == "st" and card["arch"] == "small_cnn"
 
 
+def test_missing_tfds_dataset_fails_with_instructions_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    env = {**ENV, "TFDS_DATA_DIR": str(tmp_path / "empty_tfds")}
+    r = subprocess.run([sys.executable, "-m", "trainers.st", "--dataset=svhn",
+                        f"--output_dir={out}"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2
+    assert "svhn_cropped" in r.stderr and "--data_dir" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 def test_export_evaluate_rejects_missing_model_and_bad_epsilon(tmp_path):
     r = run_module(["export.evaluate", f"--saved_model={tmp_path / 'nope'}"], timeout=120)
     assert r.returncode != 0 and "no SavedModel" in r.stderr

@@ -169,7 +169,12 @@ def main_for(method_key, method_flags=()):
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        run(method_key, method_flags)
+        from tf_st.data import DatasetNotFoundError
+        try:
+            run(method_key, method_flags)
+        except (DatasetNotFoundError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     return main
 
@@ -201,6 +206,10 @@ def run(method_key, method_flags=()):
     logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO via absl
     tf.get_logger().setLevel("ERROR")
     settings, hparams = resolve_settings(method_key, method_flags)
+    # Data first: a missing dataset fails before anything is written.
+    train_split = data.take(data.load(settings["dataset"], "train", data_dir=settings["data_dir"]),
+                            settings["train_examples"])
+    test_split = data.load(settings["dataset"], "test", data_dir=settings["data_dir"])
     run_dir = settings["output_dir"]
     os.makedirs(run_dir, exist_ok=True)
     ckpt_lib.atomic_write_text(os.path.join(run_dir, "flags.txt"),
@@ -214,9 +223,6 @@ def run(method_key, method_flags=()):
     if settings["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    train_split = data.take(data.load(settings["dataset"], "train", data_dir=settings["data_dir"]),
-                            settings["train_examples"])
-    test_split = data.load(settings["dataset"], "test", data_dir=settings["data_dir"])
     eval_x, eval_y = data.as_numpy(test_split, limit=settings["eval_examples"])
     image_shape = tuple(eval_x.shape[1:])
     steps_per_epoch = train_split.num_examples // settings["batch_size"]
@@ -239,7 +245,8 @@ def run(method_key, method_flags=()):
         method.compile(optimizer=optimizer, jit_compile=settings["jit_compile"])
         method(tf.zeros((1,) + image_shape))
         optimizer.build(classifier.trainable_variables)
-    run_ckpt = ckpt_lib.RunCheckpoint(run_dir, method, optimizer)
+    # method.optimizer is the LossScaleOptimizer wrapper under mixed precision.
+    run_ckpt = ckpt_lib.RunCheckpoint(run_dir, method, method.optimizer)
     start_epoch = run_ckpt.restore()
     if start_epoch:
         print(f"[{method_key}] resumed after epoch {start_epoch} "

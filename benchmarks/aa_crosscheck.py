@@ -1,0 +1,102 @@
+r"""Cross-check of our AutoAttack against an independent PyTorch implementation.
+
+  pip install torch==2.13.0 && pip install --no-deps torchattacks==3.5.1
+  python -m benchmarks.aa_crosscheck --weights=runs/demo/best.weights.h5 --examples=200
+
+The official fra31/auto-attack is not installable here (it is not on PyPI), so the
+reference is torchattacks' ``AutoAttack(version='standard')`` -- a port of the official
+code (APGD-CE, APGD-T, FAB-T, Square, 5,000 queries) -- run on the *same weights*: the
+Keras small CNN is converted to PyTorch with ``tf_st.models.keras_to_torch_state_dict``
+and the logits are checked to agree first.  Both runs are randomised (different RNGs),
+so per-example flags can differ on borderline points; the robust accuracies should
+agree within a few such points.  Not part of CI (needs torch).
+"""
+
+import time
+
+from absl import app, flags
+
+_WEIGHTS = flags.DEFINE_string("weights", None, "small_cnn .weights.h5 (e.g. a run's best).")
+_EXAMPLES = flags.DEFINE_integer("examples", 200, "cifar10_mini test images.")
+_EPS = flags.DEFINE_float("epsilon", 8 / 255, "L-inf radius.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of both runs.")
+
+
+def torch_small_cnn(num_classes=10):
+    import torch.nn as nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [3, 32, 32, 64, 64]
+            for i in range(1, 5):
+                setattr(self, f"conv{i}", nn.Conv2d(widths[i - 1], widths[i], 3, 1, 1, bias=False))
+                setattr(self, f"bn{i}", nn.BatchNorm2d(widths[i]))
+            self.fc1 = nn.Linear(64, 128)
+            self.fc2 = nn.Linear(128, num_classes)
+
+        def forward(self, x):
+            import torch.nn.functional as F
+            for i in range(1, 5):
+                x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+                if i in (1, 3):
+                    x = F.max_pool2d(x, 2)
+            x = x.mean(dim=(2, 3))
+            return self.fc2(F.relu(self.fc1(x)))
+
+    return SmallCNN()
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import torch
+    import torchattacks
+    from tf_st import data, models
+    from tf_st.attacks import autoattack
+    from tf_st.models.torch_import import keras_to_torch_state_dict
+
+    clf = models.build("small_cnn", 10)
+    if _WEIGHTS.value:
+        clf.load_weights(_WEIGHTS.value)
+    net = torch_small_cnn()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in keras_to_torch_state_dict(clf).items()},
+                        strict=False)
+    net.eval()
+    x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=_EXAMPLES.value)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    yt = torch.from_numpy(y)
+    with torch.no_grad():
+        z_pt = net(xt).numpy()
+    z_tf = clf(x, training=False).numpy()
+    print(f"logit agreement: max |TF - PyTorch| = {np.abs(z_pt - z_tf).max():.2e}")
+
+    start = time.time()
+    ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
+                               seed=_SEED.value, batch_size=len(x), verbose=False,
+                               logger=lambda *a: None)
+    ours_s = time.time() - start
+    start = time.time()
+    atk = torchattacks.AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard",
+                                  n_classes=10, seed=_SEED.value)
+    adv = atk(xt, yt)
+    with torch.no_grad():
+        theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
+    theirs_s = time.time() - start
+    agree = np.mean(ours.robust_flags == theirs)
+    print(f"{len(x)} cifar10_mini test images, eps {_EPS.value:.5f}")
+    print("| implementation | clean | AA robust | seconds |")
+    print("|---|---|---|---|")
+    print(f"| tf_st (TensorFlow) | {100 * ours.clean_accuracy:.1f}% | "
+          f"{100 * ours.robust_accuracy:.1f}% | {ours_s:.0f} |")
+    print(f"| torchattacks 3.5.1 (PyTorch) | {100 * np.mean(z_pt.argmax(1) == y):.1f}% | "
+          f"{100 * theirs.mean():.1f}% | {theirs_s:.0f} |")
+    print(f"per-example robust flags agree on {100 * agree:.1f}% "
+          f"({int(np.sum(ours.robust_flags & ~theirs))} robust only for tf_st, "
+          f"{int(np.sum(~ours.robust_flags & theirs))} only for torchattacks)")
+    for log in ours.attacks:
+        print(f"  tf_st after {log.name}: {100 * log.robust_accuracy:.1f}% ({log.seconds:.0f}s)")
+
+
+if __name__ == "__main__":
+    app.run(main)
