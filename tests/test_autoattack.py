@@ -418,24 +418,35 @@ def test_aggregation_rules_and_reproducibility():
 
 
 def test_no_retracing_per_batch():
-    traces = []
+    """Each attack traces once per batch *size* (the full size, or a power of two below
+    it for a stage's last small batch), never once per batch.  A tiny epsilon keeps every
+    point robust, so every stage sees all n points."""
+    from collections import Counter
+    sizes = []
     model = small_cnn()
 
     def logits_fn(x):
-        traces.append(1)  # runs at trace time only
+        sizes.append(x.shape[0])  # runs at trace time only (None inside while loops)
         return model(x)
 
     rng = np.random.default_rng(9)
-    counts = []
-    for n in (8, 21):
+    counts = {}
+    for n in (8, 21, 64):
         x = rng.uniform(0, 1, (n, 8, 8, 3)).astype(np.float32)
         y = model(x).numpy().argmax(1)
-        traces.clear()
-        aa.evaluate(logits_fn, x, y, epsilon=EPS, version="custom",
-                    attacks=(aa.APGD(n_iter=3), aa.Square(n_queries=5)), seed=0,
-                    batch_size=4, verbose=False)
-        counts.append(len(traces))
-    assert counts[0] == counts[1]
+        sizes.clear()
+        res = aa.evaluate(logits_fn, x, y, epsilon=1e-7, version="custom",
+                          attacks=(aa.APGD(n_iter=3), aa.Square(n_queries=5)), seed=0,
+                          batch_size=4, verbose=False, checks=False)
+        assert res.robust_flags.all()
+        counts[n] = Counter(sizes)
+    assert counts[8] == counts[64]  # 2 batches or 16: the same traces
+    assert set(counts[8]) - {None} == {4}
+    # 21 = 5 x 4 + 1: the size-1 remainder costs one more trace of each attack function
+    # (the clean pass keeps the full size), no more.
+    assert set(counts[21]) - {None} == {4, 1}
+    assert counts[21][4] == counts[8][4]
+    assert sum(counts[21].values()) < 2 * sum(counts[8].values())
 
 
 def test_state_file_resume_skips_finished_work(tmp_path):
@@ -530,3 +541,15 @@ def test_evaluate_and_report_runs_autoattack_and_writes_model_info(tmp_path):
     aa_acc = saved["autoattack"]["robust_accuracy"]
     assert aa_acc <= saved["attacks"]["clean"]["accuracy"]
     assert report["autoattack"]["clean_accuracy"] == saved["attacks"]["clean"]["accuracy"]
+
+
+def test_single_example_batches_work():
+    """A batch of one (a one-example run, or a stage's last remaining point) keeps its
+    static shape through every attack loop."""
+    model = small_cnn()
+    x = np.random.default_rng(3).uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)
+    y = model(x).numpy().argmax(1)
+    res = aa.evaluate(model, x, y, epsilon=EPS, version="custom",
+                      attacks=custom(n_iter=3, targets=1, queries=5), seed=0, batch_size=1,
+                      verbose=False)
+    assert res.robust_flags.shape == (1,) and res.clean_flags[0]

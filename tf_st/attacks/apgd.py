@@ -192,12 +192,15 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
         x_next = tf.where(rmask, x_best, x_new)
         grad_next = tf.where(rmask, grad_best, grad)
         steps_hist = tf.tensor_scatter_nd_update(s["steps_hist"], [[i]], new_step[None])
-        return [dict(
+        out = dict(
             i=i + 1, x_adv=x_next, x_old=x_cur, grad=grad_next, x_best=x_best,
             grad_best=grad_best, loss_best=loss_best, x_best_adv=x_best_adv,
             fooled=fooled, step=new_step, hist=hist,
             loss_best_last_check=loss_best_last_check,
-            reduced_last_check=reduced_last_check, steps_hist=steps_hist)]
+            reduced_last_check=reduced_last_check, steps_hist=steps_hist)
+        # Some ops lose the static batch size of 1 (shape (1,) -> (None,)), which
+        # tf.while_loop rejects; the loop variables keep their shapes by construction.
+        return [{k: tf.ensure_shape(v, s[k].shape) for k, v in out.items()}]
 
     (s,) = tf.while_loop(lambda s: s["i"] < n_iter, body, [state],
                          maximum_iterations=n_iter)

@@ -12,9 +12,11 @@ Design:
 * Presets are immutable: ``STANDARD`` is a tuple of frozen settings objects.  To change
   anything pass ``version='custom', attacks=(APGD(n_iter=10), Square(n_queries=100))``.
 * Work is split into *stages* (one per attack, restart and target class).  Each stage
-  attacks the still-robust points in fixed-size batches (the last one padded), through
-  one ``tf.function`` per attack kind (targets and seeds are tensor arguments), so
-  nothing retraces per batch, and the attack loops never return to the host.
+  attacks the still-robust points in fixed-size batches through one ``tf.function`` per
+  attack kind and batch size (targets and seeds are tensor arguments), so nothing
+  retraces per batch, and the attack loops never return to the host.  A stage's last
+  batch is padded to the next power of two (at most ``batch_size``), so a handful of
+  remaining points does not cost a full batch.
 * ``seed`` makes a run reproducible (``None``: drawn from the clock and recorded in
   the result).  Each batch gets the stateless seed ``(seed, hash(stage, batch))``.
 * ``state_file``: JSON with the robust flags, the finished stages and the points done
@@ -361,9 +363,18 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     log = logger if (logger is not None and verbose) else (lambda *a, **k: None)
     collected = []
 
-    def batch_of(idx):
-        """Fixed-size batch for the indices ``idx`` (padded by repeating the first)."""
-        pad = bs - len(idx)
+    def bucket(count):
+        """Batch size for ``count`` points: ``bs``, or the next power of two below it,
+        so that a stage's last (or only) small batch does not pay for ``bs`` examples
+        while each attack still traces at most ~log2(bs) shapes."""
+        return bs if count >= bs else min(bs, 1 << max(0, int(count - 1).bit_length()))
+
+    def spec(size):
+        return (tf.TensorSpec([size, *x_np.shape[1:]], dtype), tf.TensorSpec([size], tf.int32))
+
+    def batch_of(idx, size=bs):
+        """Batch of ``size`` for the indices ``idx`` (padded by repeating the first)."""
+        pad = size - len(idx)
         full = np.concatenate([idx, np.full(pad, idx[0], idx.dtype)]) if pad else idx
         xb = np.asarray(x_np[full], np_dtype)
         return tf.constant(xb), tf.constant(y_np[full].astype(np.int32))
@@ -449,10 +460,6 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
             attacked = 0
             fooled_total = attack_logs[key].fooled if key in attack_logs else 0
             fn_key = type(a).__name__ + repr(a)
-            if fn_key not in fns:
-                fns[fn_key] = _make_stage_fn(logits_fn, a, epsilon, jit_compile,
-                                             spec_x, spec_y)
-            fn = fns[fn_key]
             for st in (s for s in stages if s.attack_index == ai):
                 if st.key in finished:
                     continue
@@ -462,7 +469,12 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                 n_batches = -(-len(todo) // bs)
                 for bi in range(n_batches):
                     idx = todo[bi * bs:(bi + 1) * bs]
-                    xb, yb = batch_of(idx)
+                    size = bucket(len(idx))
+                    if (fn_key, size) not in fns:
+                        fns[(fn_key, size)] = _make_stage_fn(logits_fn, a, epsilon, jit_compile,
+                                                             *spec(size))
+                    fn = fns[(fn_key, size)]
+                    xb, yb = batch_of(idx, size)
                     x_out, fooled, extra = fn(xb, yb, tf.constant(_batch_seed(seed, st.key, bi)),
                                               tf.constant(st.target_rank, tf.int32),
                                               tf.constant(st.restart, tf.int32))

@@ -121,6 +121,7 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
     a_min = tf.constant(1e-8, dtype)
 
     def body(i, x1, adv, res, first):
+        shapes = [v.shape for v in (i, x1, adv, res, first)]
         f, grad = diff_and_grad(x1)
         w = tf.reshape(grad, [batch, -1])
         x1f = tf.reshape(x1, [batch, -1])
@@ -141,7 +142,10 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
         adv = tf.where(better[:, None], new, adv)
         res = tf.where(better, dist, res)
         new = tf.where(is_adv[:, None], x0 + beta * (new - x0), new)
-        return i + 1, tf.reshape(new, shape), adv, res, first
+        out = (i + 1, tf.reshape(new, shape), adv, res, first)
+        # Keep static shapes (a batch of 1 otherwise turns into None, which
+        # tf.while_loop rejects).
+        return tuple(tf.ensure_shape(v, shape) for v, shape in zip(out, shapes))
 
     init = (tf.constant(0), x1, x0, big * tf.ones([batch], dtype), x0)
     _, _, adv, res, first = tf.while_loop(lambda i, *_: i < n_iter, body, init,

@@ -111,7 +111,10 @@ def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=No
         x_best = tf.where(accept[:, None, None, None], candidate, x_best)
         margin_min = tf.where(accept, m, margin_min)
         queries = queries + tf.cast(active, tf.int32)
-        return i + 1, x_best, margin_min, queries
+        # Random draws shaped by the dynamic batch size lose a static batch of 1, which
+        # tf.while_loop rejects; the loop variables keep their shapes by construction.
+        return (i + 1, tf.ensure_shape(x_best, x.shape),
+                tf.ensure_shape(margin_min, x.shape[:1]), tf.ensure_shape(queries, x.shape[:1]))
 
     iterations, x_best, margin_min, queries = tf.while_loop(
         cond, body, (tf.constant(0), x_best, margin_min, queries),
