@@ -15,8 +15,8 @@ Design:
   attacks the still-robust points in fixed-size batches through one ``tf.function`` per
   attack kind and batch size (targets and seeds are tensor arguments), so nothing
   retraces per batch, and the attack loops never return to the host.  A stage's last
-  batch is padded to the next power of two (at most ``batch_size``), so a handful of
-  remaining points does not cost a full batch.
+  batch is padded only to the next multiple of ``batch_size // 8``, so a handful of
+  remaining points does not cost a full batch (at most 8 traced shapes per attack).
 * ``seed`` makes a run reproducible (``None``: drawn from the clock and recorded in
   the result).  Each batch gets the stateless seed ``(seed, hash(stage, batch))``.
 * ``state_file``: JSON with the robust flags, the finished stages and the points done
@@ -364,10 +364,11 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     collected = []
 
     def bucket(count):
-        """Batch size for ``count`` points: ``bs``, or the next power of two below it,
-        so that a stage's last (or only) small batch does not pay for ``bs`` examples
-        while each attack still traces at most ~log2(bs) shapes."""
-        return bs if count >= bs else min(bs, 1 << max(0, int(count - 1).bit_length()))
+        """Batch size for ``count`` points: ``count`` rounded up to a multiple of
+        ``bs // 8``, so that a stage's last (or only) small batch does not pay for ``bs``
+        examples while each attack still traces at most 8 shapes."""
+        grain = max(1, bs // 8)
+        return min(bs, -(-int(count) // grain) * grain)
 
     def spec(size):
         return (tf.TensorSpec([size, *x_np.shape[1:]], dtype), tf.TensorSpec([size], tf.int32))
