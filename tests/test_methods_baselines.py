@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tf_st import methods
-from tf_st.models.layers import TorchBatchNorm
+from tests.helpers import linear_classifier, small_bn_model, softmax
 
 EPS, STEP = 8 / 255, 2 / 255
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,10 +21,6 @@ BASELINES = ["natural", "madry", "trades", "mart", "col", "madry2", "trades2", "
 
 
 # ----------------------------------------------------------------- numpy references
-def softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
 
 def np_ce(z, y):
     return -np.log(softmax(z)[np.arange(len(y)), y])
@@ -82,24 +78,6 @@ def generated_names(key):
 
 
 # ----------------------------------------------------------------------- models
-def linear_classifier(shape=(2, 2, 3), classes=3, seed=0):
-    rng = np.random.RandomState(seed)
-    inp = keras.Input(shape)
-    out = keras.layers.Dense(classes)(keras.layers.Flatten()(inp))
-    model = keras.Model(inp, out)
-    d = int(np.prod(shape))
-    w, b = rng.randn(d, classes) * 2.0, rng.randn(classes) * 0.1
-    model.layers[-1].set_weights([w, b])
-    return model, w, b
-
-
-def small_bn_model():
-    inp = keras.Input((4, 4, 2))
-    h = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
-    h = TorchBatchNorm(name="bn")(h)
-    h = keras.layers.ReLU()(h)
-    out = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
-    return keras.Model(inp, out)
 
 
 def _fixed_batch(B=5, shape=(2, 2, 3), seed=3):

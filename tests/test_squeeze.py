@@ -8,25 +8,9 @@ import tensorflow as tf
 from tf_st import methods
 from tf_st.methods import regularizers
 from tf_st.methods.squeeze import select_roles
-from tf_st.models.layers import TorchBatchNorm
+from tests.helpers import linear_classifier, small_bn_model, softmax
 
 EPS, STEP = 8 / 255, 2 / 255
-
-
-def softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def linear_classifier(shape=(2, 2, 3), classes=3, seed=0):
-    rng = np.random.RandomState(seed)
-    inp = keras.Input(shape)
-    out = keras.layers.Dense(classes)(keras.layers.Flatten()(inp))
-    model = keras.Model(inp, out)
-    d = int(np.prod(shape))
-    w, b = rng.randn(d, classes) * 2.0, rng.randn(classes) * 0.1
-    model.layers[-1].set_weights([w, b])
-    return model, w, b
 
 
 def test_select_roles_on_hand_built_logits_with_ties():
@@ -137,15 +121,6 @@ def test_generate_stays_in_ball_and_box_and_is_reproducible():
         v = a[k].numpy()
         assert np.all(np.abs(v - x) <= EPS + 1e-6) and v.min() >= 0 and v.max() <= 1
         np.testing.assert_array_equal(v, b[k].numpy())
-
-
-def small_bn_model():
-    inp = keras.Input((4, 4, 2))
-    h = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
-    h = TorchBatchNorm(name="bn")(h)
-    h = keras.layers.ReLU()(h)
-    out = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
-    return keras.Model(inp, out)
 
 
 def test_bn_moving_statistics_after_one_train_step(float64):

@@ -1,0 +1,33 @@
+"""Tiny models and numpy references shared by the method tests."""
+
+import keras
+import numpy as np
+
+from tf_st.models.layers import TorchBatchNorm
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def linear_classifier(shape=(2, 2, 3), classes=3, seed=0):
+    """``z = flatten(x) @ w + b`` as a Keras model, with its (w, b) for numpy references."""
+    rng = np.random.RandomState(seed)
+    inp = keras.Input(shape)
+    out = keras.layers.Dense(classes)(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    d = int(np.prod(shape))
+    w, b = rng.randn(d, classes) * 2.0, rng.randn(classes) * 0.1
+    model.layers[-1].set_weights([w, b])
+    return model, w, b
+
+
+def small_bn_model():
+    """conv -> TorchBatchNorm -> ReLU -> GAP -> dense, on 4x4x2 inputs."""
+    inp = keras.Input((4, 4, 2))
+    h = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
+    h = TorchBatchNorm(name="bn")(h)
+    h = keras.layers.ReLU()(h)
+    out = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(inp, out)
