@@ -8,7 +8,9 @@ estimated from the forward cost F per image (benchmarks/flops.py):
   natural: F (forward) + 2F (backward)                          = 3F
   ST (K inner steps): F (clean forward) + K * (2F forwards + 2F input backwards)
                       + 3F (final forwards) + 6F (parameter backward) = (4K + 10) F
-  (the inner loop's extra clean forward when a row selects the clean point is not counted)
+  This is a lower bound: in an iteration where any row of the batch selects the clean
+  point (ST-AT's "if" branch; at batch 128 that is almost every iteration) the clean
+  forward and its input backward are added, (6K + 10) F in the worst case.
   TRADES-like (K steps, eval-BN attack): F + K * (F + F) + 3F + 6F = (2K + 10) F
 """
 
