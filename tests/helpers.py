@@ -23,11 +23,19 @@ def linear_classifier(shape=(2, 2, 3), classes=3, seed=0):
     return model, w, b
 
 
-def small_bn_model():
-    """conv -> TorchBatchNorm -> ReLU -> GAP -> dense, on 4x4x2 inputs."""
+def small_bn_model(bn_seed=None):
+    """conv -> TorchBatchNorm -> ReLU -> GAP -> dense, on 4x4x2 inputs.  With ``bn_seed``
+    the BatchNorm's gamma, beta and moving statistics are drawn away from their initial
+    values (from ``np.random.RandomState(bn_seed)``), so that a statistics update that
+    uses the wrong moments or order shows."""
     inp = keras.Input((4, 4, 2))
     h = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
     h = TorchBatchNorm(name="bn")(h)
     h = keras.layers.ReLU()(h)
     out = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(h))
-    return keras.Model(inp, out)
+    model = keras.Model(inp, out)
+    if bn_seed is not None:
+        rng = np.random.RandomState(bn_seed)
+        model.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 3), rng.randn(3) * 0.1,
+                                           rng.randn(3) * 0.1, rng.uniform(0.5, 2, 3)])
+    return model

@@ -170,13 +170,9 @@ def test_apgd_reduction_rule_both_conditions():
     assert not c_pos[0] and c_neg[0]
 
 
-def test_apgd_momentum_first_two_steps():
-    model = small_cnn()
-    rng = np.random.default_rng(2)
-    x = tf.constant(rng.uniform(0.1, 0.9, (4, 8, 8, 3)), tf.float32)
-    y = tf.argmax(model(x), axis=1)
-    x0 = linf_sphere_start(x, EPS, seed=[3, 4])
-
+def _apgd_first_iterates(model, x, y, eps, x0):
+    """APGD's first two iterates written out from the paper: a plain step of eta_0 = 2 eps,
+    then the momentum step x1 + 0.75 (z - x1) + 0.25 (x1 - x0)."""
     def grad(z):
         with tf.GradientTape() as t:
             t.watch(z)
@@ -184,11 +180,20 @@ def test_apgd_momentum_first_two_steps():
         return t.gradient(loss, z)
 
     def proj(z):
-        return tf.clip_by_value(tf.clip_by_value(z, x - EPS, x + EPS), 0.0, 1.0)
+        return tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), 0.0, 1.0)
 
-    x1 = proj(x0 + 2 * EPS * tf.sign(grad(x0)))
-    z = proj(x1 + 2 * EPS * tf.sign(grad(x1)))
-    x2 = proj(x1 + 0.75 * (z - x1) + 0.25 * (x1 - x0))
+    x1 = proj(x0 + 2 * eps * tf.sign(grad(x0)))
+    z = proj(x1 + 2 * eps * tf.sign(grad(x1)))
+    return x1, proj(x1 + 0.75 * (z - x1) + 0.25 * (x1 - x0))
+
+
+def test_apgd_momentum_first_two_steps():
+    model = small_cnn()
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.uniform(0.1, 0.9, (4, 8, 8, 3)), tf.float32)
+    y = tf.argmax(model(x), axis=1)
+    x0 = linf_sphere_start(x, EPS, seed=[3, 4])
+    x1, x2 = _apgd_first_iterates(model, x, y, EPS, x0)
     _, _, d1 = apgd(model, x, y, epsilon=EPS, n_iter=1, x_init=x0, return_details=True)
     _, _, d2 = apgd(model, x, y, epsilon=EPS, n_iter=2, x_init=x0, return_details=True)
     # n_iter=1/2 have no checkpoint before the end; recover the iterates through x_best
@@ -209,20 +214,8 @@ def test_apgd_returns_latest_misclassified_iterate():
     x = tf.constant(rng.uniform(0.3, 0.7, (256, 1, 1, 1)))
     y = tf.argmax(model(x), axis=1)
     eps = 0.1
-
-    def grad(z):
-        with tf.GradientTape() as t:
-            t.watch(z)
-            loss = tf.reduce_sum(losses.cross_entropy(model(z), y))
-        return t.gradient(loss, z)
-
-    def proj(z):
-        return tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), 0.0, 1.0)
-
     x0 = x  # start at x (correctly classified)
-    x1 = proj(x0 + 2 * eps * tf.sign(grad(x0)))
-    z = proj(x1 + 2 * eps * tf.sign(grad(x1)))
-    x2 = proj(x1 + 0.75 * (z - x1) + 0.25 * (x1 - x0))
+    x1, x2 = _apgd_first_iterates(model, x, y, eps, x0)
     w1 = model(x1).numpy().argmax(1) != y.numpy()
     w2 = model(x2).numpy().argmax(1) != y.numpy()
     adv, fooled, _ = apgd(model, x, y, epsilon=eps, n_iter=2, x_init=x0,
