@@ -24,9 +24,9 @@ Design:
   (and at the end).  A restarted run with the same settings skips finished work.
   Adversarial examples found before a restart are not stored in the state file.
 * ``jit_compile`` defaults to False, decided by measurement: on CPU (TF 2.21, 2 cores)
-  XLA made PGD/APGD on ResNet-18 about 3.5-4x slower per iteration and a small CNN's
-  full custom AA run 2x slower (``benchmarks/autoattack.py --jit_compile``); the
-  attack code is XLA-compatible, so try it on GPU.
+  XLA made PGD, APGD-CE and FAB-T on ResNet-18 3-4x slower per iteration
+  (``benchmarks/autoattack.py --jit_compile``; figures in ``benchmarks/RESULTS.md``);
+  the attack code is XLA-compatible, so try it on GPU.
 * AutoAttack's sanity checks are emitted as ``AutoAttackWarning``\\s and kept in
   ``result.warnings``.
 * Differences from the official code: Square draws positions/signs per example (the
