@@ -20,7 +20,8 @@ Each method runs through its real trainer (``python -m trainers.<key>``), so the
 checkpoints, selection and export are the ones users get; an interrupted comparison is
 resumed by running it again (finished trainings only redo their final evaluation, and
 reported times come from the run directory).  Outputs in --output_dir:
-results.md (the table), results.json, clean_vs_robust.png.
+results.md (the table), results.json, clean_vs_robust.png; --report_only rewrites the
+table and plot from results.json without running anything.
 """
 
 import csv
@@ -40,6 +41,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", DEFAULT_DATA, "CIFAR-10 image folder
 _TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
 _TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Only rewrite results.md and the plot from results.json.")
 _AA = flags.DEFINE_integer("aa_examples", 0, "AutoAttack examples (0 = skip).")
 _SEED = flags.DEFINE_integer("seed", 1, "Seed.")
 _OUT = flags.DEFINE_string("output_dir", os.path.join(ROOT, "runs", "compare_methods"), "Output.")
@@ -111,14 +114,22 @@ def write_outputs(rows):
     cols += [("best_epoch", "selected epoch"), ("last_epoch_clean_acc", "last-epoch clean"),
              ("last_epoch_pgd20_acc", "last-epoch PGD-20"), ("train_seconds", "training s"),
              ("final_eval_seconds", "final eval s")]
+    if any("aa_seconds" in r for r in rows):
+        cols.append(("aa_seconds", "AA s"))
     lines = ["Protocol: " + protocol_text(), "",
              "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
         for k, _ in cols:
             v = r.get(k)
-            cells.append(f"{100 * v:.1f}%" if k.endswith("_acc") and v is not None
-                         else ("-" if v is None else str(v)))
+            if v is None:
+                cells.append("-")
+            elif k.endswith("_acc"):
+                cells.append(f"{100 * v:.1f}%")
+            elif k.endswith("_seconds"):
+                cells.append(f"{v:.0f}")
+            else:
+                cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     with open(os.path.join(_OUT.value, "results.md"), "w") as f:
@@ -128,17 +139,24 @@ def write_outputs(rows):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for r in rows:
-        ax.scatter(100 * r["clean_acc"], 100 * r["pgd20_acc"], s=40)
-        ax.annotate(r["method"], (100 * r["clean_acc"], 100 * r["pgd20_acc"]),
-                    textcoords="offset points", xytext=(4, 4))
-    ax.set_xlim(0, 100 * max(r["clean_acc"] for r in rows) + 10)
-    ax.set_ylim(0, 100 * max(r["pgd20_acc"] for r in rows) + 10)
-    ax.set_xlabel("clean accuracy (%)")
-    ax.set_ylabel("PGD-20 accuracy (%)")
-    ax.set_title("small_cnn, CIFAR-10 subset, eps 8/255", fontsize=10)
-    ax.grid(alpha=0.3)
+    panels = [("pgd20_acc", "PGD-20 accuracy (%)")]
+    if all(r.get("aa_acc") is not None for r in rows):
+        panels.append(("aa_acc", f"AutoAttack accuracy (%), first {_AA.value} images"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    top = max(r[k] for r in rows for k, _ in panels)
+    for ax, (key, label) in zip(axes[0], panels):
+        # Methods often land within a point of each other, so names go in a legend
+        # (fixed colour per method across panels) rather than beside the points.
+        for i, r in enumerate(rows):
+            ax.scatter(100 * r["clean_acc"], 100 * r[key], s=40, color=f"C{i}",
+                       label=r["method"])
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_xlim(0, 100 * max(r["clean_acc"] for r in rows) + 10)
+        ax.set_ylim(0, 100 * top + 10)
+        ax.set_xlabel("clean accuracy (%)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("small_cnn, CIFAR-10 subset, eps 8/255", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(_OUT.value, "clean_vs_robust.png"), dpi=120)
     return table
@@ -146,6 +164,10 @@ def write_outputs(rows):
 
 def main(argv):
     del argv
+    if _REPORT_ONLY.value:
+        with open(os.path.join(_OUT.value, "results.json")) as f:
+            print(write_outputs(json.load(f)["rows"]))
+        return
     if not os.path.isdir(_DATA_DIR.value):
         sys.exit(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass --data_dir")
     os.makedirs(_OUT.value, exist_ok=True)
