@@ -1,9 +1,25 @@
 """Tiny models and numpy references shared by the method tests."""
 
+import os
+
 import keras
 import numpy as np
 
 from tf_st.models.layers import TorchBatchNorm
+
+
+def shared_data(name):
+    """Path of ``name`` in the development data (``../shared/data``), or None.
+
+    Looked up in $TF_ST_SHARED_DATA, beside the checkout, then at /work/shared/data, so
+    a clone made elsewhere (e.g. CI's clean clone) still finds it.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for base in (os.environ.get("TF_ST_SHARED_DATA"),
+                 os.path.join(root, "..", "shared", "data"), "/work/shared/data"):
+        if base and os.path.exists(os.path.join(base, name)):
+            return os.path.join(base, name)
+    return None
 
 
 def softmax(z):

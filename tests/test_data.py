@@ -8,8 +8,9 @@ import tensorflow as tf
 
 from tf_st import data as D
 
-CIFAR10_JPEG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                            "shared", "data", "cifar10-jpeg")
+from tests.helpers import shared_data
+
+CIFAR10_JPEG = shared_data("cifar10-jpeg")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 
@@ -75,9 +76,10 @@ def test_cifar10_mini_shapes_counts_range():
 
 
 def test_cifar10_mini_matches_source():
-    src = "/work/shared/data/cifar10-lossless-4000.npz"
-    if not os.path.exists(src):
-        pytest.skip(f"{src} not present (only on the development machine)")
+    src = shared_data("cifar10-lossless-4000.npz")
+    if src is None:
+        pytest.skip("cifar10-lossless-4000.npz not found in $TF_ST_SHARED_DATA, "
+                    "../shared/data or /work/shared/data (only on the development machine)")
     with np.load(src) as d:
         images = d["images"][[0, 2999, 3000, 3999]]
     xtr, _ = D.as_numpy(D.load("cifar10_mini", "train"))
@@ -264,8 +266,9 @@ def test_image_folder_errors(tmp_path):
         D.as_numpy(split)
 
 
-@pytest.mark.skipif(not os.path.isdir(CIFAR10_JPEG),
-                    reason=f"{CIFAR10_JPEG} (CIFAR-10 as JPEG folders) is only on the dev machine")
+@pytest.mark.skipif(CIFAR10_JPEG is None,
+                    reason="cifar10-jpeg not found in $TF_ST_SHARED_DATA, ../shared/data or "
+                    "/work/shared/data (CIFAR-10 as JPEG folders is only on the dev machine)")
 def test_cifar10_jpeg_folder():
     te = D.load("image_folder", "test", data_dir=CIFAR10_JPEG)  # lists files, decodes one
     assert te.class_names == CIFAR10_CLASSES
