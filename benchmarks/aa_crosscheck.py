@@ -1,17 +1,20 @@
-r"""Cross-check of our AutoAttack against an independent PyTorch implementation.
+r"""Cross-check of our AutoAttack against the official PyTorch code, end to end.
 
-  pip install torch==2.13.0 && pip install --no-deps torchattacks==3.5.1
+  pip install torch==2.13.0 && pip install --no-deps pyautoattack==0.2.0
   python -m benchmarks.aa_crosscheck --weights=runs/demo/best.weights.h5 --examples=200
 
-The official fra31/auto-attack is not installable here (it is not on PyPI), so the
-reference is torchattacks' ``AutoAttack(version='standard')`` -- a port of the official
-code (APGD-CE, APGD-T, FAB-T, Square, 5,000 queries), with its iterations set to the
-official 100 (torchattacks' own default is 10; ``--noofficial_settings`` keeps it) --
-run on the *same weights*: the
-Keras small CNN is converted to PyTorch with ``tf_st.models.keras_to_torch_state_dict``
-and the logits are checked to agree first.  Both runs are randomised (different RNGs),
-so per-example flags can differ on borderline points; the robust accuracies should
-agree within a few such points.  Not part of CI (needs torch).
+The reference is the official fra31/auto-attack (``--reference=official``, the default),
+installed from PyPI's ``pyautoattack`` 0.2.0, which packages the repository's code
+unchanged: ``AutoAttack(version='standard').run_standard_evaluation``.  Optionally
+torchattacks 3.5.1 (``--reference=torchattacks``, ``pip install --no-deps
+torchattacks==3.5.1``), a port of it, with its iterations set to the official 100
+(torchattacks' own default is 10; ``--noofficial_settings`` keeps it).  Both run on the
+*same weights*: the Keras small CNN is converted to PyTorch with
+``tf_st.models.keras_to_torch_state_dict`` and the logits are checked to agree first.
+The runs draw different random numbers (APGD's start, Square), so per-example flags can
+differ on borderline points; the iterate-for-iterate parity of the deterministic parts
+(APGD given its start, FAB-T) is a test, ``tests/test_autoattack_official.py``.
+Not part of CI (long).
 """
 
 import time
@@ -22,6 +25,11 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "small_cnn .weights.h5 (e.g. a r
 _EXAMPLES = flags.DEFINE_integer("examples", 200, "cifar10_mini test images.")
 _EPS = flags.DEFINE_float("epsilon", 8 / 255, "L-inf radius.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of both runs.")
+_REFERENCE = flags.DEFINE_enum(
+    "reference", "official", ["official", "torchattacks"],
+    "PyTorch implementation to compare with: fra31/auto-attack (pyautoattack 0.2.0) or "
+    "torchattacks 3.5.1.")
+_BATCH = flags.DEFINE_integer("batch_size", 500, "Batch size of both implementations.")
 _OFFICIAL = flags.DEFINE_boolean(
     "official_settings", True,
     "Set torchattacks' attacks to the official standard's settings (100 iterations, "
@@ -53,35 +61,37 @@ def torch_small_cnn(num_classes=10):
     return SmallCNN()
 
 
-def main(argv):
-    del argv
+def _run_official(net, xt, yt, z_pt, y):
+    import logging
+
     import numpy as np
     import torch
-    import torchattacks
-    from tf_st import data, models
-    from tf_st.attacks import autoattack
-    from tf_st.models.torch_import import keras_to_torch_state_dict
+    from pyautoattack import AutoAttack
 
-    clf = models.build("small_cnn", 10)
-    if _WEIGHTS.value:
-        clf.load_weights(_WEIGHTS.value)
-    net = torch_small_cnn()
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in keras_to_torch_state_dict(clf).items()},
-                        strict=False)
-    net.eval()
-    x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=_EXAMPLES.value)
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    yt = torch.from_numpy(y)
+    log = []
+    t0 = time.time()
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("robust accuracy after"):
+                log.append(f"{msg} [{time.time() - t0:.0f}s since start]")
+
+    logger = logging.getLogger("auto-attack")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(Collect())
+    atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard", seed=_SEED.value,
+                     device="cpu")
+    adv, _ = atk.run_standard_evaluation(xt, yt, batch_size=_BATCH.value)
     with torch.no_grad():
-        z_pt = net(xt).numpy()
-    z_tf = clf(x, training=False).numpy()
-    print(f"logit agreement: max |TF - PyTorch| = {np.abs(z_pt - z_tf).max():.2e}")
+        theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
+    return theirs, time.time() - t0, log, "fra31/auto-attack (pyautoattack 0.2.0)"
 
-    start = time.time()
-    ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
-                               seed=_SEED.value, batch_size=len(x), verbose=False,
-                               logger=lambda *a: None)
-    ours_s = time.time() - start
+
+def _run_torchattacks(net, xt, yt, z_pt, y):
+    import torch
+    import torchattacks
+
     start = time.time()
     atk = torchattacks.AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard",
                                   n_classes=10, seed=_SEED.value)
@@ -93,7 +103,8 @@ def main(argv):
         def run(images, labels):
             t0 = time.time()
             out = forward(images, labels)
-            theirs_log.append((type(attack).__name__, len(labels), time.time() - t0))
+            theirs_log.append(f"{type(attack).__name__}: called on {len(labels)} images "
+                              f"({time.time() - t0:.0f}s)")
             return out
         return run
 
@@ -115,22 +126,56 @@ def main(argv):
     adv = atk(xt, yt)
     with torch.no_grad():
         theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
-    theirs_s = time.time() - start
+    return theirs, time.time() - start, theirs_log, "torchattacks 3.5.1"
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import torch
+    from tf_st import data, models
+    from tf_st.attacks import autoattack
+    from tf_st.models.torch_import import keras_to_torch_state_dict
+
+    clf = models.build("small_cnn", 10)
+    if _WEIGHTS.value:
+        clf.load_weights(_WEIGHTS.value)
+    net = torch_small_cnn()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in keras_to_torch_state_dict(clf).items()},
+                        strict=False)
+    net.eval()
+    x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=_EXAMPLES.value)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    yt = torch.from_numpy(y)
+    with torch.no_grad():
+        z_pt = net(xt).numpy()
+    z_tf = clf(x, training=False).numpy()
+    print(f"logit agreement: max |TF - PyTorch| = {np.abs(z_pt - z_tf).max():.2e}")
+
+    start = time.time()
+    ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
+                               seed=_SEED.value, batch_size=_BATCH.value, verbose=False,
+                               logger=lambda *a: None)
+    ours_s = time.time() - start
+    if _REFERENCE.value == "official":
+        theirs, theirs_s, theirs_log, name = _run_official(net, xt, yt, z_pt, y)
+    else:
+        theirs, theirs_s, theirs_log, name = _run_torchattacks(net, xt, yt, z_pt, y)
     agree = np.mean(ours.robust_flags == theirs)
     print(f"{len(x)} cifar10_mini test images, eps {_EPS.value:.5f}")
     print("| implementation | clean | AA robust | seconds |")
     print("|---|---|---|---|")
     print(f"| tf_st (TensorFlow) | {100 * ours.clean_accuracy:.1f}% | "
           f"{100 * ours.robust_accuracy:.1f}% | {ours_s:.0f} |")
-    print(f"| torchattacks 3.5.1 (PyTorch) | {100 * np.mean(z_pt.argmax(1) == y):.1f}% | "
+    print(f"| {name}, PyTorch | {100 * np.mean(z_pt.argmax(1) == y):.1f}% | "
           f"{100 * theirs.mean():.1f}% | {theirs_s:.0f} |")
     print(f"per-example robust flags agree on {100 * agree:.1f}% "
           f"({int(np.sum(ours.robust_flags & ~theirs))} robust only for tf_st, "
-          f"{int(np.sum(~ours.robust_flags & theirs))} only for torchattacks)")
+          f"{int(np.sum(~ours.robust_flags & theirs))} only for {name})")
     for log in ours.attacks:
         print(f"  tf_st after {log.name}: {100 * log.robust_accuracy:.1f}% ({log.seconds:.0f}s)")
-    for name, n_in, secs in theirs_log:
-        print(f"  torchattacks {name}: called on {n_in} images ({secs:.0f}s)")
+    for line in theirs_log:
+        print(f"  {name} {line}")
 
 
 if __name__ == "__main__":

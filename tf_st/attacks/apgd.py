@@ -101,7 +101,7 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
 
     ``loss``: ``'ce'`` (APGD-CE), ``'dlr'`` or ``'dlr-targeted'`` (APGD-T, needs
     ``y_target``).  ``seed``: stateless seed (shape [2] ints) for the random start, or
-    None.  ``x_init`` replaces the random start (parity tests).
+    None.  ``x_init`` replaces the random start (parity tests; clipped to [0, 1]).
 
     Returns ``(x_adv, fooled)``: ``fooled[i]`` iff some iterate (start included) was
     misclassified; ``x_adv[i]`` is the latest such iterate, else ``x[i]``.  With
@@ -130,7 +130,9 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
         wrong = tf.not_equal(tf.cast(tf.argmax(logits, axis=1), tf.int32), y)
         return per_example, grad, wrong
 
-    x_adv = linf_sphere_start(x, eps, seed) if x_init is None else tf.cast(x_init, dtype)
+    # A given start is clipped to the image box, as the official ``attack_single_run`` does.
+    x_adv = (linf_sphere_start(x, eps, seed) if x_init is None
+             else tf.clip_by_value(tf.cast(x_init, dtype), 0.0, 1.0))
     loss0, grad, wrong0 = loss_and_grad(x_adv)
     zero_grad_start = tf.reduce_all(
         tf.equal(tf.reshape(grad, [batch, -1]), 0), axis=1)

@@ -1,0 +1,197 @@
+"""Parity with the official AutoAttack code (fra31/auto-attack, packaged on PyPI as
+``pyautoattack`` 0.2.0, which ships the repository's ``autoattack`` package unchanged).
+
+The deterministic parts of AA are compared run for run: APGD-CE and APGD-T (given the
+same starting point) and FAB-T (no random start in the first restart, which is the only
+one AA ``standard`` runs), on the same weights in Keras and PyTorch, everything in
+float64.  In float64 the two implementations must return the same iterates, not only
+the same robust flags -- any difference in step-size schedule, restart-from-best,
+momentum, projection or success bookkeeping would show up as a different point.
+
+The official FAB casts its inputs with ``Tensor.float()`` (to float32); for the float64
+comparison that cast is made a no-op on floating tensors for the duration of the call.
+Square's random draws cannot be shared (the official ones come from torch's generator
+and are shared by the whole batch), so Square is compared statistically in
+``benchmarks/aa_crosscheck.py``, not here.
+
+Skipped when torch or pyautoattack is missing (``pip install torch==2.13.0`` and
+``pip install --no-deps pyautoattack==0.2.0``; ``.ci/run`` installs both).
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (pip install torch==2.13.0)")
+official_apgd = pytest.importorskip(
+    "pyautoattack.autopgd_base",
+    reason="official AutoAttack not installed (pip install --no-deps pyautoattack==0.2.0)")
+official_fab = pytest.importorskip("pyautoattack.fab_pt")
+
+from tf_st import data  # noqa: E402
+from tf_st.attacks.apgd import apgd, apgd_targeted, target_by_rank  # noqa: E402
+from tf_st.attacks.fab import fab_targeted  # noqa: E402
+
+N = 24
+
+
+@contextlib.contextmanager
+def torch_float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+@contextlib.contextmanager
+def float_cast_is_identity():
+    """The official FAB calls ``x.float()``; keep float64 tensors float64."""
+    original = torch.Tensor.float
+    torch.Tensor.float = lambda t, *a, **k: t if t.is_floating_point() else t.to(torch.float64)
+    try:
+        yield
+    finally:
+        torch.Tensor.float = original
+
+
+def _models(kind):
+    """The same random network in Keras (float64) and PyTorch, both taking NHWC input."""
+    import keras
+    rng = np.random.RandomState(3)
+    h, c = 32, 10
+    if kind == "mlp":
+        d = 32 * 32 * 3
+        w1, b1 = rng.randn(d, h) * 3 / np.sqrt(d), rng.randn(h) * 0.1
+        inp = keras.Input((32, 32, 3))
+        hid = keras.layers.Dense(h, activation="relu")(keras.layers.Flatten()(inp))
+        feats = []
+    else:
+        k, b0 = rng.randn(3, 3, 3, 4) * 0.5, rng.randn(4) * 0.1
+        d = 16 * 16 * 4
+        w1, b1 = rng.randn(d, h) * 3 / np.sqrt(d), rng.randn(h) * 0.1
+        inp = keras.Input((32, 32, 3))
+        f = keras.layers.Conv2D(4, 3, strides=2, padding="valid", activation="relu")(
+            keras.layers.ZeroPadding2D(((1, 0), (1, 0)))(inp))
+        hid = keras.layers.Dense(h, activation="relu")(keras.layers.Flatten()(f))
+        feats = [k, b0]
+    w2, b2 = rng.randn(h, c) / np.sqrt(h), rng.randn(c) * 0.1
+    model = keras.Model(inp, keras.layers.Dense(c)(hid))
+    model.set_weights(feats + [w1, b1, w2, b2])
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            t = lambda a: torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)))  # noqa: E731
+            if feats:
+                self.conv_w, self.conv_b = t(k.transpose(3, 2, 0, 1)), t(b0)
+            self.w1, self.b1, self.w2, self.b2 = t(w1.T), t(b1), t(w2.T), t(b2)
+
+        def forward(self, x):
+            if feats:
+                x = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (1, 0, 1, 0))
+                x = torch.relu(torch.nn.functional.conv2d(x, self.conv_w, self.conv_b, stride=2))
+                x = x.permute(0, 2, 3, 1)
+            x = torch.relu(torch.nn.functional.linear(x.reshape(len(x), -1), self.w1, self.b1))
+            return torch.nn.functional.linear(x, self.w2, self.b2)
+
+    return model, Net().eval()
+
+
+@pytest.fixture(params=["mlp", "conv"])
+def setting(request, float64):
+    with torch_float64():
+        model, net = _models(request.param)
+        x, _ = data.as_numpy(data.load("cifar10_mini", "test"), limit=N)
+        x = x.astype(np.float64)
+        z = model(x).numpy()
+        with torch.no_grad():
+            np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), z, atol=1e-12)
+        # Labels = predictions, so every point is attacked; at these radii about half
+        # the points survive, so step-size halvings and restarts from the best point
+        # happen over the full 100 iterations.
+        eps = {"mlp": 1 / 255, "conv": 0.2 / 255}[request.param]
+        yield model, net, x, z.argmax(1), eps
+
+
+def _official_start(attack, xt, eps):
+    attack.init_hyperparam(xt)
+    t = 2 * torch.rand(xt.shape) - 1
+    return (xt + eps * attack.normalize(t)).clamp(0.0, 1.0)
+
+
+def _compare_apgd(official, ours, x, y, expect_both_outcomes=True):
+    x_best, acc, loss_best, x_best_adv = official
+    x_out, fooled, details = ours
+    fooled = fooled.numpy()
+    np.testing.assert_array_equal(fooled, ~acc.numpy())
+    if expect_both_outcomes:  # else (far targets) the iterates are still compared
+        assert 0 < fooled.sum() < len(x)
+    np.testing.assert_allclose(details["x_best"].numpy(), x_best.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(details["loss_best"].numpy(), loss_best.numpy(), rtol=1e-9,
+                               atol=1e-12)
+    # The returned adversarial is the latest misclassified iterate, as officially.
+    np.testing.assert_allclose(x_out.numpy()[fooled], x_best_adv.numpy()[fooled], atol=1e-12)
+    np.testing.assert_array_equal(x_out.numpy()[~fooled], x[~fooled])
+
+
+def test_apgd_ce_matches_official_iterate_for_iterate(setting):
+    model, net, x, y, eps = setting
+    with torch_float64():
+        torch.manual_seed(0)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        attack = official_apgd.APGDAttack(net, n_iter=100, eps=eps, loss="ce", seed=0,
+                                          device="cpu")
+        start = _official_start(attack, xt, eps)
+        official = [t.detach() for t in attack.attack_single_run(xt, yt, x_init=start)]
+    ours = apgd(model, x, y, epsilon=eps, n_iter=100, loss="ce", x_init=start.numpy(),
+                return_details=True)
+    _compare_apgd(official, ours, x, y)
+
+
+@pytest.mark.parametrize("target_rank", [2, 10])
+def test_apgd_t_matches_official_iterate_for_iterate(setting, target_rank):
+    model, net, x, y, eps = setting
+    with torch_float64():
+        torch.manual_seed(target_rank)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        attack = official_apgd.APGDAttack_targeted(net, n_iter=100, eps=eps, seed=0,
+                                                   device="cpu")
+        with torch.no_grad():
+            # The official target choice (APGDAttack_targeted.perturb).
+            attack.y_target = net(xt).sort(dim=1)[1][:, -target_rank]
+        start = _official_start(attack, xt, eps)
+        official = [t.detach() for t in attack.attack_single_run(xt, yt, x_init=start)]
+    np.testing.assert_array_equal(target_by_rank(model(x), target_rank).numpy(),
+                                  attack.y_target.numpy())
+    ours = apgd_targeted(model, x, y, epsilon=eps, target_rank=target_rank, n_iter=100,
+                         x_init=start.numpy(), return_details=True)
+    _compare_apgd(official, ours, x, y, expect_both_outcomes=target_rank == 2)
+
+
+@pytest.mark.parametrize("target_rank", [2, 10])
+def test_fab_t_matches_official(setting, target_rank):
+    model, net, x, y, eps = setting
+    with torch_float64(), float_cast_is_identity(), torch.no_grad():
+        attack = official_fab.FABAttack_PT(net, norm="Linf", n_restarts=1, n_iter=100,
+                                           eps=eps, seed=0, targeted=True, device="cpu")
+        attack.target_class = target_rank
+        adv = attack.attack_single_run(torch.from_numpy(x), torch.from_numpy(y),
+                                       use_rand_start=False, is_targeted=True).numpy()
+    # Officially every point with some adversarial gets its closest one (any distance);
+    # perturb() then accepts it only within eps.
+    dist = np.abs(adv - x).reshape(len(x), -1).max(1)
+    found = dist > 0
+    x_out, fooled, details = fab_targeted(model, x, y, epsilon=eps, target_rank=target_rank,
+                                          n_iter=100, return_details=True)
+    ours_dist = details["distance"].numpy()
+    assert found.sum() > len(x) // 2
+    np.testing.assert_array_equal(np.isfinite(ours_dist), found)
+    np.testing.assert_allclose(ours_dist[found], dist[found], rtol=1e-9)
+    official_fooled = found & (dist <= eps)
+    np.testing.assert_array_equal(fooled.numpy(), official_fooled)
+    if target_rank == 2:
+        assert 0 < official_fooled.sum() < len(x)
+    np.testing.assert_allclose(x_out.numpy()[official_fooled], adv[official_fooled], atol=1e-12)
