@@ -25,6 +25,11 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "small_cnn .weights.h5 (e.g. a r
 _EXAMPLES = flags.DEFINE_integer("examples", 200, "cifar10_mini test images.")
 _EPS = flags.DEFINE_float("epsilon", 8 / 255, "L-inf radius.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of both runs.")
+_SQUARE_ONLY = flags.DEFINE_integer(
+    "square_only", 0,
+    "If > 0: run only Square with this many queries, from the clean points, in both "
+    "implementations (official only), to compare the black-box attack's strength; in "
+    "AA standard Square rarely gets a point the white-box attacks left.")
 _REFERENCE = flags.DEFINE_enum(
     "reference", "official", ["official", "torchattacks"],
     "PyTorch implementation to compare with: fra31/auto-attack (pyautoattack 0.2.0) or "
@@ -80,8 +85,13 @@ def _run_official(net, xt, yt, z_pt, y):
     logger = logging.getLogger("auto-attack")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(Collect())
-    atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard", seed=_SEED.value,
-                     device="cpu")
+    if _SQUARE_ONLY.value:
+        atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="custom",
+                         attacks=["square"], seed=_SEED.value, device="cpu")
+        atk.square.n_queries = _SQUARE_ONLY.value
+    else:
+        atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard",
+                         seed=_SEED.value, device="cpu")
     adv, _ = atk.run_standard_evaluation(xt, yt, batch_size=_BATCH.value)
     with torch.no_grad():
         theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
@@ -153,7 +163,12 @@ def main(argv):
     print(f"logit agreement: max |TF - PyTorch| = {np.abs(z_pt - z_tf).max():.2e}")
 
     start = time.time()
+    if _SQUARE_ONLY.value and _REFERENCE.value != "official":
+        raise app.UsageError("--square_only needs --reference=official")
+    version = dict(version="custom", attacks=(autoattack.Square(
+        n_queries=_SQUARE_ONLY.value),)) if _SQUARE_ONLY.value else dict(version="standard")
     ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
+                               **version,
                                seed=_SEED.value, batch_size=_BATCH.value, verbose=False,
                                logger=lambda *a: None)
     ours_s = time.time() - start
@@ -162,8 +177,10 @@ def main(argv):
     else:
         theirs, theirs_s, theirs_log, name = _run_torchattacks(net, xt, yt, z_pt, y)
     agree = np.mean(ours.robust_flags == theirs)
-    print(f"{len(x)} cifar10_mini test images, eps {_EPS.value:.5f}")
-    print("| implementation | clean | AA robust | seconds |")
+    what = (f"Square only, {_SQUARE_ONLY.value} queries" if _SQUARE_ONLY.value
+            else "AA standard")
+    print(f"{len(x)} cifar10_mini test images, eps {_EPS.value:.5f}, {what}")
+    print("| implementation | clean | robust | seconds |")
     print("|---|---|---|---|")
     print(f"| tf_st (TensorFlow) | {100 * ours.clean_accuracy:.1f}% | "
           f"{100 * ours.robust_accuracy:.1f}% | {ours_s:.0f} |")
