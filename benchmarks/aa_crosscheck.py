@@ -66,11 +66,9 @@ def torch_small_cnn(num_classes=10):
     return SmallCNN()
 
 
-def _run_official(net, xt, yt, z_pt, y):
+def _run_official(net, xt, yt):
     import logging
 
-    import numpy as np
-    import torch
     from pyautoattack import AutoAttack
 
     log = []
@@ -93,13 +91,10 @@ def _run_official(net, xt, yt, z_pt, y):
         atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard",
                          seed=_SEED.value, device="cpu")
     adv, _ = atk.run_standard_evaluation(xt, yt, batch_size=_BATCH.value)
-    with torch.no_grad():
-        theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
-    return theirs, time.time() - t0, log, "fra31/auto-attack (pyautoattack 0.2.0)"
+    return adv, time.time() - t0, log, "fra31/auto-attack (pyautoattack 0.2.0)"
 
 
-def _run_torchattacks(net, xt, yt, z_pt, y):
-    import torch
+def _run_torchattacks(net, xt, yt):
     import torchattacks
 
     start = time.time()
@@ -133,14 +128,13 @@ def _run_torchattacks(net, xt, yt, z_pt, y):
         f"n_queries={getattr(a, 'n_queries', '-')}, "
         f"rescale_schedule={getattr(a, 'rescale_schedule', '-')})"
         for a in atk._autoattack.attacks))
-    adv = atk(xt, yt)
-    with torch.no_grad():
-        theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
-    return theirs, time.time() - start, theirs_log, "torchattacks 3.5.1"
+    return atk(xt, yt), time.time() - start, theirs_log, "torchattacks 3.5.1"
 
 
 def main(argv):
     del argv
+    if _SQUARE_ONLY.value and _REFERENCE.value != "official":
+        raise app.UsageError("--square_only needs --reference=official")
     import numpy as np
     import torch
     from tf_st import data, models
@@ -163,8 +157,6 @@ def main(argv):
     print(f"logit agreement: max |TF - PyTorch| = {np.abs(z_pt - z_tf).max():.2e}")
 
     start = time.time()
-    if _SQUARE_ONLY.value and _REFERENCE.value != "official":
-        raise app.UsageError("--square_only needs --reference=official")
     version = dict(version="custom", attacks=(autoattack.Square(
         n_queries=_SQUARE_ONLY.value),)) if _SQUARE_ONLY.value else dict(version="standard")
     ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
@@ -172,10 +164,10 @@ def main(argv):
                                seed=_SEED.value, batch_size=_BATCH.value, verbose=False,
                                logger=lambda *a: None)
     ours_s = time.time() - start
-    if _REFERENCE.value == "official":
-        theirs, theirs_s, theirs_log, name = _run_official(net, xt, yt, z_pt, y)
-    else:
-        theirs, theirs_s, theirs_log, name = _run_torchattacks(net, xt, yt, z_pt, y)
+    run = _run_official if _REFERENCE.value == "official" else _run_torchattacks
+    adv, theirs_s, theirs_log, name = run(net, xt, yt)
+    with torch.no_grad():
+        theirs = (net(adv).argmax(1) == yt).numpy() & (z_pt.argmax(1) == y)
     agree = np.mean(ours.robust_flags == theirs)
     what = (f"Square only, {_SQUARE_ONLY.value} queries" if _SQUARE_ONLY.value
             else "AA standard")

@@ -116,13 +116,17 @@ def setting(request, float64):
         yield model, net, x, z.argmax(1), eps
 
 
-def _official_start(attack, xt, eps):
+def _run_official_apgd(attack, x, y, eps, seed):
+    """The official start (APGD's Linf branch) and ``attack_single_run`` from it, float64."""
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     attack.init_hyperparam(xt)
     t = 2 * torch.rand(xt.shape) - 1
-    return (xt + eps * attack.normalize(t)).clamp(0.0, 1.0)
+    start = (xt + eps * attack.normalize(t)).clamp(0.0, 1.0)
+    return start.numpy(), [r.detach() for r in attack.attack_single_run(xt, yt, x_init=start)]
 
 
-def _compare_apgd(official, ours, x, y, expect_both_outcomes=True):
+def _compare_apgd(official, ours, x, expect_both_outcomes=True):
     x_best, acc, loss_best, x_best_adv = official
     x_out, fooled, details = ours
     fooled = fooled.numpy()
@@ -140,35 +144,29 @@ def _compare_apgd(official, ours, x, y, expect_both_outcomes=True):
 def test_apgd_ce_matches_official_iterate_for_iterate(setting):
     model, net, x, y, eps = setting
     with torch_float64():
-        torch.manual_seed(0)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         attack = official_apgd.APGDAttack(net, n_iter=100, eps=eps, loss="ce", seed=0,
                                           device="cpu")
-        start = _official_start(attack, xt, eps)
-        official = [t.detach() for t in attack.attack_single_run(xt, yt, x_init=start)]
-    ours = apgd(model, x, y, epsilon=eps, n_iter=100, loss="ce", x_init=start.numpy(),
+        start, official = _run_official_apgd(attack, x, y, eps, seed=0)
+    ours = apgd(model, x, y, epsilon=eps, n_iter=100, loss="ce", x_init=start,
                 return_details=True)
-    _compare_apgd(official, ours, x, y)
+    _compare_apgd(official, ours, x)
 
 
 @pytest.mark.parametrize("target_rank", [2, 10])
 def test_apgd_t_matches_official_iterate_for_iterate(setting, target_rank):
     model, net, x, y, eps = setting
     with torch_float64():
-        torch.manual_seed(target_rank)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         attack = official_apgd.APGDAttack_targeted(net, n_iter=100, eps=eps, seed=0,
                                                    device="cpu")
         with torch.no_grad():
             # The official target choice (APGDAttack_targeted.perturb).
-            attack.y_target = net(xt).sort(dim=1)[1][:, -target_rank]
-        start = _official_start(attack, xt, eps)
-        official = [t.detach() for t in attack.attack_single_run(xt, yt, x_init=start)]
+            attack.y_target = net(torch.from_numpy(x)).sort(dim=1)[1][:, -target_rank]
+        start, official = _run_official_apgd(attack, x, y, eps, seed=target_rank)
     np.testing.assert_array_equal(target_by_rank(model(x), target_rank).numpy(),
                                   attack.y_target.numpy())
     ours = apgd_targeted(model, x, y, epsilon=eps, target_rank=target_rank, n_iter=100,
-                         x_init=start.numpy(), return_details=True)
-    _compare_apgd(official, ours, x, y, expect_both_outcomes=target_rank == 2)
+                         x_init=start, return_details=True)
+    _compare_apgd(official, ours, x, expect_both_outcomes=target_rank == 2)
 
 
 @pytest.mark.parametrize("target_rank", [2, 10])
