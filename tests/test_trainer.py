@@ -1,5 +1,8 @@
 """Whole-trainer tests: flag validation before any work, resume after a kill, the run
-directory contract, and evaluation of the export through ``export.evaluate``."""
+directory contract, evaluation of the export through ``export.evaluate``.
+
+Everything runs in this process (``trainers.train.run_in_process``) except the killed
+run, where the process boundary is the point."""
 
 import csv
 import json
@@ -10,6 +13,9 @@ import sys
 import time
 
 import pytest
+from absl import flags
+
+from trainers import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -22,17 +28,37 @@ def run_module(args, timeout=600, **kw):
 
 @pytest.mark.parametrize("flag,message", [
     ("--epsilon=8", "[0, 1]"),
-    ("--dataset=imagenet21k", "unknown --dataset"),
-    ("--arch=vgg99", "unknown --arch"),
+    ("--dataset=imagenet21k", "dataset"),
+    ("--arch=vgg99", "arch"),
     ("--beta=-1", "--beta must be >= 0"),
     ("--final_attacks=clean,pgd", "unknown attack"),
+    ("--lr_milestones=abc", "--lr_milestones"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
     out = tmp_path / "run"
-    r = run_module(["trainers.st", flag, f"--output_dir={out}"], timeout=120)
-    assert r.returncode != 0
-    assert message in r.stderr + r.stdout
+    with pytest.raises(flags.Error, match=".*" + message.replace("[", r"\[").replace("]", r"\]")):
+        train.run_in_process(["--method=st", flag, f"--output_dir={out}"])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--method=natural", "--beta=3"], "--beta does not apply to method 'natural'"),
+    (["--method=st", "--trades_reg=js"], "--trades_reg does not apply to method 'st'"),
+    (["--method=st", "--init=none"], "init must be one of"),
+    ([], "--method is required"),
+])
+def test_method_flag_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert train.run_in_process(argv + [f"--output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_alias_refuses_another_method(tmp_path, capsys):
+    assert train.run_in_process(["--method=trades", f"--output_dir={tmp_path}/r"],
+                                default_method="st") == 2
+    assert "given to the st trainer" in capsys.readouterr().err
 
 
 QUICK = ["--dataset=cifar10_mini", "--arch=small_cnn", "--epochs=3", "--steps_per_epoch=2",
@@ -45,14 +71,13 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path):
+def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path, capsys):
     straight = tmp_path / "straight"
-    r = run_module(["trainers.st"] + QUICK + [f"--output_dir={straight}"])
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert train.run_in_process(["--method=st"] + QUICK + [f"--output_dir={straight}"]) == 0
     for name in ("flags.txt", "metrics.csv", "best.weights.h5", "evaluation.json",
                  "export/1/saved_model.pb", "export/1/model_card.json"):
         assert (straight / name).exists(), name
-    assert "| pgd5" in r.stdout
+    assert "| pgd5" in capsys.readouterr().out
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "trainers.st"] + QUICK + [f"--output_dir={killed}"],
@@ -65,9 +90,8 @@ def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path):
     proc.wait()
     assert (killed / "checkpoints" / "checkpoint").exists()
     assert not (killed / "evaluation.json").exists()
-    r = run_module(["trainers.st"] + QUICK + [f"--output_dir={killed}"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed after epoch" in r.stdout
+    assert train.run_in_process(QUICK + [f"--output_dir={killed}"], default_method="st") == 0
+    assert "resumed after epoch" in capsys.readouterr().out
     a, b = _rows(straight), _rows(killed)
     assert [row["epoch"] for row in b] == ["1", "2", "3"]
     for ra, rb in zip(a, b):
@@ -77,6 +101,7 @@ def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path):
     # The flags file re-runs the same configuration.
     flagfile = (straight / "flags.txt").read_text()
     assert "--beta=6.0" in flagfile and "--dataset=cifar10_mini" in flagfile
+    assert "--method=st" in flagfile
 
     # export.evaluate reads the SavedModel and writes the JSON report.
     report = tmp_path / "eval.json"
@@ -91,14 +116,13 @@ def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path):
     assert card["method"] == "st" and card["arch"] == "small_cnn"
 
 
-def test_missing_tfds_dataset_fails_with_instructions_and_writes_nothing(tmp_path):
+def test_missing_tfds_dataset_fails_with_instructions_and_writes_nothing(tmp_path, capsys,
+                                                                         monkeypatch):
     out = tmp_path / "run"
-    env = {**ENV, "TFDS_DATA_DIR": str(tmp_path / "empty_tfds")}
-    r = subprocess.run([sys.executable, "-m", "trainers.st", "--dataset=svhn",
-                        f"--output_dir={out}"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 2
-    assert "svhn_cropped" in r.stderr and "--data_dir" in r.stderr and "Traceback" not in r.stderr
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty_tfds"))
+    assert train.run_in_process(["--method=st", "--dataset=svhn", f"--output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "svhn_cropped" in err and "--data_dir" in err and "Traceback" not in err
     assert not out.exists()
 
 

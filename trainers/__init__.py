@@ -1,4 +1,5 @@
-"""Thin CLIs: ``python -m trainers.<method>``; the shared runner is ``trainers.common``."""
+"""Thin CLIs: ``python -m trainers.train --method=<key>`` and its aliases
+``python -m trainers.<key>``; the shared runner is ``trainers.runner``."""
 
 import os as _os
 

@@ -1,18 +1,14 @@
-r"""Madry AT: PGD-10 on cross-entropy, inference-mode BN during the
-attack, uniform random start clamped to [0, 1] (see ``tf_st.methods.madry``).
+r"""Madry AT: PGD-10 on cross-entropy, inference-mode BN during the attack, uniform
+random start clamped to [0, 1] (``tf_st.methods.madry``).
 
   python -m trainers.madry --dataset=cifar10_mini
+
+Alias of ``python -m trainers.train --method=madry``; flags: ``--helpfull``.
 """
 
-from absl import app, flags
+from trainers import train
 
-from trainers import common
-
-common.define_common_flags()
-_CLAMP_START = flags.DEFINE_bool("clamp_start", True, "Clamp the random start to [0, 1].")
-_ATTACK_BN = common.define_attack_bn()
-METHOD_FLAGS = [_CLAMP_START, _ATTACK_BN]
-main = common.main_for("madry", METHOD_FLAGS)
+main = train.main_for("madry")
 
 if __name__ == "__main__":
-    app.run(main)
+    train.run_cli("madry")

@@ -1,14 +1,14 @@
 r"""Madry AT with two neighbouring examples per benign example (AT†, ST paper
-Appendix C, Table 6); the flags are those of ``trainers.madry``.
+Appendix C, Table 6).
 
   python -m trainers.madry2 --dataset=cifar10_mini
+
+Alias of ``python -m trainers.train --method=madry2``; flags: ``--helpfull``.
 """
 
-from absl import app
+from trainers import train
 
-from trainers import common, madry
-
-main = common.main_for("madry2", madry.METHOD_FLAGS)
+main = train.main_for("madry2")
 
 if __name__ == "__main__":
-    app.run(main)
+    train.run_cli("madry2")

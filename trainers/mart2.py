@@ -1,14 +1,14 @@
 r"""MART with two neighbouring examples per benign example (MART†, ST paper
-Appendix C, Table 6); the flags are those of ``trainers.mart``.
+Appendix C, Table 6).
 
   python -m trainers.mart2 --dataset=cifar10_mini
+
+Alias of ``python -m trainers.train --method=mart2``; flags: ``--helpfull``.
 """
 
-from absl import app
+from trainers import train
 
-from trainers import common, mart
-
-main = common.main_for("mart2", mart.METHOD_FLAGS)
+main = train.main_for("mart2")
 
 if __name__ == "__main__":
-    app.run(main)
+    train.run_cli("mart2")

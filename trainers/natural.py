@@ -1,14 +1,13 @@
 r"""Natural (standard) training: the ~0% robust-accuracy reference point.
 
   python -m trainers.natural --dataset=cifar10_mini
+
+Alias of ``python -m trainers.train --method=natural``; flags: ``--helpfull``.
 """
 
-from absl import app
+from trainers import train
 
-from trainers import common
-
-common.define_common_flags()
-main = common.main_for("natural")
+main = train.main_for("natural")
 
 if __name__ == "__main__":
-    app.run(main)
+    train.run_cli("natural")

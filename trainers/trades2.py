@@ -1,14 +1,14 @@
 r"""TRADES with two neighbouring examples per benign example (TRADES†, ST paper
-Appendix C, Table 6); the flags are those of ``trainers.trades``.
+Appendix C, Table 6).
 
   python -m trainers.trades2 --dataset=cifar10_mini
+
+Alias of ``python -m trainers.train --method=trades2``; flags: ``--helpfull``.
 """
 
-from absl import app
+from trainers import train
 
-from trainers import common, trades
-
-main = common.main_for("trades2", trades.METHOD_FLAGS)
+main = train.main_for("trades2")
 
 if __name__ == "__main__":
-    app.run(main)
+    train.run_cli("trades2")

@@ -37,7 +37,7 @@ import tensorflow as tf
 __all__ = [
     "DATASETS", "PRESET_AUGMENT", "AUGMENTATIONS", "SPLITS", "DatasetSpec", "Split",
     "DatasetNotFoundError", "load", "load_image_folder", "from_arrays", "canonical_name",
-    "train_pipeline", "eval_pipeline", "take", "as_numpy", "crop_flip", "pad_crop_flip",
+    "train_pipeline", "train_epochs", "eval_pipeline", "take", "as_numpy", "crop_flip", "pad_crop_flip",
 ]
 
 SPLITS = ("train", "test")
@@ -340,18 +340,24 @@ def train_pipeline(split, batch_size, augment, seed, shuffle=True, drop_remainde
     what ``model.fit`` and a ``for`` loop per epoch create); the per-example augmentation
     uses stateless ops seeded from ``tf.data.Dataset.random(seed)``, which is also redrawn
     every epoch. Two pipelines built with the same seed give the same sequence of epochs.
+    ``seed`` may be a scalar int64 tensor (``train_epochs`` builds one pipeline per epoch).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augment {augment!r}; expected one of {AUGMENTATIONS}")
-    seed = int(seed)
     raw = split.uint8_dataset
     ds = raw if raw is not None else split.dataset
     if cache:
         ds = ds.cache()
+    return _epoch_batches(split, ds, batch_size, augment, seed, shuffle,
+                          drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_batches(split, ds, batch_size, augment, seed, shuffle, drop_remainder):
+    seed = seed if tf.is_tensor(seed) else int(seed)
     if shuffle:
         buffer = split.num_examples if split.num_examples and split.num_examples > 0 else 10000
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if raw is not None:
+    if split.uint8_dataset is not None:
         ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment == "crop_flip":
         randoms = tf.data.Dataset.random(seed=seed + 1000003, rerandomize_each_iteration=True)
@@ -359,8 +365,25 @@ def train_pipeline(split, batch_size, augment, seed, shuffle=True, drop_remainde
         ds = ds.map(lambda xy, r: (pad_crop_flip(xy[0], tf.stack([r, tf.constant(0, tf.int64)])),
                                    xy[1]),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def train_epochs(split, batch_size, augment, seed, first_epoch, epochs, steps_per_epoch):
+    """Epochs ``first_epoch .. epochs - 1`` (0-based) back to back, ``steps_per_epoch``
+    batches each, for one ``model.fit`` call: epoch ``e`` is exactly
+    ``train_pipeline(split, batch_size, augment, seed=seed * 100003 + e)``'s first
+    iteration, so a run resumed at any epoch sees the batches an uninterrupted run sees."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augment {augment!r}; expected one of {AUGMENTATIONS}")
+    raw = split.uint8_dataset
+    base = (raw if raw is not None else split.dataset).cache()
+
+    def epoch(e):
+        return _epoch_batches(split, base, batch_size, augment,
+                              tf.constant(int(seed) * 100003, tf.int64) + e, True,
+                              True).take(steps_per_epoch)
+
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def take(split, n):

@@ -26,34 +26,32 @@ replaced by a collaborative one, and ST-AT's training code):
 Logged terms: ``ce`` (clean CE), ``reg`` (the KL), ``loss = ce + beta * reg``.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.attacks.pgd import pgd
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
 
 INITS = ("normal", "uniform", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class CollaborativeHParams(HParams):
+    beta: float = nb.beta_hparam(6.0, "Eq. 5 gives none; TRADES' 6")
+    init: str = hparam("normal", "Start of the descent: x + 0.001 N(0,1) (normal), "
+                       "x + U(-eps, eps) (uniform) or x (none).", choices=INITS)
+    init_std: float = nb.init_std_hparam()
+    attack_bn: str = nb.attack_bn_hparam()
 
 
 class CollaborativeTraining(AdversarialMethod):
     key = "col"
     term_names = ("loss", "ce", "reg")
-
-    def __init__(self, classifier, *, epsilon=8 / 255, step_size=2 / 255, steps=10, beta=6.0,
-                 init="normal", init_std=0.001, attack_bn="eval", seed=0, **kwargs):
-        super().__init__(classifier, epsilon=epsilon, step_size=step_size, steps=steps,
-                         seed=seed, **kwargs)
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        self.beta = nb.check_beta(beta)
-        self.init = init
-        self.init_std = float(init_std)
-        self.attack_bn = nb.check_attack_bn(attack_bn)
-
-    def hparams(self):
-        return {**super().hparams(), "beta": self.beta, "init": self.init,
-                "init_std": self.init_std, "attack_bn": self.attack_bn}
+    HParams = CollaborativeHParams
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)

@@ -30,29 +30,38 @@ Choices and deviations:
   here for all † variants.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
+
+
+@dataclasses.dataclass(frozen=True)
+class MadryHParams(HParams):
+    clamp_start: bool = hparam(True, "Clamp the uniform random start to [0, 1] "
+                               "(robust_overfitting/CAT/AT-AWP); --noclamp_start: ST-AT's "
+                               "unclamped start.")
+    attack_bn: str = nb.attack_bn_hparam()
+    neighbours: int = nb.neighbours_hparam(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Madry2HParams(MadryHParams):
+    neighbours: int = nb.neighbours_hparam(2)
 
 
 class MadryAT(AdversarialMethod):
     key = "madry"
     term_names = ("loss",)
-    neighbours = 1
+    HParams = MadryHParams
 
-    def __init__(self, classifier, *, epsilon=8 / 255, step_size=2 / 255, steps=10,
-                 clamp_start=True, attack_bn="eval", seed=0, **kwargs):
-        super().__init__(classifier, epsilon=epsilon, step_size=step_size, steps=steps,
-                         seed=seed, **kwargs)
-        self.clamp_start = bool(clamp_start)
-        self.attack_bn = nb.check_attack_bn(attack_bn)
-        self.names = nb.neighbour_names(nb.check_neighbours(self.neighbours))
-
-    def hparams(self):
-        return {**super().hparams(), "clamp_start": self.clamp_start,
-                "attack_bn": self.attack_bn, "neighbours": self.neighbours}
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.names = nb.neighbour_names(self.neighbours)
 
     def random_start(self, x, index):
         x0 = x + self.noise(x, "uniform", index, self.epsilon)
@@ -75,4 +84,4 @@ class MadryAT(AdversarialMethod):
 class MadryAT2(MadryAT):
     """Vanilla AT† (ST paper Table 6): two neighbours per benign example."""
     key = "madry2"
-    neighbours = 2
+    HParams = Madry2HParams

@@ -33,11 +33,14 @@ Choices and deviations:
   (both MART terms depend on the neighbour, so both are averaged).
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams
 
 
 def mart_terms(z_nat, z_adv, y):
@@ -60,23 +63,27 @@ def mart_terms(z_nat, z_adv, y):
     return bce, rob
 
 
+@dataclasses.dataclass(frozen=True)
+class MARTHParams(HParams):
+    beta: float = nb.beta_hparam(5.0, "MART's ResNet-18 setting: 5")
+    init_std: float = nb.init_std_hparam()
+    attack_bn: str = nb.attack_bn_hparam()
+    neighbours: int = nb.neighbours_hparam(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MART2HParams(MARTHParams):
+    neighbours: int = nb.neighbours_hparam(2)
+
+
 class MART(AdversarialMethod):
     key = "mart"
     term_names = ("loss", "bce", "kl")
-    neighbours = 1
+    HParams = MARTHParams
 
-    def __init__(self, classifier, *, epsilon=8 / 255, step_size=2 / 255, steps=10, beta=5.0,
-                 init_std=0.001, attack_bn="eval", seed=0, **kwargs):
-        super().__init__(classifier, epsilon=epsilon, step_size=step_size, steps=steps,
-                         seed=seed, **kwargs)
-        self.beta = nb.check_beta(beta)
-        self.init_std = float(init_std)
-        self.attack_bn = nb.check_attack_bn(attack_bn)
-        self.names = nb.neighbour_names(nb.check_neighbours(self.neighbours))
-
-    def hparams(self):
-        return {**super().hparams(), "beta": self.beta, "init_std": self.init_std,
-                "attack_bn": self.attack_bn, "neighbours": self.neighbours}
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.names = nb.neighbour_names(self.neighbours)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
@@ -101,4 +108,4 @@ class MART(AdversarialMethod):
 class MART2(MART):
     """MART† (ST paper Table 6): two neighbours per benign example."""
     key = "mart2"
-    neighbours = 2
+    HParams = MART2HParams

@@ -12,8 +12,31 @@ optimization").
 import tensorflow as tf
 
 from tf_st.attacks.pgd import pgd
+from tf_st.methods.hparams import hparam
 
 ATTACK_BN_MODES = ("eval", "train", "batch_stats")
+
+
+def attack_bn_hparam(default="eval"):
+    return hparam(default, "BatchNorm mode while generating the attack: eval (TRADES/MART "
+                  "references), train (updates moving statistics every attack step, "
+                  "robust_overfitting/AT-AWP) or batch_stats (batch statistics, no update; ST).",
+                  choices=ATTACK_BN_MODES)
+
+
+def beta_hparam(default, source):
+    return hparam(default, f"Regulariser weight ({source}).", minimum=0)
+
+
+def neighbours_hparam(count):
+    """The number of perturbed copies per example: fixed by the method key (``trades``
+    vs ``trades2``), so not a flag."""
+    return hparam(count, "Perturbed copies per benign example (ST paper Appendix C).",
+                  minimum=1, integer=True, cli=False)
+
+
+def init_std_hparam():
+    return hparam(0.001, "Standard deviation of the normal start x + std N(0, 1).", minimum=0)
 
 
 def neighbour_names(count, prefix="adv"):
@@ -21,30 +44,12 @@ def neighbour_names(count, prefix="adv"):
     return tuple(prefix if k == 0 else f"{prefix}{k + 1}" for k in range(count))
 
 
-def check_attack_bn(mode):
-    if mode not in ATTACK_BN_MODES:
-        raise ValueError(f"attack_bn must be one of {ATTACK_BN_MODES}, got {mode!r}")
-    return mode
-
-
 def attack_forward(method, mode):
     """The logits function an attack uses: inference BN (``eval``, TRADES/MART), batch
     statistics with moving-statistic updates on every attack forward (``train``,
     robust_overfitting/AWP), or batch statistics without updates (``batch_stats``, ST)."""
     return {"eval": method.forward_eval, "train": method.forward_train,
-            "batch_stats": method.forward_batch_stats}[check_attack_bn(mode)]
-
-
-def check_beta(beta):
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
-    return float(beta)
-
-
-def check_neighbours(count):
-    if int(count) != count or count < 1:
-        raise ValueError(f"neighbours must be a positive integer, got {count!r}")
-    return int(count)
+            "batch_stats": method.forward_batch_stats}[mode]
 
 
 def pgd_neighbours(method, x, y, init, start, loss_fn, forward):

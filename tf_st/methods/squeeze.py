@@ -32,12 +32,15 @@ Deviations and additions:
 * ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start (§1.6).
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.attacks.pgd import project
 from tf_st.methods import regularizers
 from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
 
 
 def select_roles(z_nat, z_col, z_adv, y):
@@ -53,29 +56,27 @@ def gather_role(stacked, role):
     return tf.gather(stacked, role, axis=1, batch_dims=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class STHParams(HParams):
+    beta: float = hparam(6.0, "Regulariser weight (paper: 6 CIFAR-10, 4 CIFAR-100, 8 SVHN).",
+                         minimum=0)
+    reg: str = hparam("symmetric_kl", "Output-gap regulariser (paper Section 4.1).",
+                      choices=sorted(regularizers.REGULARIZERS), what="regulariser")
+    follow_roles: bool = hparam(False, "Paper Algorithm 1 (positions always follow roles) "
+                                "instead of the reference code's behaviour (quirk Q1).")
+    init: str = hparam("normal", "Inner-loop start: x + 0.001 N(0,1) (ST-AT) or "
+                       "x + U(-eps, eps) (ST-RST).", choices=("normal", "uniform"))
+    init_std: float = hparam(0.001, "Standard deviation of the normal start.", minimum=0)
+
+
 class SqueezeTraining(AdversarialMethod):
     key = "st"
     term_names = ("loss", "ce", "reg")
+    HParams = STHParams
 
-    def __init__(self, classifier, *, epsilon=8 / 255, step_size=2 / 255, steps=10, beta=6.0,
-                 reg="symmetric_kl", follow_roles=False, init="normal", init_std=0.001,
-                 seed=0, **kwargs):
-        super().__init__(classifier, epsilon=epsilon, step_size=step_size, steps=steps,
-                         seed=seed, **kwargs)
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        if init not in ("normal", "uniform"):
-            raise ValueError(f"init must be 'normal' or 'uniform', got {init!r}")
-        self.beta = float(beta)
-        self.reg = reg
-        self.reg_fn = regularizers.get(reg)
-        self.follow_roles = bool(follow_roles)
-        self.init = init
-        self.init_std = float(init_std)
-
-    def hparams(self):
-        return {**super().hparams(), "beta": self.beta, "reg": self.reg,
-                "follow_roles": self.follow_roles, "init": self.init, "init_std": self.init_std}
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.reg_fn = regularizers.get(self.reg)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)

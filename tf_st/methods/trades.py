@@ -38,12 +38,15 @@ Choices and deviations:
   steps on its sign, so the reduction does not matter there.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.methods import neighbours as nb
 from tf_st.methods import regularizers
 from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
 
 
 def _kl(z_nat, z_adv):
@@ -67,26 +70,30 @@ def trades_regularizer(name):
                          f"{sorted(TRADES_REGULARIZERS)}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class TRADESHParams(HParams):
+    beta: float = nb.beta_hparam(6.0, "TRADES: 6")
+    reg: str = hparam("kl", "Regulariser of the attack and the outer loss (ST paper Figure 6).",
+                      choices=sorted(TRADES_REGULARIZERS), flag="trades_reg", what="regulariser")
+    init_std: float = nb.init_std_hparam()
+    attack_bn: str = nb.attack_bn_hparam()
+    neighbours: int = nb.neighbours_hparam(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TRADES2HParams(TRADESHParams):
+    neighbours: int = nb.neighbours_hparam(2)
+
+
 class TRADES(AdversarialMethod):
     key = "trades"
     term_names = ("loss", "ce", "reg")
-    neighbours = 1
+    HParams = TRADESHParams
 
-    def __init__(self, classifier, *, epsilon=8 / 255, step_size=2 / 255, steps=10, beta=6.0,
-                 reg="kl", init_std=0.001, attack_bn="eval", seed=0, **kwargs):
-        super().__init__(classifier, epsilon=epsilon, step_size=step_size, steps=steps,
-                         seed=seed, **kwargs)
-        self.beta = nb.check_beta(beta)
-        self.reg = reg
-        self.reg_fn = trades_regularizer(reg)
-        self.init_std = float(init_std)
-        self.attack_bn = nb.check_attack_bn(attack_bn)
-        self.names = nb.neighbour_names(nb.check_neighbours(self.neighbours))
-
-    def hparams(self):
-        return {**super().hparams(), "beta": self.beta, "reg": self.reg,
-                "init_std": self.init_std, "attack_bn": self.attack_bn,
-                "neighbours": self.neighbours}
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.reg_fn = trades_regularizer(self.reg)
+        self.names = nb.neighbour_names(self.neighbours)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
@@ -113,4 +120,4 @@ class TRADES(AdversarialMethod):
 class TRADES2(TRADES):
     """TRADES† (ST paper Table 6): two neighbours per benign example."""
     key = "trades2"
-    neighbours = 2
+    HParams = TRADES2HParams

@@ -1,10 +1,10 @@
-"""Run-directory bookkeeping: resumable checkpoints, best weights, atomic files.
+"""Run-directory bookkeeping: resumable checkpoints, best weights per network, atomic files.
 
-The latest checkpoint holds *everything* a run needs to continue exactly: classifier
-weights and BN statistics, optimizer slots and iteration count (which also drives the
-lr schedule and the methods' noise seeds), the number of finished epochs and the best
-robust accuracy so far.  ``tf.train.CheckpointManager`` writes the index file last,
-so a kill mid-write leaves the previous checkpoint usable.
+The latest checkpoint holds *everything* a run needs to continue exactly: every
+network's weights and BN statistics, every optimizer's slots and iteration count (which
+also drives the lr schedule and the methods' noise seeds), the number of finished
+epochs and each network's best robust accuracy so far.  ``tf.train.CheckpointManager``
+writes the index file last, so a kill mid-write leaves the previous checkpoint usable.
 """
 
 import json
@@ -14,16 +14,37 @@ import tensorflow as tf
 
 
 class RunCheckpoint:
-    def __init__(self, run_dir, method, optimizer):
+    """``method``: an ``AdversarialMethod`` (compiled).  Each network is selected by its
+    own robust accuracy (CAT's rule; the one-network case is ST-AT's)."""
+
+    def __init__(self, run_dir, method):
+        names = method.network_names
+        self.single = len(names) == 1
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-        self.best_robust = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_robust")
-        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-        self._ckpt = tf.train.Checkpoint(model=method, optimizer=optimizer, epoch=self.epoch,
-                                         best_robust=self.best_robust, best_epoch=self.best_epoch)
+        self.best_robust = {n: tf.Variable(-1.0, dtype=tf.float64, trainable=False,
+                                           name=f"best_robust_{n}") for n in names}
+        self.best_epoch = {n: tf.Variable(0, dtype=tf.int64, trainable=False,
+                                          name=f"best_epoch_{n}") for n in names}
+        # method.optimizer is the LossScaleOptimizer wrapper under mixed precision.
+        objects = dict(model=method, optimizer=method.optimizer, epoch=self.epoch)
+        if self.single:
+            (n,) = names
+            objects.update(best_robust=self.best_robust[n], best_epoch=self.best_epoch[n])
+        else:
+            objects.update(best_robust=self.best_robust, best_epoch=self.best_epoch,
+                           extra_optimizers=dict(method._extra_optimizers))
+        self._ckpt = tf.train.Checkpoint(**objects)
         self._manager = tf.train.CheckpointManager(
             self._ckpt, os.path.join(run_dir, "checkpoints"), max_to_keep=1,
             checkpoint_name="latest")
-        self.best_weights_path = os.path.join(run_dir, "best.weights.h5")
+        self.best_weights_paths = {
+            n: os.path.join(run_dir, "best.weights.h5" if self.single else f"best.{n}.weights.h5")
+            for n in names}
+
+    @property
+    def best_weights_path(self):
+        (path,) = self.best_weights_paths.values()
+        return path
 
     def restore(self):
         """Restores the latest checkpoint if there is one; returns epochs done."""
@@ -36,13 +57,13 @@ class RunCheckpoint:
         self.epoch.assign(epochs_done)
         return self._manager.save(checkpoint_number=epochs_done)
 
-    def maybe_save_best(self, classifier, robust_acc, epoch):
-        """Keeps the best classifier by robust accuracy; ties go to the later epoch
-        (ST-AT saves ``ep_best.pt`` when ``robust >= best``)."""
-        if robust_acc >= float(self.best_robust.numpy()):
-            atomic_save_weights(classifier, self.best_weights_path)
-            self.best_robust.assign(robust_acc)
-            self.best_epoch.assign(epoch)
+    def maybe_save_best(self, name, network, robust_acc, epoch):
+        """Keeps ``network``'s best weights by robust accuracy; ties go to the later
+        epoch (ST-AT saves ``ep_best.pt`` when ``robust >= best``)."""
+        if robust_acc >= float(self.best_robust[name].numpy()):
+            atomic_save_weights(network, self.best_weights_paths[name])
+            self.best_robust[name].assign(robust_acc)
+            self.best_epoch[name].assign(epoch)
             return True
         return False
 
