@@ -11,7 +11,9 @@ An unset flag (``None``) takes the paper preset for the dataset
 (``tf_st.training.presets``), else the method's dataclass default.  A method flag given
 for a method that has no such hyperparameter is an error, as is any invalid value; all
 of this is checked before any work.  Expected failures print ``error: ...`` on stderr
-and exit with status 2; ``--verbose_errors`` shows the traceback too.
+and exit with status 2 (bad input) or 3 (training diverged: a non-finite loss stops the
+run before anything of that epoch is saved or exported); ``--verbose_errors`` shows the
+traceback too.
 """
 
 import sys
@@ -192,6 +194,7 @@ def main_for(default_method=None):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         from tf_st.data import DatasetNotFoundError
+        from tf_st.training.callbacks import NonFiniteLossError
         key = _METHOD.value or default_method
         try:
             if key is None:
@@ -207,6 +210,11 @@ def main_for(default_method=None):
                 raise
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except NonFiniteLossError as e:
+            if _VERBOSE_ERRORS.value:
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            return 3
         return 0
 
     return main
