@@ -102,6 +102,10 @@ def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path, c
     flagfile = (straight / "flags.txt").read_text()
     assert "--beta=6.0" in flagfile and "--dataset=cifar10_mini" in flagfile
     assert "--method=st" in flagfile
+    # ... and rerunning it on the finished run trains nothing and evaluates the same export.
+    assert train.run_in_process([f"--flagfile={straight / 'flags.txt'}"], default_method="st") == 0
+    assert "resumed after epoch 3" in capsys.readouterr().out
+    assert [row["epoch"] for row in _rows(straight)] == ["1", "2", "3"]
 
     # export.evaluate reads the SavedModel and writes the JSON report.
     report = tmp_path / "eval.json"

@@ -54,6 +54,8 @@ class Settings:
     output_dir: Optional[str] = None
     eval_examples: Optional[int] = None
     eval_batch_size: int = 500
+    # ST-AT utils.py:evaluate and test.py: PGD/CW steps of 2/255 on every dataset.
+    eval_step_size: float = 2 / 255
     final_attacks: tuple = ("clean", "fgsm", "pgd20", "pgd100", "cw100")
     final_examples: Optional[int] = None
     seed: int = 1
@@ -177,7 +179,7 @@ def fit(settings, log=print):
         cb.StopOnNonFinite(s.hparams),
         cb.EpochRecord(schedule.lr_at_epoch),
         cb.RobustEvaluation(method, eval_x, eval_y, epsilon=s.hparams["epsilon"],
-                            step_size=2 / 255,  # ST-AT utils.py:evaluate, every dataset
+                            step_size=s.eval_step_size,
                             batch_size=min(s.eval_batch_size, len(eval_x)), seed=s.seed),
         best_cb,
         cb.MetricsCSV(os.path.join(s.output_dir, "metrics.csv"), train_keys),
@@ -245,7 +247,7 @@ def final_evaluation(settings, exports):
         output = "evaluation.json" if len(exports) == 1 else f"evaluation.{name}.json"
         reports[name] = evaluate_and_report(
             load(version_dir), dataset=s.dataset, data_dir=s.data_dir, split="test",
-            attacks=list(s.final_attacks), epsilon=s.hparams["epsilon"], step_size=2 / 255,
+            attacks=list(s.final_attacks), epsilon=s.hparams["epsilon"], step_size=s.eval_step_size,
             examples=s.final_examples, batch_size=s.eval_batch_size, seed=s.seed,
             output=os.path.join(s.output_dir, output), model_card=card, verbose=True)
     return reports

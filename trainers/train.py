@@ -61,6 +61,8 @@ _RUN = {
         lower_bound=1),
     "eval_batch_size": flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch size.",
                                             lower_bound=1),
+    "eval_step_size": flags.DEFINE_float(
+        "eval_step_size", 2 / 255, "Step size of the evaluation's PGD/CW attacks (ST-AT: 2/255)."),
     "final_attacks": flags.DEFINE_list(
         "final_attacks", ["clean", "fgsm", "pgd20", "pgd100", "cw100"],
         "Attacks of the final evaluation of the exported model ('' to skip)."),
@@ -82,7 +84,7 @@ _ATTACK = {
     "step_size": flags.DEFINE_float("step_size", None, "Inner step size in [0, 1] (preset)."),
     "steps": flags.DEFINE_integer("steps", None, "Inner iterations K (preset 10).", lower_bound=0),
 }
-for _name in ("epsilon", "step_size"):
+for _name in ("epsilon", "step_size", "eval_step_size"):
     flags.register_validator(_name, lambda v: v is None or 0.0 <= v <= 1.0,
                              f"--{_name} must be in [0, 1] image units (8/255 = 0.0314, not 8)")
 flags.register_validator("lr", lambda v: v is None or v > 0, "--lr must be positive")
