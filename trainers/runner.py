@@ -171,7 +171,7 @@ def fit(settings, log=print):
         best = ", ".join(
             f"{'' if run_ckpt.single else n + ' '}{100 * float(run_ckpt.best_robust[n].numpy()):.2f}% "
             f"at epoch {int(run_ckpt.best_epoch[n].numpy())}" for n in method.network_names)
-        log(f"[{tag}] resumed after epoch {start_epoch} (best PGD-20 {best})")
+        log(f"[{tag}] resumed after epoch {start_epoch} (best {method.selection_attack} {best})")
 
     train_keys = [m.name for m in method.metrics]
     best_cb = cb.BestAndLatest(run_ckpt, method)
@@ -215,14 +215,16 @@ def export_best(settings, trained, log=print):
         best_epoch = int(ckpt.best_epoch[name].numpy())
         row = read_metrics_row(metrics_path, best_epoch)
         prefix = metric_prefix(method, name)
+        attack = method.selection_attack
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
                 "num_classes": trained.num_classes, "image_shape": list(trained.image_shape),
                 "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
                 "best_epoch": best_epoch,
                 "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
-                "pgd20_acc": float(row.get(prefix + "test_pgd20_acc", math.nan)),
-                "selection": "best PGD-20 accuracy on the evaluation split, ties to the "
-                             "later epoch",
+                f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),
+                "selection": f"best {attack} accuracy on the evaluation split, "
+                             + ("strictly better epochs only" if method.selection_strict
+                                else "ties to the later epoch"),
                 "data_note": trained.test_note, "flags": s.as_json()}
         export_dir = os.path.join(s.output_dir, "export")
         if not ckpt.single:

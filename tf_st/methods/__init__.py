@@ -4,7 +4,9 @@
 ``training_loss`` and ``train_step`` (see ``base.AdversarialMethod``).
 """
 
-from tf_st.methods.base import AdversarialMethod
+from tf_st.methods.alp import ALP
+from tf_st.methods.base import AdversarialMethod, StepHook
+from tf_st.methods.cat import CAT
 from tf_st.methods.collaborative import CollaborativeTraining
 from tf_st.methods.madry import MadryAT, MadryAT2
 from tf_st.methods.mart import MART, MART2
@@ -22,6 +24,8 @@ METHODS = {
     "madry2": MadryAT2,
     "trades2": TRADES2,
     "mart2": MART2,
+    "alp": ALP,
+    "cat": CAT,
 }
 
 
@@ -33,4 +37,4 @@ def build(key, classifier, **hparams):
     return cls(classifier, **hparams)
 
 
-__all__ = ["AdversarialMethod", "METHODS", "build"]
+__all__ = ["AdversarialMethod", "METHODS", "StepHook", "build"]

@@ -59,6 +59,11 @@ class AdversarialMethod(keras.Model):
     key = None
     term_names = ("loss",)
     HParams = HParams
+    # Per-epoch model selection (the runner): the attack of the selection metric and
+    # whether only a strictly better epoch replaces the best (ST-AT: PGD-20, ties to the
+    # later epoch).
+    selection_attack = "pgd20"
+    selection_strict = False
 
     def __init__(self, networks, *, seed=0, name=None, step_hooks=(), **hparams):
         super().__init__(name=name or self.key or "method")

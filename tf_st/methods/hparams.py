@@ -15,7 +15,7 @@ from tf_st.attacks import checks
 
 
 def hparam(default, help, *, choices=None, minimum=None, unit=False, integer=False,
-           flag=None, what=None, cli=True):
+           flag=None, what=None, cli=True, check=None):
     """A hyperparameter field.
 
     ``choices``: allowed values; ``minimum``: inclusive lower bound; ``unit``: in
@@ -26,7 +26,7 @@ def hparam(default, help, *, choices=None, minimum=None, unit=False, integer=Fal
     """
     return dataclasses.field(default=default, metadata=dict(
         help=help, choices=tuple(choices) if choices else None, minimum=minimum, unit=unit,
-        integer=integer, flag=flag, what=what, cli=cli))
+        integer=integer, flag=flag, what=what, cli=cli, check=check))
 
 
 def _validate(name, value, meta):
@@ -43,6 +43,8 @@ def _validate(name, value, meta):
         if what != name:
             raise ValueError(f"unknown {what} {value!r} ({name}); choose one of {list(choices)}")
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    if meta.get("check") is not None:
+        meta["check"](value)
 
 
 @dataclasses.dataclass(frozen=True)

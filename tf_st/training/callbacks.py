@@ -78,13 +78,14 @@ class EpochRecord(keras.callbacks.Callback):
 
 class RobustEvaluation(keras.callbacks.Callback):
     """Clean and PGD-N accuracy of every network of the method, in inference mode, on a
-    fixed evaluation set (ST-AT ``utils.py:evaluate``: PGD-20, step 2/255, every epoch)."""
+    fixed evaluation set (ST-AT ``utils.py:evaluate``: PGD-20, step 2/255, every epoch;
+    the attack is the method's ``selection_attack``)."""
 
-    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed, attack="pgd20"):
+    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed):
         super().__init__()
         self.method, self.x, self.y = method, x, y
         self.epsilon, self.step_size = epsilon, step_size
-        self.batch_size, self.seed, self.attack = batch_size, seed, attack
+        self.batch_size, self.seed, self.attack = batch_size, seed, method.selection_attack
 
     def on_epoch_end(self, epoch, logs=None):
         from tf_st.evaluation import evaluate
@@ -106,16 +107,18 @@ class BestAndLatest(keras.callbacks.Callback):
     resumable checkpoint of the finished epoch (in that order, so a resumed run never
     lacks the best weights its checkpoint claims)."""
 
-    def __init__(self, run_ckpt, method, robust_key="test_pgd20_acc"):
+    def __init__(self, run_ckpt, method):
         super().__init__()
-        self.run_ckpt, self.method, self.robust_key = run_ckpt, method, robust_key
+        self.run_ckpt, self.method = run_ckpt, method
+        self.robust_key = f"test_{method.selection_attack}_acc"
         self.best_at_last_epoch = set()
 
     def on_epoch_end(self, epoch, logs=None):
         self.best_at_last_epoch = set()
         for name, net in self.method.networks.items():
             acc = logs[metric_prefix(self.method, name) + self.robust_key]
-            if self.run_ckpt.maybe_save_best(name, net, acc, epoch + 1):
+            if self.run_ckpt.maybe_save_best(name, net, acc, epoch + 1,
+                                             strict=self.method.selection_strict):
                 self.best_at_last_epoch.add(name)
         self.run_ckpt.save(epoch + 1)
 
@@ -184,11 +187,12 @@ class EpochSummary(keras.callbacks.Callback):
         eta = (time.time() - self._started) / done * (self.epochs - epoch - 1)
         train = " ".join(f"{k}={float(logs[k]):.4f}" for k in self.train_keys if k in logs)
         tests = []
+        attack = self.method.selection_attack
         for name in self.method.network_names:
             prefix = metric_prefix(self.method, name)
             label = f"{name} " if prefix else ""
             tests.append(f"{label}clean {100 * logs[prefix + 'test_clean_acc']:.2f}% "
-                         f"pgd20 {100 * logs[prefix + 'test_pgd20_acc']:.2f}%"
+                         f"{attack} {100 * logs[prefix + f'test_{attack}_acc']:.2f}%"
                          + (" (best)" if name in self.best.best_at_last_epoch else ""))
         print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs}: {train} | test "
               + "; ".join(tests) + f" | {time.time() - self._t0:.0f}s, ETA {eta:.0f}s",

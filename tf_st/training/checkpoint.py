@@ -57,10 +57,12 @@ class RunCheckpoint:
         self.epoch.assign(epochs_done)
         return self._manager.save(checkpoint_number=epochs_done)
 
-    def maybe_save_best(self, name, network, robust_acc, epoch):
+    def maybe_save_best(self, name, network, robust_acc, epoch, strict=False):
         """Keeps ``network``'s best weights by robust accuracy; ties go to the later
-        epoch (ST-AT saves ``ep_best.pt`` when ``robust >= best``)."""
-        if robust_acc >= float(self.best_robust[name].numpy()):
+        epoch (ST-AT saves ``ep_best.pt`` when ``robust >= best``) unless ``strict``
+        (CAT saves on ``>``)."""
+        best = float(self.best_robust[name].numpy())
+        if robust_acc > best or (not strict and robust_acc == best):
             atomic_save_weights(network, self.best_weights_paths[name])
             self.best_robust[name].assign(robust_acc)
             self.best_epoch[name].assign(epoch)

@@ -46,6 +46,16 @@ METHOD_PRESETS = {
     "mart2": {"*": {"beta": 5.0}},
     # Eq. 5 (Section 3.2) gives no beta; 6, TRADES' value, is our choice.
     "col": {"*": {"beta": 6.0}},
+    # CAT (liuxingbin/CAT train_cat.sh / train_cat.py, reference-implementations.md §2.1):
+    # 200 epochs, lr 0.1 cut x0.1 at epochs 100 and 150, batch 128, SGD momentum 0.9,
+    # wd 5e-4, eps 8/255, step 2/255, 10 steps, ResNet-18; alpha 1/20, TRADES beta 6.
+    # ALP alone is trained like CAT's ALP network.  The bundled demo set keeps its
+    # smoke-scale schedule.
+    "cat": {**{d: {"epochs": 200, "lr": 0.1, "lr_milestones": (100, 150)}
+               for d in ("cifar10", "cifar100", "image_folder")},
+            "*": {"members": "trades,alp", "alpha": 1 / 20, "beta": 6.0}},
+    "alp": {d: {"epochs": 200, "lr": 0.1, "lr_milestones": (100, 150)}
+            for d in ("cifar10", "cifar100", "image_folder")},
 }
 
 
