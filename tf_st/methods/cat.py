@@ -84,9 +84,9 @@ class CATHParams(HParams):
     def __post_init__(self):
         super().__post_init__()
         archs = _members(self.archs)
-        if archs and len(archs) != len(_members(self.member_keys)):
+        if archs and len(archs) != len(_members(self.members)):
             raise ValueError(f"archs={self.archs!r} names {len(archs)} architectures for "
-                             f"{len(_members(self.member_keys))} members")
+                             f"{len(_members(self.members))} members")
 
 
 class CAT(AdversarialMethod):
