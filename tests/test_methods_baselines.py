@@ -346,6 +346,7 @@ import keras
 import numpy as np
 keras.config.set_floatx("float64")
 from tf_st import methods
+from tf_st.methods.awp import AWP
 
 CASES = json.loads(sys.argv[1])
 rng = np.random.RandomState(0)
@@ -360,7 +361,10 @@ def weights_after_step(strategy, key, kwargs):
         h = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(inp)
         out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
         model = keras.Model(inp, out)
-        method = methods.build(key, model, steps=3, **kwargs)
+        kwargs = dict(kwargs)
+        awp = kwargs.pop("awp", None)
+        hooks = [AWP(awp, proxy_lr=0.1)] if awp else []
+        method = methods.build(key, model, steps=3, step_hooks=hooks, **kwargs)
         method.compile(optimizer=keras.optimizers.SGD(0.5))
     before = [v.numpy().copy() for v in model.trainable_variables]
     # fit, not train_on_batch: under MirroredStrategy Keras 3's train_on_batch hands the
@@ -384,7 +388,10 @@ print("RESULT" + json.dumps(result))
 
 MIRRORED_CASES = {k: (k, {}) for k in BASELINES}
 MIRRORED_CASES.update({"st": ("st", {}), "st_follow_roles": ("st", {"follow_roles": True}),
-                       "trades_js": ("trades", {"reg": "js"})})
+                       "trades_js": ("trades", {"reg": "js"}), "alp": ("alp", {}),
+                       "madry_awp": ("madry", {"awp": 0.01}),
+                       "trades_awp": ("trades", {"awp": 0.005}),
+                       "st_awp": ("st", {"awp": 0.005})})
 
 
 @pytest.fixture(scope="module")

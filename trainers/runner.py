@@ -62,6 +62,12 @@ class Settings:
     strategy: str = "auto"
     mixed_precision: bool = False
     jit_compile: bool = False
+    # Adversarial weight perturbation on top of the method (tf_st.methods.awp); unset
+    # values take presets.awp_preset(method).
+    awp: bool = False
+    awp_gamma: Optional[float] = None
+    awp_warmup: Optional[int] = None
+    awp_proxy_lr: Optional[float] = None
     hparams: dict = dataclasses.field(default_factory=dict)
 
     def as_json(self):
@@ -99,6 +105,12 @@ def resolve(settings: Settings) -> Settings:
     # Building the dataclass validates every value and rejects unknown names.
     s.hparams = cls.HParams.build(settings.method, s.hparams).as_dict()
     s.final_attacks = tuple(a for a in s.final_attacks if a)
+    if s.awp:
+        for key, value in presets.awp_preset(s.method).items():
+            if getattr(s, f"awp_{key}") is None:
+                setattr(s, f"awp_{key}", value)
+        if s.awp_gamma < 0 or s.awp_warmup < 0 or s.awp_proxy_lr <= 0:
+            raise ValueError("--awp_gamma and --awp_warmup must be >= 0, --awp_proxy_lr > 0")
     if s.output_dir is None:
         s.output_dir = os.path.join("runs", s.dataset, s.method, s.arch, f"seed{s.seed}")
     return s
@@ -156,7 +168,11 @@ def fit(settings, log=print):
     with strategy.scope():
         networks = {name: models.build(arch, train_split.num_classes, input_shape=image_shape)
                     for name, arch in cls.network_archs(s.arch, s.hparams).items()}
-        method = methods.build(s.method, networks, seed=s.seed, **s.hparams)
+        hooks = []
+        if s.awp:
+            from tf_st.methods.awp import AWP
+            hooks.append(AWP(s.awp_gamma, s.awp_warmup, s.awp_proxy_lr, steps_per_epoch))
+        method = methods.build(s.method, networks, seed=s.seed, step_hooks=hooks, **s.hparams)
         # One optimizer per network, as the references that train several networks do.
         optimizers = {name: TorchSGD(schedule, momentum=s.momentum,
                                      coupled_weight_decay=s.weight_decay)
@@ -219,6 +235,8 @@ def export_best(settings, trained, log=print):
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
                 "num_classes": trained.num_classes, "image_shape": list(trained.image_shape),
                 "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
+                "awp": ({"gamma": s.awp_gamma, "warmup": s.awp_warmup,
+                         "proxy_lr": s.awp_proxy_lr} if s.awp else None),
                 "best_epoch": best_epoch,
                 "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
                 f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),

@@ -77,6 +77,14 @@ _RUN = {
                                          "mixed_float16 compute (GPU); logits stay float32."),
     "jit_compile": flags.DEFINE_bool(
         "jit_compile", False, "XLA-compile the train step (Keras' 'auto' is off under strategies)."),
+    "awp": flags.DEFINE_bool("awp", False, "Adversarial weight perturbation on top of the "
+                             "method (csdongxian/AWP)."),
+    "awp_gamma": flags.DEFINE_float("awp_gamma", None, "AWP size gamma (preset: 0.01 madry, "
+                                    "0.005 others).", lower_bound=0.0),
+    "awp_warmup": flags.DEFINE_integer("awp_warmup", None, "First 1-based epoch with AWP "
+                                       "(preset: 0 madry, 10 others).", lower_bound=0),
+    "awp_proxy_lr": flags.DEFINE_float("awp_proxy_lr", None, "Learning rate of AWP's proxy "
+                                       "step (preset: 0.01 madry, 0.1 others)."),
 }
 # The inner-attack budget every adversarial method shares (HParams base fields).
 _ATTACK = {

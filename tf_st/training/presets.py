@@ -70,3 +70,18 @@ def resolve(method, dataset):
     preset.update(per_method.get("*", {}))
     preset.update(per_method.get(dataset, {}))
     return preset
+
+
+# AWP (csdongxian/AWP, reference-implementations.md §4.3): AT-AWP gamma 0.01 from the
+# first epoch, proxy lr 0.01; TRADES-AWP gamma 0.005 from epoch 10, proxy lr 0.1.  The
+# ST paper's "+AWP" rows have no released code (§1.7); ST, and every other method, take
+# the TRADES-AWP values (the "TRADES and ST 0.005 from epoch 10").
+AWP_PRESETS = {
+    "madry": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01},
+    "madry2": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01},
+    "*": {"gamma": 0.005, "warmup": 10, "proxy_lr": 0.1},
+}
+
+
+def awp_preset(method):
+    return dict(AWP_PRESETS.get(method, AWP_PRESETS["*"]))
