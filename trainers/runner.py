@@ -31,7 +31,7 @@ from typing import Optional
 from tf_st.training import presets
 
 TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "lr_milestones", "weight_decay",
-                 "momentum", "augment")
+                 "momentum", "augment", "lr_schedule", "nesterov")
 ATTACK_KEYS = ("epsilon", "step_size", "steps")
 
 
@@ -51,6 +51,11 @@ class Settings:
     weight_decay: Optional[float] = None
     momentum: Optional[float] = None
     augment: Optional[str] = None
+    lr_schedule: Optional[str] = None   # "piecewise" (x0.1 at milestones) | "cosine" (RST)
+    nesterov: Optional[bool] = None
+    # Robust self-training: a pseudo-labelled set mixed into every batch (tf_st.data.rst).
+    unlabeled: Optional[str] = None
+    unlabeled_fraction: float = 0.5
     output_dir: Optional[str] = None
     eval_examples: Optional[int] = None
     eval_batch_size: int = 500
@@ -89,6 +94,15 @@ def resolve(settings: Settings) -> Settings:
     (a bad value raises ``ValueError`` here, before any work)."""
     cls = method_class(settings.method)
     preset = presets.resolve(settings.method, settings.dataset)
+    preset.setdefault("lr_schedule", "piecewise")
+    preset.setdefault("nesterov", False)
+    if settings.unlabeled:
+        rst_training, rst_hparams = presets.rst_preset(settings.method, settings.dataset)
+        preset.update(rst_training)
+        preset.update(rst_hparams)
+        if not 0.0 <= settings.unlabeled_fraction < 1.0:
+            raise ValueError(f"--unlabeled_fraction={settings.unlabeled_fraction} must be in "
+                             "[0, 1)")
     s = dataclasses.replace(settings, hparams=dict(settings.hparams))
     for key in TRAINING_KEYS:
         if getattr(s, key) is None:
@@ -141,7 +155,7 @@ def fit(settings, log=print):
     from tf_st import data, methods, models
     from tf_st.training import callbacks as cb
     from tf_st.training import checkpoint as ckpt_lib
-    from tf_st.training.optim import EpochPiecewiseSchedule, TorchSGD
+    from tf_st.training.optim import EpochCosineSchedule, EpochPiecewiseSchedule, TorchSGD
     from tf_st.training.strategy import make_strategy
 
     s, tag = settings, settings.method
@@ -153,6 +167,17 @@ def fit(settings, log=print):
     eval_x, eval_y = data.as_numpy(test_split, limit=s.eval_examples)
     image_shape = tuple(eval_x.shape[1:])
     steps_per_epoch = train_split.num_examples // s.batch_size
+    unlabeled = None
+    if s.unlabeled:
+        from tf_st.data import rst
+        unlabeled = rst.load_unlabeled(s.unlabeled)
+        if unlabeled[1].max() >= train_split.num_classes or unlabeled[1].min() < 0:
+            raise ValueError(f"pseudo-labels of {s.unlabeled} are outside "
+                             f"[0, {train_split.num_classes})")
+        # The reference's "epoch": ceil(N_labelled / B) batches (semisup-adv, 50000 / B).
+        steps_per_epoch = rst.batches_per_epoch(train_split.num_examples, s.batch_size)
+        log(f"[{s.method}] robust self-training: {len(unlabeled[1])} pseudo-labelled "
+            f"images from {s.unlabeled}, fraction {s.unlabeled_fraction} of each batch")
     if s.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, s.steps_per_epoch)
     if steps_per_epoch < 1:
@@ -164,7 +189,10 @@ def fit(settings, log=print):
         raise ValueError(f"--batch_size={s.batch_size} is not divisible by "
                          f"{strategy.num_replicas_in_sync} replicas")
     cls = method_class(s.method)
-    schedule = EpochPiecewiseSchedule(s.lr, s.lr_milestones, steps_per_epoch)
+    if s.lr_schedule == "cosine":
+        schedule = EpochCosineSchedule(s.lr, s.epochs, steps_per_epoch)
+    else:
+        schedule = EpochPiecewiseSchedule(s.lr, s.lr_milestones, steps_per_epoch)
     with strategy.scope():
         networks = {name: models.build(arch, train_split.num_classes, input_shape=image_shape)
                     for name, arch in cls.network_archs(s.arch, s.hparams).items()}
@@ -175,7 +203,7 @@ def fit(settings, log=print):
         method = methods.build(s.method, networks, seed=s.seed, step_hooks=hooks, **s.hparams)
         # One optimizer per network, as the references that train several networks do.
         optimizers = {name: TorchSGD(schedule, momentum=s.momentum,
-                                     coupled_weight_decay=s.weight_decay)
+                                     coupled_weight_decay=s.weight_decay, nesterov=s.nesterov)
                       for name in networks}
         method.compile(optimizer=optimizers if len(optimizers) > 1 else optimizers[next(iter(networks))],
                        jit_compile=s.jit_compile)
@@ -205,8 +233,13 @@ def fit(settings, log=print):
                         schedule.lr_at_epoch),
     ]
     if start_epoch < s.epochs:
-        train_ds = data.train_epochs(train_split, s.batch_size, s.augment, s.seed,
-                                     start_epoch, s.epochs, steps_per_epoch)
+        if unlabeled is not None:
+            train_ds = rst.rst_epochs(rst.split_arrays(train_split), unlabeled, s.batch_size,
+                                      s.unlabeled_fraction, s.augment, s.seed, start_epoch,
+                                      s.epochs, steps_per_epoch)
+        else:
+            train_ds = data.train_epochs(train_split, s.batch_size, s.augment, s.seed,
+                                         start_epoch, s.epochs, steps_per_epoch)
         method.fit(train_ds, epochs=s.epochs, initial_epoch=start_epoch,
                    steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                    shuffle=False, verbose=1 if sys.stdout.isatty() else 0)

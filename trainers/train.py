@@ -55,6 +55,17 @@ _RUN = {
     "momentum": flags.DEFINE_float("momentum", None, "SGD momentum (preset 0.9).", lower_bound=0.0),
     "augment": flags.DEFINE_enum("augment", None, ["none", "crop_flip"],
                                  "Per-example augmentation (preset per dataset)."),
+    "lr_schedule": flags.DEFINE_enum("lr_schedule", None, ["piecewise", "cosine"],
+                                     "piecewise: x0.1 at --lr_milestones; cosine: per epoch "
+                                     "(RST). Preset: piecewise (cosine with --unlabeled)."),
+    "nesterov": flags.DEFINE_bool("nesterov", None, "Nesterov momentum (preset: off; on with "
+                                  "--unlabeled, as RST)."),
+    "unlabeled": flags.DEFINE_string(
+        "unlabeled", None, "Robust self-training: pseudo-labelled set (.npz with images and "
+        "labels, or an image folder <dir>/<class>/<image>) mixed into every batch; RST "
+        "presets apply (tf_st.training.presets.rst_preset)."),
+    "unlabeled_fraction": flags.DEFINE_float("unlabeled_fraction", 0.5,
+                                             "Fraction of each batch drawn from --unlabeled."),
     "output_dir": flags.DEFINE_string("output_dir", None, "Run directory."),
     "eval_examples": flags.DEFINE_integer(
         "eval_examples", None, "Per-epoch evaluation on the first N test examples (default all).",

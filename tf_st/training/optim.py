@@ -8,6 +8,8 @@ cut, and the coupled decay also feeds the momentum.  Every reference training sc
 uses PyTorch's form (reference-implementations.md §7), so this module reproduces it.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -79,3 +81,27 @@ class EpochPiecewiseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"base_lr": self.base_lr, "milestones": list(self.milestones),
                 "steps_per_epoch": self.steps_per_epoch, "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="tf_st")
+class EpochCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine annealing set once per epoch, as semisup-adv's RST (and ST-RST) do:
+    ``base * 0.5 * (1 + cos((epoch - 1) / epochs * pi))`` for 1-based ``epoch``
+    (reference-implementations.md §1.6, §4.4)."""
+
+    def __init__(self, base_lr, epochs, steps_per_epoch):
+        self.base_lr = float(base_lr)
+        self.epochs = int(epochs)
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def lr_at_epoch(self, epoch):
+        return self.base_lr * 0.5 * (1 + math.cos((epoch - 1) / self.epochs * math.pi))
+
+    def __call__(self, step):
+        epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch) + 1
+        frac = ops.cast(epoch - 1, "float32") / float(self.epochs)
+        return self.base_lr * 0.5 * (1.0 + ops.cos(frac * math.pi))
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "epochs": self.epochs,
+                "steps_per_epoch": self.steps_per_epoch}

@@ -85,3 +85,24 @@ AWP_PRESETS = {
 
 def awp_preset(method):
     return dict(AWP_PRESETS.get(method, AWP_PRESETS["*"]))
+
+
+# Robust self-training (semisup-adv robust_self_training.py and ST-AT st_rst.sh,
+# reference-implementations.md §1.6, §4.4): WRN-28-10, batch 256 (half pseudo-labelled),
+# 200 epochs, lr 0.1 cosine per epoch, SGD momentum 0.9 with Nesterov, wd 5e-4,
+# eps 0.031, step 0.007, 10 steps, beta 6; ST-RST starts both points at x + U(-eps, eps).
+# On the bundled demo set only the method settings, schedule and Nesterov apply.
+RST_TRAINING = {"arch": "wrn28_10", "batch_size": 256, "epochs": 200, "lr": 0.1,
+                "momentum": 0.9, "weight_decay": 5e-4}
+RST_COMMON = {"lr_schedule": "cosine", "nesterov": True}
+RST_HPARAMS = {"epsilon": 0.031, "step_size": 0.007, "steps": 10, "beta": 6.0}
+RST_METHOD_HPARAMS = {"st": {"init": "uniform"}}
+
+
+def rst_preset(method, dataset):
+    out = dict(RST_COMMON)
+    if dataset != "cifar10_mini":
+        out.update(RST_TRAINING)
+    hparams = dict(RST_HPARAMS)
+    hparams.update(RST_METHOD_HPARAMS.get(method, {}))
+    return out, hparams
