@@ -135,3 +135,37 @@ def test_export_evaluate_rejects_missing_model_and_bad_epsilon(tmp_path):
     assert r.returncode != 0 and "no SavedModel" in r.stderr
     r = run_module(["export.evaluate", f"--saved_model={tmp_path}", "--epsilon=8"], timeout=120)
     assert r.returncode != 0 and "[0, 1]" in r.stderr
+
+
+SMALL = ["--method=madry", "--arch=small_cnn", "--epochs=1", "--steps_per_epoch=1",
+         "--batch_size=16", "--steps=1", "--eval_examples=16", "--final_attacks="]
+
+
+def test_run_directory_is_owned_by_one_run_with_one_set_of_settings(tmp_path, capsys):
+    from tf_st.training.rundir import RunDirectory
+
+    out = tmp_path / "run"
+    assert train.run_in_process(SMALL + [f"--output_dir={out}"]) == 0
+    flags_before = (out / "flags.txt").read_text()
+    metrics_before = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+    # Another trainer holds the directory: refused, nothing touched.
+    with RunDirectory(str(out), json.loads((out / "settings.json").read_text())):
+        assert train.run_in_process(SMALL + [f"--output_dir={out}"]) == 2
+    assert "is in use by pid" in capsys.readouterr().err
+    # Other settings: refused with the differing settings listed, nothing touched.
+    assert train.run_in_process(SMALL + ["--clamp_start=false", "--lr=0.01",
+                                         f"--output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "hparams.clamp_start: True -> False" in err and "lr: 0.05 -> 0.01" in err
+    assert (out / "flags.txt").read_text() == flags_before
+    assert (out / "metrics.csv").read_text() == metrics_before
+    # Report-only settings may change; --overwrite starts the other run afresh.
+    assert train.run_in_process(SMALL + ["--final_attacks=clean", f"--output_dir={out}"]) == 0
+    assert "resumed after epoch 1" in capsys.readouterr().out
+    assert train.run_in_process(SMALL + ["--lr=0.01", "--overwrite", f"--output_dir={out}"]) == 0
+    assert "--lr=0.01" in (out / "flags.txt").read_text()
+    assert "resumed" not in capsys.readouterr().out
+    (tmp_path / "file").write_text("x")
+    assert train.run_in_process(SMALL + [f"--output_dir={tmp_path / 'file'}"]) == 2
+    assert "is not a directory" in capsys.readouterr().err

@@ -22,6 +22,7 @@ Run directory (default ``runs/<dataset>/<method>/<arch>/seed<seed>``):
   evaluation.json      final evaluation of the export (``evaluation.<network>.json``)
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -130,12 +131,17 @@ def resolve(settings: Settings) -> Settings:
     return s
 
 
-def prepare_run_dir(settings, flagfile_text=None):
+@contextlib.contextmanager
+def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
+    """Holds the run directory for the ``with`` block: locked, checked to have been
+    started with these settings (see ``tf_st.training.rundir``); only then is
+    ``flags.txt`` written."""
     from tf_st.training.checkpoint import atomic_write_text
-    os.makedirs(settings.output_dir, exist_ok=True)
-    if flagfile_text is not None:
-        atomic_write_text(os.path.join(settings.output_dir, "flags.txt"), flagfile_text)
-    return settings.output_dir
+    from tf_st.training.rundir import RunDirectory
+    with RunDirectory(settings.output_dir, settings.as_json(), overwrite=overwrite):
+        if flagfile_text is not None:
+            atomic_write_text(os.path.join(settings.output_dir, "flags.txt"), flagfile_text)
+        yield settings.output_dir
 
 
 @dataclasses.dataclass
@@ -306,7 +312,7 @@ def final_evaluation(settings, exports):
     return reports
 
 
-def run(settings, flagfile_text=None, log=print):
+def run(settings, flagfile_text=None, log=print, overwrite=False):
     """Trains ``settings.method`` (resolved or not) end to end; returns the final reports
     (``{network: report}``) or, without final attacks, the model cards."""
     import tensorflow as tf
@@ -318,13 +324,14 @@ def run(settings, flagfile_text=None, log=print):
     # Data first: a missing dataset fails before anything is written.
     from tf_st import data
     data.load(s.dataset, "train", data_dir=s.data_dir)
-    prepare_run_dir(s, flagfile_text)
-    log(f"[{s.method}] run directory: {s.output_dir}")
-    log(f"[{s.method}] settings: " + ", ".join(
-        f"{k}={v}" for k, v in sorted(s.as_json().items()) if k not in ("output_dir", "hparams")))
-    log(f"[{s.method}] hparams: {s.hparams}")
-    trained = fit(s, log=log)
-    exports = export_best(s, trained, log=log)
-    if not s.final_attacks:
-        return {name: card for name, (_, card) in exports.items()}
-    return final_evaluation(s, exports)
+    with prepare_run_dir(s, flagfile_text, overwrite=overwrite):
+        log(f"[{s.method}] run directory: {s.output_dir}")
+        log(f"[{s.method}] settings: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(s.as_json().items())
+            if k not in ("output_dir", "hparams")))
+        log(f"[{s.method}] hparams: {s.hparams}")
+        trained = fit(s, log=log)
+        exports = export_best(s, trained, log=log)
+        if not s.final_attacks:
+            return {name: card for name, (_, card) in exports.items()}
+        return final_evaluation(s, exports)

@@ -29,6 +29,8 @@ FLAGS = flags.FLAGS
 _METHOD = flags.DEFINE_enum("method", None, sorted(methods.METHODS), "Training method.")
 _VERBOSE_ERRORS = flags.DEFINE_bool("verbose_errors", False,
                                     "Print tracebacks of expected errors too.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard a run in --output_dir that was "
+                               "started with other settings (otherwise the run refuses).")
 
 # Settings field -> flag holder (flag names equal Settings field names).
 _RUN = {
@@ -225,7 +227,8 @@ def main_for(default_method=None):
                 raise UsageError(f"--method={_METHOD.value} given to the {default_method} "
                                  f"trainer; use python -m trainers.train --method=...")
             settings = runner.resolve(settings_from_flags(key))
-            runner.run(settings, flagfile_text=flagfile_text(settings))
+            runner.run(settings, flagfile_text=flagfile_text(settings),
+                       overwrite=_OVERWRITE.value)
         except (UsageError, ValueError, DatasetNotFoundError, FileNotFoundError) as e:
             if _VERBOSE_ERRORS.value:
                 raise
