@@ -391,7 +391,8 @@ MIRRORED_CASES.update({"st": ("st", {}), "st_follow_roles": ("st", {"follow_role
                        "trades_js": ("trades", {"reg": "js"}), "alp": ("alp", {}),
                        "madry_awp": ("madry", {"awp": 0.01}),
                        "trades_awp": ("trades", {"awp": 0.005}),
-                       "st_awp": ("st", {"awp": 0.005})})
+                       "st_awp": ("st", {"awp": 0.005}), "fat": ("fat", {"tau": 1}),
+                       "fat_trades": ("fat_trades", {}), "fat_mart": ("fat_mart", {})})
 
 
 @pytest.fixture(scope="module")

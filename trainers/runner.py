@@ -31,7 +31,8 @@ from typing import Optional
 
 from tf_st.training import presets
 
-TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "lr_milestones", "weight_decay",
+TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "lr_milestones", "lr_multipliers",
+                 "weight_decay",
                  "momentum", "augment", "lr_schedule", "nesterov")
 ATTACK_KEYS = ("epsilon", "step_size", "steps")
 
@@ -49,6 +50,7 @@ class Settings:
     batch_size: Optional[int] = None
     lr: Optional[float] = None
     lr_milestones: Optional[tuple] = None
+    lr_multipliers: Optional[tuple] = None   # lr / base after each milestone (FAT); x0.1 each
     weight_decay: Optional[float] = None
     momentum: Optional[float] = None
     augment: Optional[str] = None
@@ -97,6 +99,7 @@ def resolve(settings: Settings) -> Settings:
     preset = presets.resolve(settings.method, settings.dataset)
     preset.setdefault("lr_schedule", "piecewise")
     preset.setdefault("nesterov", False)
+    preset.setdefault("lr_multipliers", None)
     if settings.unlabeled:
         rst_training, rst_hparams = presets.rst_preset(settings.method, settings.dataset)
         preset.update(rst_training)
@@ -109,6 +112,11 @@ def resolve(settings: Settings) -> Settings:
         if getattr(s, key) is None:
             setattr(s, key, preset[key])
     s.lr_milestones = tuple(int(m) for m in s.lr_milestones)
+    if s.lr_multipliers is not None:
+        s.lr_multipliers = tuple(float(m) for m in s.lr_multipliers)
+        if len(s.lr_multipliers) != len(s.lr_milestones):
+            raise ValueError(f"--lr_multipliers has {len(s.lr_multipliers)} values for "
+                             f"{len(s.lr_milestones)} --lr_milestones")
     for key in ATTACK_KEYS:
         if s.hparams.get(key) is None:
             s.hparams[key] = preset[key]
@@ -198,7 +206,8 @@ def fit(settings, log=print):
     if s.lr_schedule == "cosine":
         schedule = EpochCosineSchedule(s.lr, s.epochs, steps_per_epoch)
     else:
-        schedule = EpochPiecewiseSchedule(s.lr, s.lr_milestones, steps_per_epoch)
+        schedule = EpochPiecewiseSchedule(s.lr, s.lr_milestones, steps_per_epoch,
+                                          multipliers=s.lr_multipliers)
     with strategy.scope():
         networks = {name: models.build(arch, train_split.num_classes, input_shape=image_shape)
                     for name, arch in cls.network_archs(s.arch, s.hparams).items()}
@@ -226,6 +235,7 @@ def fit(settings, log=print):
     train_keys = [m.name for m in method.metrics]
     best_cb = cb.BestAndLatest(run_ckpt, method)
     callbacks = [
+        cb.MethodEpochBegin(method),
         cb.StopOnNonFinite(s.hparams),
         cb.EpochRecord(schedule.lr_at_epoch),
         cb.RobustEvaluation(method, eval_x, eval_y, epsilon=s.hparams["epsilon"],

@@ -51,6 +51,9 @@ _RUN = {
     "lr": flags.DEFINE_float("lr", None, "Base learning rate (preset)."),
     "lr_milestones": flags.DEFINE_list("lr_milestones", None,
                                        "1-based epochs at which lr is cut x0.1 (preset)."),
+    "lr_multipliers": flags.DEFINE_list(
+        "lr_multipliers", None, "lr / base lr after each --lr_milestones entry (preset: 0.1, "
+        "0.01, ...; FAT: 0.1,0.01,0.005)."),
     "weight_decay": flags.DEFINE_float("weight_decay", None,
                                        "Coupled (PyTorch-style) L2 weight decay (preset 5e-4).",
                                        lower_bound=0.0),
@@ -178,6 +181,11 @@ def settings_from_flags(method_key):
     values = {name: holder.value for name, holder in _RUN.items()}
     if values["lr_milestones"] is not None:
         values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])
+    if values["lr_multipliers"] is not None:
+        try:
+            values["lr_multipliers"] = tuple(float(m) for m in values["lr_multipliers"])
+        except ValueError:
+            raise UsageError("--lr_multipliers must be comma-separated numbers") from None
     values["final_attacks"] = tuple(values["final_attacks"] or ())
     hparams = {name: holder.value for name, holder in _ATTACK.items()}
     for flag_name, holder in _METHOD_FLAGS.items():

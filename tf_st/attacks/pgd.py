@@ -93,3 +93,61 @@ def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):
     (ST-AT ``test.py``: 100 steps of 2/255 from a uniform random start, no kappa)."""
     return pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=steps,
                loss_fn=losses.cw_margin, **kwargs)
+
+
+def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_fn,
+                      x_init, step_noise=None):
+    """FAT's early-stopped PGD-K-tau (Zhang et al., ICML 2020, Alg. 1; reference
+    ``Friendly-Adversarial-Training/earlystop.py``): the PGD iteration above with a
+    per-example stop.
+
+    Before each of at most ``steps`` updates every still-running example is checked:
+    misclassified with its counter (started at ``tau``, an int or a [B] tensor) at 0 ->
+    it stops and keeps this iterate; misclassified with counter > 0 -> the counter is
+    decremented (never reset) and it goes on; correctly classified -> it goes on.  The
+    first check is at ``x_init``.  Running examples take
+    ``Proj(x + step * sign(grad) + step_noise[k])`` (``step_noise``: ``[steps, *x.shape]``
+    or None; FAT adds ``omega * N(0, 1)``); examples still running after ``steps``
+    updates keep their last, unchecked iterate.  ``loss_fn(logits, y)`` is
+    per example (the reference's batch-mean CE and summed KL have the same sign).
+
+    Returns ``(x_adv, passes)``: ``passes[i]`` is the number of gradient steps example
+    ``i`` took (the reference's ``count``, FAT Figure 5's backward propagations).
+    Per-example masks inside one ``tf.while_loop``: no data-dependent shapes, so it
+    traces once; in inference-mode BN (as the reference) every example's trajectory is
+    independent of the others', so masking equals the reference's shrinking batch.
+    """
+    x = tf.convert_to_tensor(x)
+    y32 = tf.cast(y, tf.int32)
+    x_adv = tf.cast(x_init, x.dtype)
+    step = losses.as_dtype(step_size, x.dtype)
+    batch = tf.shape(x)[0]
+    counter = tf.broadcast_to(tf.cast(tau, tf.int32), [batch])
+    running = tf.ones([batch], tf.bool)
+    passes = tf.zeros([batch], tf.int32)
+
+    def cond(k, x_adv, counter, running, passes):
+        return tf.logical_and(k < steps, tf.reduce_any(running))
+
+    def body(k, x_adv, counter, running, passes):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            logits = logits_fn(x_adv)
+            loss = tf.reduce_sum(loss_fn(logits, y))
+        wrong = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y32)
+        stop = running & wrong & (counter == 0)
+        counter = counter - tf.cast(running & wrong & (counter > 0), tf.int32)
+        running = running & ~stop
+        grad = tape.gradient(loss, x_adv)
+        x_new = x_adv + step * tf.sign(grad)
+        if step_noise is not None:
+            x_new = x_new + tf.cast(tf.gather(step_noise, k), x.dtype)
+        mask = tf.reshape(running, [-1] + [1] * (len(x.shape) - 1))
+        x_adv = tf.where(mask, project(x_new, x, epsilon), x_adv)
+        return k + 1, x_adv, counter, running, passes + tf.cast(running, tf.int32)
+
+    if steps == 0:
+        return x_adv, passes
+    _, x_adv, _, _, passes = tf.while_loop(cond, body, (tf.constant(0), x_adv, counter,
+                                                        running, passes))
+    return x_adv, passes

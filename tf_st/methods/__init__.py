@@ -8,6 +8,7 @@ from tf_st.methods.alp import ALP
 from tf_st.methods.base import AdversarialMethod, StepHook
 from tf_st.methods.cat import CAT
 from tf_st.methods.collaborative import CollaborativeTraining
+from tf_st.methods.fat import FAT, FATMART, FATTRADES
 from tf_st.methods.madry import MadryAT, MadryAT2
 from tf_st.methods.mart import MART, MART2
 from tf_st.methods.natural import NaturalTraining
@@ -26,6 +27,9 @@ METHODS = {
     "mart2": MART2,
     "alp": ALP,
     "cat": CAT,
+    "fat": FAT,
+    "fat_trades": FATTRADES,
+    "fat_mart": FATMART,
 }
 
 

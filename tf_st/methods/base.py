@@ -96,6 +96,10 @@ class AdversarialMethod(keras.Model):
     def training_loss(self, x, y, generated):
         raise NotImplementedError
 
+    def on_epoch_begin(self, epoch):
+        """Called by the runner before 1-based ``epoch`` (per-epoch schedules such as
+        FAT's tau); nothing by default."""
+
     def hparams(self):
         """The method's hyperparameters, as written into run directories and model cards."""
         return self.hp.as_dict()

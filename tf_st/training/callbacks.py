@@ -61,6 +61,17 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 f"saved; lower the learning rate or check the inputs.")
 
 
+class MethodEpochBegin(keras.callbacks.Callback):
+    """Hands the 1-based epoch to the method's per-epoch schedule (FAT's tau)."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.method.on_epoch_begin(epoch + 1)
+
+
 class EpochRecord(keras.callbacks.Callback):
     """The epoch's learning rate and training wall time (before evaluation starts)."""
 

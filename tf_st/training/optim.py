@@ -61,26 +61,35 @@ class EpochPiecewiseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     milestones (80, 100) epochs 1-79 use ``base``, 80-99 ``base/10``, 100+ ``base/100``.
     Driven by ``optimizer.iterations``, so it resumes with the optimizer state."""
 
-    def __init__(self, base_lr, milestones, steps_per_epoch, factor=0.1):
+    def __init__(self, base_lr, milestones, steps_per_epoch, factor=0.1, multipliers=None):
         self.base_lr = float(base_lr)
         self.milestones = tuple(int(m) for m in milestones)
         self.steps_per_epoch = int(steps_per_epoch)
         self.factor = float(factor)
+        # ``multipliers[k]``: lr / base once milestone k is reached (FAT: 0.1, 0.01, 0.005);
+        # default factor ** (k + 1).
+        self.multipliers = (tuple(float(m) for m in multipliers) if multipliers
+                            else tuple(self.factor ** (k + 1) for k in range(len(self.milestones))))
+        if len(self.multipliers) != len(self.milestones):
+            raise ValueError(f"{len(self.multipliers)} lr multipliers for "
+                             f"{len(self.milestones)} milestones")
 
     def lr_at_epoch(self, epoch):
         """Learning rate of 1-based ``epoch`` (Python)."""
-        return self.base_lr * self.factor ** sum(epoch >= m for m in self.milestones)
+        reached = sum(epoch >= m for m in self.milestones)
+        return self.base_lr * (self.multipliers[reached - 1] if reached else 1.0)
 
     def __call__(self, step):
         epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch) + 1
-        cuts = ops.zeros((), "float32")
-        for m in self.milestones:
-            cuts = cuts + ops.cast(epoch >= m, "float32")
-        return self.base_lr * ops.power(self.factor, cuts)
+        lr = ops.convert_to_tensor(self.base_lr, "float32")
+        for m, mult in zip(self.milestones, self.multipliers):
+            lr = ops.where(epoch >= m, self.base_lr * mult, lr)
+        return lr
 
     def get_config(self):
         return {"base_lr": self.base_lr, "milestones": list(self.milestones),
-                "steps_per_epoch": self.steps_per_epoch, "factor": self.factor}
+                "steps_per_epoch": self.steps_per_epoch, "factor": self.factor,
+                "multipliers": list(self.multipliers)}
 
 
 @keras.saving.register_keras_serializable(package="tf_st")

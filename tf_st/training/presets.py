@@ -56,6 +56,25 @@ METHOD_PRESETS = {
             "*": {"members": "trades,alp", "alpha": 1 / 20, "beta": 6.0}},
     "alp": {d: {"epochs": 200, "lr": 0.1, "lr_milestones": (100, 150)}
             for d in ("cifar10", "cifar100", "image_folder")},
+    # FAT (zjfheart/Friendly-Adversarial-Training FAT.py / FAT_for_TRADES.py /
+    # FAT_for_MART.py, reference-implementations.md §3.2): eps 0.031, step 0.007, K 10,
+    # batch 128, SGD momentum 0.9, wd 2e-4; FAT: WRN-32-10 (WRN_madry), 120 epochs, lr 0.1
+    # x0.1 at 60, x0.01 at 90, x0.005 at 110; FAT-TRADES: WRN-34-10, 85 epochs,
+    # x0.1 at 75 (x0.01 at 90 is never reached); FAT-MART: WRN-34-10, 90 epochs, x0.1 at
+    # 60, x0.01 at 90.  tau schedules and omega are the methods' HParams defaults.  The
+    # scripts' seeds (FAT 7, the others 1) are not presets: --seed.
+    "fat": {**{d: {"arch": "wrn32_10", "epochs": 120, "lr_milestones": (60, 90, 110),
+                   "lr_multipliers": (0.1, 0.01, 0.005), "weight_decay": 2e-4, "lr": 0.1}
+               for d in ("cifar10", "cifar100", "image_folder", "svhn")},
+            "*": {"epsilon": 0.031, "step_size": 0.007}},
+    "fat_trades": {**{d: {"arch": "wrn34_10", "epochs": 85, "lr_milestones": (75, 90),
+                          "weight_decay": 2e-4, "lr": 0.1}
+                      for d in ("cifar10", "cifar100", "image_folder", "svhn")},
+                   "*": {"epsilon": 0.031, "step_size": 0.007, "beta": 6.0}},
+    "fat_mart": {**{d: {"arch": "wrn34_10", "epochs": 90, "lr_milestones": (60, 90),
+                        "weight_decay": 2e-4, "lr": 0.1}
+                    for d in ("cifar10", "cifar100", "image_folder", "svhn")},
+                 "*": {"epsilon": 0.031, "step_size": 0.007, "beta": 6.0}},
 }
 
 
