@@ -16,6 +16,16 @@ Protocol (also printed with the results):
   evaluate the exported SavedModel: clean, PGD-20, CW-20 (and AutoAttack standard on the
            first --aa_examples test images when --aa_examples > 0)
 
+A method entry is a trainer key (``fat``, ``cat``, ...) or ``<key>+awp`` (the method with
+adversarial weight perturbation at its reference gamma, from the first epoch: the
+references' 10-epoch warm-up would leave a 5-epoch run without AWP).  Every run gets the
+protocol's eps, step, lr schedule and weight decay explicitly, so methods whose presets
+differ (FAT: eps 0.031, wd 2e-4) are compared on the same footing; a method with several
+networks (``cat``) gives one row per network (``cat:trades``, ``cat:alp``), each
+selected by the method's own rule (CAT: PGD-10, strict).  "attack steps" is the mean
+number of gradient steps per training example of the inner attack (FAT Figure 5: FAT's
+early stop; K for the fixed-K methods).
+
 Each method runs through its real trainer (``python -m trainers.<key>``), so the runner,
 checkpoints, selection and export are the ones users get; an interrupted comparison is
 resumed by running it again (finished trainings only redo their final evaluation, and
@@ -41,6 +51,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", DEFAULT_DATA, "CIFAR-10 image folder
 _TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
 _TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
+_APPEND = flags.DEFINE_bool(
+    "append", False, "Keep the rows of other methods already in --output_dir/results.json.")
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite results.md and the plot from results.json.")
 _AA = flags.DEFINE_integer("aa_examples", 0, "AutoAttack examples (0 = skip).")
@@ -56,54 +68,73 @@ def protocol_text():
             f"test prefix; seed {_SEED.value}")
 
 
-def run_method(key, env):
-    run_dir = os.path.join(_OUT.value, key)
+def run_method(entry, env):
+    """Trains one entry; returns one row per network."""
+    key, _, variant = entry.partition("+")
+    run_dir = os.path.join(_OUT.value, entry)
     cmd = [sys.executable, "-m", f"trainers.{key}", "--dataset=image_folder",
            f"--data_dir={_DATA_DIR.value}", "--arch=small_cnn", f"--epochs={_EPOCHS.value}",
            "--batch_size=128", "--lr=0.05", f"--lr_milestones={_EPOCHS.value}",
+           "--lr_multipliers=0.1", "--weight_decay=5e-4", "--momentum=0.9",
+           f"--epsilon={8 / 255!r}", f"--step_size={2 / 255!r}",
            f"--train_examples={_TRAIN.value}", f"--eval_examples={_TEST.value}",
            f"--final_examples={_TEST.value}", "--final_attacks=clean,pgd20,cw20",
            f"--seed={_SEED.value}", f"--output_dir={run_dir}"]
+    if key != "natural":
+        cmd.append("--steps=10")
+    if variant == "awp":
+        cmd += ["--awp", "--awp_warmup=0"]
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r} in {entry!r} (only +awp)")
     start = time.time()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     train_seconds = time.time() - start
     with open(os.path.join(run_dir, "log.txt"), "w") as f:
         f.write(r.stdout + "\n" + r.stderr)
     if r.returncode != 0:
-        raise RuntimeError(f"{key} failed; see {run_dir}/log.txt\n{r.stderr[-2000:]}")
-    with open(os.path.join(run_dir, "evaluation.json")) as f:
-        report = json.load(f)
-    # Times from the run directory, so that a resumed run still reports its full cost.
+        raise RuntimeError(f"{entry} failed; see {run_dir}/log.txt\n{r.stderr[-2000:]}")
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         epochs = list(csv.DictReader(f))
-    row = {"method": key,
-           "train_seconds": round(sum(float(e["train_seconds"]) for e in epochs), 1),
-           "final_eval_seconds": report["seconds"],
-           "process_seconds": round(train_seconds, 1),
-           "best_epoch": _best_epoch(run_dir),
-           "last_epoch_clean_acc": float(epochs[-1]["test_clean_acc"]),
-           "last_epoch_pgd20_acc": float(epochs[-1]["test_pgd20_acc"]),
-           **{f"{a}_acc": v["accuracy"] for a, v in report["attacks"].items()}}
-    if _AA.value > 0:
-        aa_json = os.path.join(run_dir, "aa.json")
-        r = subprocess.run([sys.executable, "-m", "export.evaluate",
-                            f"--saved_model={run_dir}/export", "--dataset=image_folder",
-                            f"--data_dir={_DATA_DIR.value}", "--attacks=aa",
-                            f"--examples={_AA.value}", f"--output={aa_json}"],
-                           cwd=ROOT, env=env, capture_output=True, text=True)
-        if r.returncode == 0:
-            with open(aa_json) as f:
-                aa = json.load(f)["autoattack"]
-            row["aa_acc"] = aa["robust_accuracy"]
-            row["aa_seconds"] = aa.get("seconds")
-        else:
-            row["aa_error"] = r.stderr[-500:]
-    return row
-
-
-def _best_epoch(run_dir):
-    with open(os.path.join(run_dir, "export", "1", "model_card.json")) as f:
-        return json.load(f)["best_epoch"]
+    exports = os.path.join(run_dir, "export")
+    networks = ([None] if os.path.isdir(os.path.join(exports, "1"))
+                else sorted(os.listdir(exports)))
+    rows = []
+    for net in networks:
+        prefix = f"{net}_" if net else ""
+        card_path = os.path.join(exports, *(([net] if net else []) + ["1", "model_card.json"]))
+        with open(card_path) as f:
+            card = json.load(f)
+        with open(os.path.join(run_dir, f"evaluation.{net}.json" if net else "evaluation.json")) as f:
+            report = json.load(f)
+        selection = next(k for k in card if k.endswith("_acc") and k != "clean_acc")[:-4]
+        steps = [float(e["train_bp"]) for e in epochs if e.get("train_bp")]
+        # Times from the run directory, so that a resumed run still reports its full cost.
+        row = {"method": entry + (f":{net}" if net else ""),
+               "train_seconds": round(sum(float(e["train_seconds"]) for e in epochs), 1),
+               "final_eval_seconds": report["seconds"],
+               "process_seconds": round(train_seconds, 1),
+               "best_epoch": card["best_epoch"], "selection": selection,
+               "attack_steps": (round(sum(steps) / len(steps), 2) if steps
+                                else 0 if key == "natural" else 10),
+               "last_epoch_clean_acc": float(epochs[-1][prefix + "test_clean_acc"]),
+               f"last_epoch_{selection}_acc": float(epochs[-1][f"{prefix}test_{selection}_acc"]),
+               **{f"{a}_acc": v["accuracy"] for a, v in report["attacks"].items()}}
+        if _AA.value > 0:
+            aa_json = os.path.join(run_dir, f"aa.{net}.json" if net else "aa.json")
+            r = subprocess.run([sys.executable, "-m", "export.evaluate",
+                                f"--saved_model={os.path.dirname(os.path.dirname(card_path))}",
+                                "--dataset=image_folder", f"--data_dir={_DATA_DIR.value}",
+                                "--attacks=aa", f"--examples={_AA.value}", f"--output={aa_json}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True)
+            if r.returncode == 0:
+                with open(aa_json) as f:
+                    aa = json.load(f)["autoattack"]
+                row["aa_acc"] = aa["robust_accuracy"]
+                row["aa_seconds"] = aa.get("seconds")
+            else:
+                row["aa_error"] = r.stderr[-500:]
+        rows.append(row)
+    return rows
 
 
 def write_outputs(rows):
@@ -112,7 +143,8 @@ def write_outputs(rows):
     if any("aa_acc" in r for r in rows):
         cols.append(("aa_acc", f"AA ({_AA.value} imgs)"))
     cols += [("best_epoch", "selected epoch"), ("last_epoch_clean_acc", "last-epoch clean"),
-             ("last_epoch_pgd20_acc", "last-epoch PGD-20"), ("train_seconds", "training s"),
+             ("last_epoch_pgd20_acc", "last-epoch PGD-20"), ("attack_steps", "attack steps"),
+             ("train_seconds", "training s"),
              ("final_eval_seconds", "final eval s")]
     if any("aa_seconds" in r for r in rows):
         cols.append(("aa_seconds", "AA s"))
@@ -174,10 +206,15 @@ def main(argv):
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     print("Protocol:", protocol_text(), flush=True)
     rows = []
-    for key in _METHODS.value:
-        print(f"[{key}] training ...", flush=True)
-        rows.append(run_method(key, env))
-        print(f"[{key}] {rows[-1]}", flush=True)
+    if _APPEND.value and os.path.exists(os.path.join(_OUT.value, "results.json")):
+        with open(os.path.join(_OUT.value, "results.json")) as f:
+            rows = [r for r in json.load(f)["rows"]
+                    if r["method"].split(":")[0] not in _METHODS.value]
+    for entry in _METHODS.value:
+        print(f"[{entry}] training ...", flush=True)
+        for row in run_method(entry, env):
+            rows.append(row)
+            print(f"[{row['method']}] {row}", flush=True)
         write_outputs(rows)
     print(write_outputs(rows))
 
