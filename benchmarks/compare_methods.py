@@ -154,6 +154,12 @@ def write_outputs(rows):
         cells = []
         for k, _ in cols:
             v = r.get(k)
+            if k == "last_epoch_pgd20_acc" and v is None and r.get("selection"):
+                # Methods selected on another attack (CAT: PGD-10) log that one per epoch.
+                other = r.get(f"last_epoch_{r['selection']}_acc")
+                cells.append("-" if other is None else
+                             f"{100 * other:.1f}% ({r['selection'].upper()})")
+                continue
             if v is None:
                 cells.append("-")
             elif k.endswith("_acc"):
