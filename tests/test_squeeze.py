@@ -218,3 +218,24 @@ def test_js_and_l2_regularisers_by_hand():
     assert np.all(np.isfinite(js)) and js.max() <= np.log(2) + 1e-9
     np.testing.assert_allclose(regularizers.l2(tf.constant(za), tf.constant(zb)).numpy(),
                                ((pa - pb) ** 2).sum(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("order", ["nat_adv", "adv_nat"])
+def test_outer_forward_order_sets_the_bn_update_order(float64, order):
+    """ST-AT updates BN moving statistics with the clean then the adversarial batch,
+    ST-RST adversarial then clean; the collaborative forward updates nothing."""
+    model, twin = small_bn_model(bn_seed=1), small_bn_model(bn_seed=1)
+    twin.set_weights(model.get_weights())
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 1, (6, 4, 4, 2))
+    gen = {"adv": np.clip(x + 0.03 * rng.randn(*x.shape), 0, 1),
+           "col": np.clip(x + 0.03 * rng.randn(*x.shape), 0, 1)}
+    st = methods.build("st", model, forward_order=order)
+    st.training_loss(tf.constant(x), tf.constant(np.arange(6) % 3),
+                     {k: tf.constant(v) for k, v in gen.items()})
+    first, second = (x, gen["adv"]) if order == "nat_adv" else (gen["adv"], x)
+    twin(first, training=True)
+    twin(second, training=True)
+    for a, b in zip(model.non_trainable_variables, twin.non_trainable_variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=1e-12)

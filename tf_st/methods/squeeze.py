@@ -29,7 +29,9 @@ Deviations and additions:
   under ``tf.distribute``, as under ST-AT's ``nn.DataParallel``: it is all-reduced across
   replicas.  Collectives cannot run inside a ``tf.while_loop`` under MirroredStrategy,
   so with more than one replica the K inner iterations are unrolled in the graph.
-* ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start (§1.6).
+* ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start and
+  ``forward_order='adv_nat'`` its adversarial-then-clean outer forwards (§1.6); both are
+  the ``--unlabeled`` (RST) presets.
 """
 
 import dataclasses
@@ -67,6 +69,9 @@ class STHParams(HParams):
     init: str = hparam("normal", "Inner-loop start: x + 0.001 N(0,1) (ST-AT) or "
                        "x + U(-eps, eps) (ST-RST).", choices=("normal", "uniform"))
     init_std: float = hparam(0.001, "Standard deviation of the normal start.", minimum=0)
+    forward_order: str = hparam("nat_adv", "Order of the BN-updating outer forwards: clean "
+                                "then adversarial (ST-AT) or adversarial then clean (ST-RST).",
+                                choices=("nat_adv", "adv_nat"))
 
 
 class SqueezeTraining(AdversarialMethod):
@@ -135,8 +140,12 @@ class SqueezeTraining(AdversarialMethod):
 
     def training_loss(self, x, y, generated):
         z_col = self.forward_batch_stats(generated["col"])
-        z_nat = self.forward_train(x)
-        z_adv = self.forward_train(generated["adv"])
+        if self.forward_order == "adv_nat":
+            z_adv = self.forward_train(generated["adv"])
+            z_nat = self.forward_train(x)
+        else:
+            z_nat = self.forward_train(x)
+            z_adv = self.forward_train(generated["adv"])
         up, low = select_roles(z_nat, z_col, z_adv, y)
         zs = tf.stack([z_nat, z_col, z_adv], axis=1)
         ce = batch_mean(losses.cross_entropy(z_nat, y))

@@ -109,13 +109,14 @@ def awp_preset(method):
 # Robust self-training (semisup-adv robust_self_training.py and ST-AT st_rst.sh,
 # reference-implementations.md §1.6, §4.4): WRN-28-10, batch 256 (half pseudo-labelled),
 # 200 epochs, lr 0.1 cosine per epoch, SGD momentum 0.9 with Nesterov, wd 5e-4,
-# eps 0.031, step 0.007, 10 steps, beta 6; ST-RST starts both points at x + U(-eps, eps).
+# eps 0.031, step 0.007, 10 steps, beta 6; ST-RST starts both points at x + U(-eps, eps)
+# and runs its outer forwards adversarial first (semisup-adv losses_stat.py).
 # On the bundled demo set only the method settings, schedule and Nesterov apply.
 RST_TRAINING = {"arch": "wrn28_10", "batch_size": 256, "epochs": 200, "lr": 0.1,
                 "momentum": 0.9, "weight_decay": 5e-4}
 RST_COMMON = {"lr_schedule": "cosine", "nesterov": True}
 RST_HPARAMS = {"epsilon": 0.031, "step_size": 0.007, "steps": 10, "beta": 6.0}
-RST_METHOD_HPARAMS = {"st": {"init": "uniform"}}
+RST_METHOD_HPARAMS = {"st": {"init": "uniform", "forward_order": "adv_nat"}}
 
 
 def rst_preset(method, dataset):
