@@ -10,12 +10,11 @@ half-written version that TF Serving or ``load`` would pick up.
 
 import json
 import os
-import shutil
-import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
+
+from tf_st.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 
 MODEL_CARD = "model_card.json"
 
@@ -43,38 +42,18 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
     archive.add_endpoint(
         "serve", serve,
         input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32, name="image")])
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
-    try:
+    # A kill during an earlier export leaves its temporary directory behind.
+    remove_stale_temporaries(export_dir)
+    with atomic_path(final, directory=True) as tmp:
         archive.write_out(tmp, verbose=False)
         if model_card is not None:
-            _write_json(os.path.join(tmp, MODEL_CARD), model_card)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            atomic_write_json(os.path.join(tmp, MODEL_CARD), model_card)
     return final
 
 
 def _versions(export_dir):
     return [int(d) for d in os.listdir(export_dir)
             if d.isdigit() and os.path.isdir(os.path.join(export_dir, d))]
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    return str(o)
 
 
 class LoadedClassifier:

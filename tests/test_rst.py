@@ -104,3 +104,28 @@ def test_trainer_with_unlabeled_set(tmp_path):
     np.savez(bad, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([0, 12]))
     assert train.run_in_process(["--method=trades", f"--unlabeled={bad}", "--arch=small_cnn",
                                  "--epochs=1", f"--output_dir={tmp_path / 'r2'}"]) == 2
+
+
+def test_pseudo_label_cli_labels_held_out_images_and_feeds_rst(tmp_path, capsys):
+    from trainers import pseudo_label
+
+    model_run = tmp_path / "natural"
+    assert train.run_in_process(["--method=natural", "--arch=small_cnn", "--epochs=1",
+                                 "--steps_per_epoch=2", "--batch_size=32", "--eval_examples=16",
+                                 "--final_attacks=", f"--output_dir={model_run}"]) == 0
+    out = tmp_path / "pseudo.npz"
+    argv = ["pseudo_label", f"--saved_model={model_run / 'export'}", "--dataset=cifar10_mini",
+            "--split=train", "--skip=2900", f"--output={out}"]
+    assert pseudo_label.main(argv) == 0
+    assert "wrote 100 pseudo-labelled images" in capsys.readouterr().out
+    with np.load(out) as f:
+        images, labels, true = f["images"], f["labels"], f["true_labels"]
+        assert images.shape == (100, 32, 32, 3) and images.dtype == np.uint8
+        assert 0 <= labels.min() and labels.max() < 10 and len(true) == 100
+    from tf_st import data
+    x, y = rst.split_arrays(data.load("cifar10_mini", "train"))
+    np.testing.assert_array_equal(images, x[2900:])  # the held-out tail, in order
+    np.testing.assert_array_equal(true, y[2900:])
+    assert pseudo_label.main(argv[:-1] + [f"--output={tmp_path / 'nodir' / 'p.npz'}"]) == 2
+    assert "not a writable directory" in capsys.readouterr().err
+    assert pseudo_label.main(argv[:1] + ["--skip=-1"]) == 2

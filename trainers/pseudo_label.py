@@ -20,22 +20,29 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from tf_st import data
 
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Classifier SavedModel (or its "
-                                   "TF-Serving base directory).")
+# Its own flag registry, so that importing this module next to the trainers (tests, one
+# process) never defines --dataset or --output twice.
+FLAGS = flags.FlagValues()
+_SAVED_MODEL = flags.DEFINE_string(
+    "saved_model", None, "Classifier SavedModel (or its TF-Serving base directory).",
+    flag_values=FLAGS)
 _DATASET = flags.DEFINE_enum("dataset", "image_folder", sorted(data.DATASETS),
-                             "Dataset whose images get pseudo-labels.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir or image-folder root.")
-_SPLIT = flags.DEFINE_enum("split", "train", list(data.SPLITS), "Split to label.")
+                             "Dataset whose images get pseudo-labels.", flag_values=FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir or image-folder root.",
+                                flag_values=FLAGS)
+_SPLIT = flags.DEFINE_enum("split", "train", list(data.SPLITS), "Split to label.",
+                           flag_values=FLAGS)
 _SKIP = flags.DEFINE_integer("skip", 0, "Leave out the first N examples (the labelled "
-                             "subset of --train_examples=N).", lower_bound=0)
+                             "subset of --train_examples=N).", lower_bound=0, flag_values=FLAGS)
 _EXAMPLES = flags.DEFINE_integer("examples", None, "Label at most N examples after --skip.",
-                                 lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 500, "Inference batch size.", lower_bound=1)
-_OUTPUT = flags.DEFINE_string("output", None, "Output .npz path.")
+                                 lower_bound=1, flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 500, "Inference batch size.", lower_bound=1,
+                                   flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string("output", None, "Output .npz path.", flag_values=FLAGS)
 
 
 def pseudo_label(logits_fn, images_uint8, batch_size=500):
@@ -51,8 +58,15 @@ def pseudo_label(logits_fn, images_uint8, batch_size=500):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    """Parses ``argv`` (program name first) and labels; returns the exit status."""
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(rest) > 1:
+        print(f"error: unexpected arguments: {rest[1:]}", file=sys.stderr)
+        return 2
     from export.saved_model import load
     from tf_st.data import rst
     from tf_st.fileio import atomic_write_npz
@@ -88,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main(sys.argv))

@@ -144,7 +144,7 @@ def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
     """Holds the run directory for the ``with`` block: locked, checked to have been
     started with these settings (see ``tf_st.training.rundir``); only then is
     ``flags.txt`` written."""
-    from tf_st.training.checkpoint import atomic_write_text
+    from tf_st.fileio import atomic_write_text
     from tf_st.training.rundir import RunDirectory
     with RunDirectory(settings.output_dir, settings.as_json(), overwrite=overwrite):
         if flagfile_text is not None:

@@ -21,7 +21,7 @@ import time
 import keras
 import numpy as np
 
-from tf_st.training.checkpoint import atomic_write_text
+from tf_st.fileio import atomic_write_text
 
 
 def metric_prefix(method, network):

@@ -1,4 +1,4 @@
-"""Run-directory bookkeeping: resumable checkpoints, best weights per network, atomic files.
+"""Run-directory bookkeeping: resumable checkpoints and best weights per network.
 
 The latest checkpoint holds *everything* a run needs to continue exactly: every
 network's weights and BN statistics, every optimizer's slots and iteration count (which
@@ -7,10 +7,11 @@ epochs and each network's best robust accuracy so far.  ``tf.train.CheckpointMan
 writes the index file last, so a kill mid-write leaves the previous checkpoint usable.
 """
 
-import json
 import os
 
 import tensorflow as tf
+
+from tf_st.fileio import atomic_save_weights
 
 
 class RunCheckpoint:
@@ -68,20 +69,3 @@ class RunCheckpoint:
             self.best_epoch[name].assign(epoch)
             return True
         return False
-
-
-def atomic_save_weights(model, path):
-    tmp = path[:-len(".weights.h5")] + ".tmp.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")

@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 
-from tf_st.training.checkpoint import atomic_write_json
+from tf_st.fileio import atomic_write_json
 
 SETTINGS_FILE = "settings.json"
 LOCK_FILE = ".lock"
