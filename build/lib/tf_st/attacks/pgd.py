@@ -1,0 +1,153 @@
+"""FGSM, PGD and CW-inf as pure, graph-safe functions of a logits function.
+
+An attack takes ``(logits_fn, x, y, settings)`` and returns the perturbed inputs.
+``logits_fn`` is any callable mapping a [0, 1] NHWC batch to logits: a Keras model in
+inference or training mode, a reloaded SavedModel endpoint, or a plain ``tf.function``.
+Training methods and ``tf_st.evaluation`` call the same code.
+
+Loops are ``tf.while_loop``s, so the functions run eagerly, inside a user's
+``tf.function`` and inside a Keras ``train_step`` (which Keras 3 does not
+AutoGraph-convert).  Everything follows the dtype of ``x`` (float64 parity tests).
+
+The step direction is the sign of the gradient of the *sum* of the per-example loss;
+the references differentiate the batch mean, which has the same sign.
+"""
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+
+
+def project(x_adv, x, epsilon):
+    """``clamp(min(max(x_adv, x - eps), x + eps), 0, 1)``: the L-inf ball, then [0, 1]."""
+    epsilon = losses.as_dtype(epsilon, x.dtype)
+    x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
+    return tf.clip_by_value(x_adv, tf.zeros([], x.dtype), tf.ones([], x.dtype))
+
+
+def uniform_start(x, epsilon, seed=None, clamp=False):
+    """``x + U(-eps, eps)``; ``seed`` is a stateless seed (shape [2] ints) or None."""
+    epsilon = losses.as_dtype(epsilon, x.dtype)
+    if seed is None:
+        delta = tf.random.uniform(tf.shape(x), -epsilon, epsilon, dtype=x.dtype)
+    else:
+        delta = tf.random.stateless_uniform(tf.shape(x), seed, -epsilon, epsilon, dtype=x.dtype)
+    x0 = x + delta
+    return tf.clip_by_value(x0, 0.0, 1.0) if clamp else x0
+
+
+def normal_start(x, std=0.001, seed=None):
+    """``x + std * N(0, 1)``, not clamped (TRADES, MART, ST)."""
+    if seed is None:
+        noise = tf.random.normal(tf.shape(x), dtype=x.dtype)
+    else:
+        noise = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
+    return x + losses.as_dtype(std, x.dtype) * noise
+
+
+def input_gradient(logits_fn, x_adv, y, loss_fn):
+    with tf.GradientTape() as tape:
+        tape.watch(x_adv)
+        loss = tf.reduce_sum(loss_fn(logits_fn(x_adv), y))
+    return tape.gradient(loss, x_adv)
+
+
+def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
+    """One step of size ``epsilon`` from ``x`` itself (no random start), as ST-AT and
+    CAT evaluate FGSM."""
+    x = tf.convert_to_tensor(x)
+    grad = input_gradient(logits_fn, x, y, loss_fn)
+    return project(x + losses.as_dtype(epsilon, x.dtype) * tf.sign(grad), x, epsilon)
+
+
+def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entropy,
+        x_init=None, random_start=True, clamp_start=False, seed=None, targeted=False):
+    """Projected sign-gradient ascent on ``loss_fn`` (descent if ``targeted``).
+
+    Start: ``x_init`` if given (used as is, not projected: references feed the raw
+    start to the first forward), else ``x + U(-eps, eps)`` if ``random_start`` (clamped
+    to [0, 1] first when ``clamp_start``: FAT/CAT/AWP do, ST-AT/TRADES do not), else
+    ``x``.  Exactly ``steps`` updates ``x <- Proj(x + step * sign(grad))``.
+    """
+    x = tf.convert_to_tensor(x)
+    if x_init is not None:
+        x_adv = tf.cast(x_init, x.dtype)
+    elif random_start:
+        x_adv = uniform_start(x, epsilon, seed=seed, clamp=clamp_start)
+    else:
+        x_adv = x
+    step = losses.as_dtype(-step_size if targeted else step_size, x.dtype)
+
+    def body(i, x_adv):
+        grad = input_gradient(logits_fn, x_adv, y, loss_fn)
+        return i + 1, project(x_adv + step * tf.sign(grad), x, epsilon)
+
+    if steps == 0:
+        return x_adv
+    _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
+    return x_adv
+
+
+def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):
+    """"CW-inf" as the adversarial-training literature means it: PGD on the CW margin
+    (ST-AT ``test.py``: 100 steps of 2/255 from a uniform random start, no kappa)."""
+    return pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=steps,
+               loss_fn=losses.cw_margin, **kwargs)
+
+
+def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_fn,
+                      x_init, step_noise=None):
+    """FAT's early-stopped PGD-K-tau (Zhang et al., ICML 2020, Alg. 1; reference
+    ``Friendly-Adversarial-Training/earlystop.py``): the PGD iteration above with a
+    per-example stop.
+
+    Before each of at most ``steps`` updates every still-running example is checked:
+    misclassified with its counter (started at ``tau``, an int or a [B] tensor) at 0 ->
+    it stops and keeps this iterate; misclassified with counter > 0 -> the counter is
+    decremented (never reset) and it goes on; correctly classified -> it goes on.  The
+    first check is at ``x_init``.  Running examples take
+    ``Proj(x + step * sign(grad) + step_noise[k])`` (``step_noise``: ``[steps, *x.shape]``
+    or None; FAT adds ``omega * N(0, 1)``); examples still running after ``steps``
+    updates keep their last, unchecked iterate.  ``loss_fn(logits, y)`` is
+    per example (the reference's batch-mean CE and summed KL have the same sign).
+
+    Returns ``(x_adv, passes)``: ``passes[i]`` is the number of gradient steps example
+    ``i`` took (the reference's ``count``, FAT Figure 5's backward propagations).
+    Per-example masks inside one ``tf.while_loop``: no data-dependent shapes, so it
+    traces once; in inference-mode BN (as the reference) every example's trajectory is
+    independent of the others', so masking equals the reference's shrinking batch.
+    """
+    x = tf.convert_to_tensor(x)
+    y32 = tf.cast(y, tf.int32)
+    x_adv = tf.cast(x_init, x.dtype)
+    step = losses.as_dtype(step_size, x.dtype)
+    batch = tf.shape(x)[0]
+    counter = tf.broadcast_to(tf.cast(tau, tf.int32), [batch])
+    running = tf.ones([batch], tf.bool)
+    passes = tf.zeros([batch], tf.int32)
+
+    def cond(k, x_adv, counter, running, passes):
+        return tf.logical_and(k < steps, tf.reduce_any(running))
+
+    def body(k, x_adv, counter, running, passes):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            logits = logits_fn(x_adv)
+            loss = tf.reduce_sum(loss_fn(logits, y))
+        wrong = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y32)
+        stop = running & wrong & (counter == 0)
+        counter = counter - tf.cast(running & wrong & (counter > 0), tf.int32)
+        running = running & ~stop
+        grad = tape.gradient(loss, x_adv)
+        x_new = x_adv + step * tf.sign(grad)
+        if step_noise is not None:
+            x_new = x_new + tf.cast(tf.gather(step_noise, k), x.dtype)
+        mask = tf.reshape(running, [-1] + [1] * (len(x.shape) - 1))
+        x_adv = tf.where(mask, project(x_new, x, epsilon), x_adv)
+        return k + 1, x_adv, counter, running, passes + tf.cast(running, tf.int32)
+
+    if steps == 0:
+        return x_adv, passes
+    _, x_adv, _, _, passes = tf.while_loop(cond, body, (tf.constant(0), x_adv, counter,
+                                                        running, passes))
+    return x_adv, passes

@@ -1,0 +1,191 @@
+"""Robustness evaluation of any logits function (a Keras model, a SavedModel endpoint,
+a ``tf.function``) with the ST paper's protocol (reference-implementations.md §1.5):
+
+* ``fgsm``: one step of size eps from x itself (no random start);
+* ``pgdN``: N steps of ``step_size`` (2/255) on CE from ``x + U(-eps, eps)``, the
+  start not clamped before the first forward (ST-AT ``test.py``);
+* ``cwN``: the same PGD on the CW margin ``max_{j!=y} z_j - z_y`` (no kappa).
+
+An attack's accuracy is the accuracy on its adversarial examples, as ST-AT reports it.
+``worst_case`` counts an example as robust only if it is clean-correct and correct
+under every attack that was run (AutoAttack's rule, applied to the attacks run here).
+
+Batches are padded to a fixed size so that each attack traces once.
+"""
+
+import dataclasses
+import re
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.attacks.pgd import fgsm, pgd
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    kind: str  # "clean", "fgsm", "pgd", "cw"
+    steps: int = 0
+
+
+def parse_attack(name):
+    """``clean``, ``fgsm``, ``pgd<N>`` or ``cw<N>`` (N >= 1) -> AttackSpec."""
+    if name in ("clean", "fgsm"):
+        return AttackSpec(name, name)
+    m = re.fullmatch(r"(pgd|cw)(\d+)", name)
+    if m and int(m.group(2)) > 0:
+        return AttackSpec(name, m.group(1), int(m.group(2)))
+    raise ValueError(f"unknown attack {name!r}: use clean, fgsm, pgd<N> (e.g. pgd20, pgd100), "
+                     f"cw<N> (e.g. cw100) or aa")
+
+
+def make_batch_attack(logits_fn, spec, epsilon, step_size):
+    """A ``tf.function(x, y, seed) -> correct[B]`` for one attack."""
+
+    def correct_on(x_eval, y):
+        pred = tf.argmax(logits_fn(x_eval), axis=1, output_type=tf.int32)
+        return tf.equal(pred, tf.cast(y, tf.int32))
+
+    @tf.function(reduce_retracing=True)
+    def run(x, y, seed):
+        if spec.kind == "clean":
+            return correct_on(x, y)
+        if spec.kind == "fgsm":
+            return correct_on(fgsm(logits_fn, x, y, epsilon), y)
+        loss_fn = losses.cross_entropy if spec.kind == "pgd" else losses.cw_margin
+        x_adv = pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=spec.steps,
+                    loss_fn=loss_fn, random_start=True, seed=seed)
+        return correct_on(x_adv, y)
+
+    return run
+
+
+@dataclasses.dataclass
+class AttackResult:
+    name: str
+    accuracy: float
+    seconds: float
+    correct: np.ndarray
+
+    def to_json(self):
+        return {"accuracy": self.accuracy, "seconds": round(self.seconds, 3),
+                "correct": self.correct.astype(int).tolist()}
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    num_examples: int
+    epsilon: float
+    step_size: float
+    seed: int
+    attacks: dict  # name -> AttackResult, in run order
+
+    @property
+    def worst_case(self):
+        flags = np.ones(self.num_examples, bool)
+        for r in self.attacks.values():
+            flags &= r.correct
+        return flags
+
+    def to_json(self):
+        out = {"num_examples": self.num_examples, "epsilon": self.epsilon,
+               "step_size": self.step_size, "seed": self.seed,
+               "attacks": {k: v.to_json() for k, v in self.attacks.items()}}
+        if self.attacks:
+            out["worst_case_accuracy"] = float(self.worst_case.mean())
+        return out
+
+    def table(self):
+        lines = [f"{'attack':<10} {'accuracy':>9} {'seconds':>9}"]
+        for r in self.attacks.values():
+            lines.append(f"{r.name:<10} {100 * r.accuracy:>8.2f}% {r.seconds:>9.1f}")
+        if len(self.attacks) > 1:
+            lines.append(f"{'worst-case':<10} {100 * self.worst_case.mean():>8.2f}%")
+        return "\n".join(lines)
+
+
+def _batches(data, batch_size):
+    """Yields (x, y) numpy batches from arrays ``(x, y)`` or a batched tf.data.Dataset."""
+    if isinstance(data, tf.data.Dataset):
+        for x, y in data.as_numpy_iterator():
+            yield x, y
+        return
+    x, y = data
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], y[i:i + batch_size]
+
+
+def _pad(x, y, size):
+    n = len(x)
+    if n == size:
+        return x, y, n
+    reps = size - n
+    return (np.concatenate([x, np.repeat(x[-1:], reps, axis=0)]),
+            np.concatenate([y, np.repeat(y[-1:], reps, axis=0)]), n)
+
+
+def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, step_size=2 / 255,
+             batch_size=200, seed=0, dtype=tf.float32, verbose=True):
+    """Runs each attack over ``data`` and returns an ``EvaluationResult``.
+
+    ``data``: ``(x, y)`` arrays (x float in [0, 1], NHWC) or a batched ``tf.data.Dataset``
+    of such pairs; batches are padded to ``batch_size`` (the largest batch for a dataset).
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon={epsilon} is outside [0, 1] (use 8/255, not 8)")
+    specs = [parse_attack(a) if isinstance(a, str) else a for a in attacks]
+    results = {}
+    for index, spec in enumerate(specs):
+        run = make_batch_attack(logits_fn, spec, epsilon, step_size)
+        flags, start = [], time.time()
+        progress = _Progress(spec.name, data) if verbose else None
+        for b, (x, y) in enumerate(_batches(data, batch_size)):
+            size = max(batch_size, len(x))
+            xp, yp, n = _pad(np.asarray(x), np.asarray(y), size)
+            seed_t = tf.constant([seed, b * 1009 + index], tf.int64)
+            correct = run(tf.constant(xp, dtype), tf.constant(yp, tf.int64), seed_t).numpy()[:n]
+            flags.append(correct)
+            if progress is not None:
+                progress.update(n, float(np.concatenate(flags).mean()))
+        if progress is not None:
+            progress.close()
+        correct = np.concatenate(flags) if flags else np.zeros(0, bool)
+        results[spec.name] = AttackResult(spec.name, float(correct.mean()) if len(correct) else 0.0,
+                                          time.time() - start, correct)
+    n = len(next(iter(results.values())).correct) if results else 0
+    return EvaluationResult(n, float(epsilon), float(step_size), int(seed), results)
+
+
+class _Progress:
+    """A Keras progress bar on a terminal; otherwise (logs, CI) a line at every ~10%."""
+
+    def __init__(self, name, data):
+        import sys
+        self.name, self.start, self.done, self.next_report = name, time.time(), 0, 0.1
+        self.total = None if isinstance(data, tf.data.Dataset) else len(data[0])
+        self.bar = None
+        if sys.stdout.isatty():
+            import keras
+            print(f"[{name}]", flush=True)
+            self.bar = keras.utils.Progbar(self.total, stateful_metrics=["acc"])
+
+    def update(self, n, acc):
+        self.done += n
+        self.acc = acc
+        if self.bar is not None:
+            self.bar.add(n, [("acc", acc)])
+        elif self.total and self.done / self.total >= self.next_report and self.done < self.total:
+            elapsed = time.time() - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            print(f"[{self.name}] {self.done}/{self.total} acc {100 * acc:.2f}% "
+                  f"({elapsed:.0f}s, ETA {eta:.0f}s)", flush=True)
+            while self.next_report <= self.done / self.total:
+                self.next_report += 0.1
+
+    def close(self):
+        if self.bar is None:
+            print(f"[{self.name}] {self.done} examples, acc {100 * getattr(self, 'acc', 0):.2f}% "
+                  f"in {time.time() - self.start:.1f}s", flush=True)

@@ -1,0 +1,101 @@
+"""Atomic writes: a file or directory appears whole under its final name, or not at all.
+
+Readers (a resumed run, TF Serving watching an export directory, a user tailing a
+report) must never see half a file, so everything the project writes goes through here:
+write to a temporary name in the destination's directory (same filesystem, so the
+final ``os.replace`` is atomic), flush and fsync, then rename.  On failure the
+temporary is removed.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path, directory=False):
+    """Yields a temporary path beside ``path``; on a clean exit it replaces ``path``
+    (an existing directory is removed first: directories cannot be renamed over)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(path)
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{base}-", dir=parent)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{base}-", dir=parent,
+                                   suffix=os.path.splitext(base)[1])
+        os.close(fd)
+    try:
+        yield tmp
+        if not directory:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
+
+
+def atomic_write_json(path, obj, indent=2):
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def atomic_write_npz(path, **arrays):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def atomic_save_weights(model, path):
+    """``model.save_weights`` (Keras requires the ``.weights.h5`` ending)."""
+    suffix = ".weights.h5"
+    if not path.endswith(suffix):
+        raise ValueError(f"weights path must end with {suffix}: {path}")
+    tmp = path[:-len(suffix)] + ".tmp" + suffix
+    try:
+        model.save_weights(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def remove_stale_temporaries(directory):
+    """Removes ``.tmp-*`` entries a killed writer left in ``directory``."""
+    if not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-"):
+            p = os.path.join(directory, name)
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+            removed.append(name)
+    return removed

@@ -1,0 +1,277 @@
+"""The one ``keras.Model`` wrapper every training method builds on.
+
+A method owns one or more networks (``networks``, a dict; single-network methods have
+one entry, ``classifier``) and implements two pure pieces:
+
+* ``generate(x, y, init=None)`` -> dict of the perturbed inputs it trains on,
+* ``training_loss(x, y, generated)`` -> dict with ``loss`` (the differentiated total,
+  a mean over *this replica's* examples) and its logged terms.  A method may add
+  ``clean_logits`` (a tensor, or a dict per network); it feeds the training-accuracy
+  metrics and is not logged.
+
+Its hyperparameters are one frozen dataclass (``HParams``, see ``hparams``): defaults,
+validation, model-card dict and trainer flags all come from that declaration.
+
+``train_step`` (written once, here) composes the pieces with the optimizer update.  It
+is responsible for what every method would otherwise get wrong on its own:
+
+* replica scaling: ``fit`` sums gradients across replicas, so the per-replica mean is
+  divided by ``num_replicas_in_sync`` (Keras only does this for built-in losses);
+* mixed precision: each optimizer's ``scale_loss`` before the tape's gradient;
+* one optimizer per network where the reference has one (``compile(optimizer={name:
+  opt})``), or one for all; each optimizer applies the gradient of the total loss with
+  respect to its own network's variables (methods whose networks learn from each other
+  detach the peers inside ``training_loss``);
+* step hooks around the outer step: ``before_outer_gradient`` (after ``generate``,
+  before the loss is differentiated: AWP moves the weights here) and ``after_apply``
+  (after every optimizer step: AWP moves them back), run for every object in
+  ``step_hooks`` in order (``after_apply`` in reverse order);
+* reproducible, replica-invariant noise: random starts are stateless draws keyed by
+  (seed, optimizer step, draw index) over the *global* batch, of which each replica
+  takes its slice, so 2 replicas draw exactly what one device would;
+* the three BatchNorm modes the references use (see ``forward_*``).
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.methods.hparams import HParams
+
+
+class StepHook:
+    """Something done around every outer step of any method (e.g. AWP).  Both calls
+    run inside the traced ``train_step``, under the replica context."""
+
+    def before_outer_gradient(self, method, x, y, generated):
+        pass
+
+    def after_apply(self, method, x, y, generated):
+        pass
+
+
+class AdversarialMethod(keras.Model):
+    """Base class; subclasses set ``key``, ``term_names`` and ``HParams`` and implement
+    ``generate`` and ``training_loss``."""
+
+    key = None
+    term_names = ("loss",)
+    HParams = HParams
+    # Per-epoch model selection (the runner): the attack of the selection metric and
+    # whether only a strictly better epoch replaces the best (ST-AT: PGD-20, ties to the
+    # later epoch).
+    selection_attack = "pgd20"
+    selection_strict = False
+
+    def __init__(self, networks, *, seed=0, name=None, step_hooks=(), **hparams):
+        super().__init__(name=name or self.key or "method")
+        self.hp = self.HParams.build(self.key, hparams)
+        for f in dataclasses.fields(self.hp):
+            setattr(self, f.name, getattr(self.hp, f.name))
+        if not isinstance(networks, dict):
+            networks = {"classifier": networks}
+        if not networks:
+            raise ValueError("a method needs at least one network")
+        for net_name, net in networks.items():
+            if not net_name.isidentifier() or hasattr(type(self), net_name) \
+                    or net_name in self.__dict__:
+                raise ValueError(f"network name {net_name!r} is not a usable attribute name")
+            setattr(self, net_name, net)
+        self.network_names = tuple(networks)
+        self.seed = int(seed)
+        self.step_hooks = list(step_hooks)
+        self._extra_optimizers = {}
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in self.term_names}
+        self._accuracies = {
+            n: keras.metrics.SparseCategoricalAccuracy(
+                name="accuracy" if len(networks) == 1 else f"{n}_accuracy")
+            for n in self.network_names}
+
+    # ------------------------------------------------------------------ interface
+    def generate(self, x, y, init=None):
+        raise NotImplementedError
+
+    def training_loss(self, x, y, generated):
+        raise NotImplementedError
+
+    def on_epoch_begin(self, epoch):
+        """Called by the runner before 1-based ``epoch`` (per-epoch schedules such as
+        FAT's tau); nothing by default."""
+
+    def hparams(self):
+        """The method's hyperparameters, as written into run directories and model cards."""
+        return self.hp.as_dict()
+
+    @classmethod
+    def network_archs(cls, arch, hparams):
+        """``{network name: architecture}`` the runner builds for this method: one
+        ``classifier`` of the run's ``--arch`` unless a method trains several."""
+        return {"classifier": arch}
+
+    @property
+    def networks(self):
+        return {n: getattr(self, n) for n in self.network_names}
+
+    @property
+    def primary(self):
+        """The first network: what ``call`` and single-network code paths use."""
+        return getattr(self, self.network_names[0])
+
+    # ---------------------------------------------------------------- optimizers
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """``optimizer``: one optimizer for every network, or ``{network: optimizer}``."""
+        if isinstance(optimizer, dict):
+            missing = set(self.network_names) - set(optimizer)
+            extra = set(optimizer) - set(self.network_names)
+            if missing or extra:
+                raise ValueError(f"optimizers must be given for exactly the networks "
+                                 f"{list(self.network_names)} (missing {sorted(missing)}, "
+                                 f"unknown {sorted(extra)})")
+            first, *rest = self.network_names
+            super().compile(optimizer=optimizer[first], **kwargs)
+            mixed = self.dtype_policy.name == "mixed_float16"
+            self._extra_optimizers = {
+                n: keras.optimizers.LossScaleOptimizer(optimizer[n])
+                if mixed and not isinstance(optimizer[n], keras.optimizers.LossScaleOptimizer)
+                else optimizer[n] for n in rest}
+        else:
+            super().compile(optimizer=optimizer, **kwargs)
+            self._extra_optimizers = {}
+
+    @property
+    def optimizers(self):
+        """``{network: optimizer}`` (the same object for every network when one
+        optimizer was compiled)."""
+        return {n: self._extra_optimizers.get(n, self.optimizer) for n in self.network_names}
+
+    def optimizer_groups(self):
+        """``[(optimizer, variables)]``: which optimizer steps which variables."""
+        if not self._extra_optimizers:
+            return [(self.optimizer, [v for net in self.networks.values()
+                                      for v in net.trainable_variables])]
+        return [(opt, self.networks[n].trainable_variables) for n, opt in self.optimizers.items()]
+
+    def build_optimizers(self):
+        """Creates every optimizer's slots now (checkpoint restore needs them)."""
+        for opt, variables in self.optimizer_groups():
+            opt.build(variables)
+
+    # --------------------------------------------------------------- forward modes
+    def call(self, x, training=False):
+        return self.primary(x, training=training)
+
+    def forward_train(self, x):
+        """Train-mode BN: batch statistics, moving statistics updated (PyTorch
+        ``model.train()``)."""
+        return self.primary(x, training=True)
+
+    def forward_eval(self, x):
+        """Inference-mode BN (PyTorch ``model.eval()``), as the TRADES/MART attacks use."""
+        return self.primary(x, training=False)
+
+    def forward_batch_stats(self, x):
+        """Train-mode BN *without* updating moving statistics (PyTorch ``model.train()``
+        with ``track_running_stats=False``, ST's inner loop).  ``stateless_call`` returns
+        the would-be statistics, which are discarded; gradients still reach both the
+        input and, inside a tape, the trainable variables."""
+        return batch_stats_forward(self.primary, x)
+
+    # ---------------------------------------------------------------------- noise
+    def draw_seed(self, index):
+        """Stateless seed for the ``index``-th random draw of the current step."""
+        step = tf.constant(0, tf.int64)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            step = tf.cast(optimizer.iterations, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), step * 64 + int(index)])
+
+    def noise(self, x, kind, index, scale):
+        """Global-batch noise for this replica's slice of ``x``: ``scale * N(0,1)``
+        (``kind='normal'``) or ``U(-scale, scale)`` (``kind='uniform'``)."""
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        replica_id = ctx.replica_id_in_sync_group if ctx is not None else 0
+        batch = tf.shape(x)[0]
+        shape = tf.concat([[batch * replicas], tf.shape(x)[1:]], axis=0)
+        seed = self.draw_seed(index)
+        scale = losses.as_dtype(scale, x.dtype)
+        if kind == "normal":
+            full = scale * tf.random.stateless_normal(shape, seed, dtype=x.dtype)
+        elif kind == "uniform":
+            full = tf.random.stateless_uniform(shape, seed, -scale, scale, dtype=x.dtype)
+        else:
+            raise ValueError(f"unknown noise kind {kind!r}")
+        start = tf.cast(replica_id, tf.int32) * batch
+        return full[start:start + batch]
+
+    # ---------------------------------------------------------------- train step
+    def before_outer_gradient(self, x, y, generated):
+        for hook in self.step_hooks:
+            hook.before_outer_gradient(self, x, y, generated)
+
+    def after_apply(self, x, y, generated):
+        for hook in reversed(self.step_hooks):
+            hook.after_apply(self, x, y, generated)
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        generated = tf.nest.map_structure(tf.stop_gradient, self.generate(x, y))
+        self.before_outer_gradient(x, y, generated)
+        groups = self.optimizer_groups()
+        with tf.GradientTape(persistent=len(groups) > 1) as tape:
+            terms = dict(self.training_loss(x, y, generated))
+            per_replica = terms["loss"] / tf.cast(
+                tf.distribute.get_strategy().num_replicas_in_sync, terms["loss"].dtype)
+            scaled = [opt.scale_loss(per_replica) for opt, _ in groups]
+        for (opt, variables), loss in zip(groups, scaled):
+            opt.apply(tape.gradient(loss, variables), variables)
+        del tape
+        self.after_apply(x, y, generated)
+        return self._update_metrics(y, terms)
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        out = {}
+        for name, net in self.networks.items():
+            logits = net(x, training=False)
+            self._accuracies[name].update_state(y, logits)
+            if name == self.network_names[0]:
+                self._trackers["loss"].update_state(
+                    tf.reduce_mean(losses.cross_entropy(logits, y)))
+            out[self._accuracies[name].name] = self._accuracies[name].result()
+        out["loss"] = self._trackers["loss"].result()
+        return out
+
+    def _update_metrics(self, y, terms):
+        clean_logits = terms.pop("clean_logits", None)
+        for name in self.term_names:
+            self._trackers[name].update_state(terms[name])
+        out = {name: self._trackers[name].result() for name in self.term_names}
+        if clean_logits is not None:
+            if not isinstance(clean_logits, dict):
+                clean_logits = {self.network_names[0]: clean_logits}
+            for name, logits in clean_logits.items():
+                metric = self._accuracies[name]
+                metric.update_state(y, logits)
+                out[metric.name] = metric.result()
+        return out
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values()) + list(self._accuracies.values())
+
+
+def batch_mean(values):
+    """Mean over this replica's examples (``train_step`` divides by the replica count)."""
+    return tf.reduce_mean(values)
+
+
+def batch_stats_forward(network, x):
+    """``network(x)`` with batch statistics, moving statistics untouched (see
+    ``AdversarialMethod.forward_batch_stats``)."""
+    logits, _ = network.stateless_call(
+        [v.value for v in network.trainable_variables],
+        [v.value for v in network.non_trainable_variables], x, training=True)
+    return logits

@@ -1,0 +1,186 @@
+"""Collaborative Adversarial Training (CAT; Liu et al., "Collaborative Adversarial
+Training", 2022/2023): networks trained together, each by its own adversarial method,
+each distilling its peers' (detached) predictions on its own adversarial examples.
+
+Reference: liuxingbin/CAT @ 2325fa1, ``train_cat.py`` (reference-implementations.md
+§2).  The released code trains the pair TRADES + ALP; as coded there, and so here by
+default (``members='trades,alp'``):
+* one network per member, one SGD optimizer per network (the runner builds one
+  ``TorchSGD`` per network), one backward of the total loss;
+* attacks in inference-mode BN: the TRADES network's KL attack from ``x + 0.001 N(0,1)``,
+  the ALP (and AT) network's PGD-CE from ``x + U(-eps, eps)`` clamped to [0, 1];
+* train-mode forwards in the coded order: ``c1 = f1(x)``, ``a1 = f1(x_adv1)``,
+  ``a2 = f2(x_adv2)``, ``c2 = f2(x)``, then the peer forwards ``f1(x_adv2)``,
+  ``f2(x_adv1)`` (which also update BN moving statistics);
+* ``L1 = CE(c1, y) + beta KL_bm(p(c1) || p(a1))`` (TRADES, beta 6, target not detached),
+  ``L2 = 0.5 (CE(a2, y) + CE(c2, y)) + mean((a2 - c2)^2)`` (ALP),
+  ``L3 = KL_bm(sg(p(f2(x_adv1))) || p(a1)) + KL_bm(sg(p(f1(x_adv2))) || p(a2))`` (T = 1),
+  ``loss = alpha (L1 + L2) + (1 - alpha) L3`` with alpha = 1/20;
+* after the optimizer steps the reference runs ``f1(x)`` once more in train mode (for
+  logging), which updates network 1's BN moving statistics with the clean batch again:
+  reproduced (``log_forward=True``; ``False`` skips it);
+* selection: each network by its own robust accuracy, PGD-10 (step 2/255, random start)
+  on the evaluation set, a new best only if strictly better (``model{1,2}_best.pth``).
+
+Generalisation (the paper's AT-TRADES, AT-ALP, TRADES-ALP and AT-ALP-TRADES): members
+are any two or three distinct keys of {madry, trades, alp}, in order.  An AT (``madry``)
+member is trained on ``CE(f(x_adv), y)`` with the PGD-CE attack above (the paper's
+Eq. 1; the released code has no AT member).  The paper gives no formula for three
+networks; here each network distils the *mean* of its peers' KL terms, which for two
+networks is exactly the coded L3.  Member forwards follow the member order (a member's
+own forwards as in the pair above: TRADES clean then adversarial, ALP adversarial then
+clean, AT adversarial), then the peer forwards with the evaluating network in member
+order.  ``archs`` gives the networks different architectures (the paper's ResNet-18 +
+WRN-34-10 setting); empty means every network uses the run's ``--arch``.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.attacks.pgd import pgd
+from tf_st.methods.alp import alp_loss
+from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
+
+MEMBERS = ("madry", "trades", "alp")
+
+
+def _members(value):
+    return tuple(m.strip() for m in value.split(",") if m.strip())
+
+
+def _check_members(value):
+    members = _members(value)
+    if not 2 <= len(members) <= 3 or len(set(members)) != len(members) \
+            or not set(members) <= set(MEMBERS):
+        raise ValueError(f"members={value!r}: give two or three distinct methods of "
+                         f"{list(MEMBERS)}, comma-separated (e.g. 'trades,alp')")
+
+
+def _check_archs(value):
+    if value:
+        from tf_st import models
+        unknown = [a for a in _members(value) if a not in models.ARCHS]
+        if unknown:
+            raise ValueError(f"unknown arch {unknown} in archs; choose from {sorted(models.ARCHS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CATHParams(HParams):
+    members: str = hparam("trades,alp", "Collaborating methods, one network each, of "
+                          "madry, trades, alp (the released code: trades,alp).",
+                          flag="cat_members", check=_check_members)
+    alpha: float = hparam(1 / 20, "Weight of the members' own losses; 1 - alpha weights "
+                          "the peer distillation (CAT: 1/20).", unit=True, flag="cat_alpha")
+    beta: float = hparam(6.0, "TRADES member's KL weight (CAT code: 6).", minimum=0)
+    archs: str = hparam("", "Per-member architectures, comma-separated (default: --arch "
+                        "for every network).", flag="cat_archs", check=_check_archs)
+    log_forward: bool = hparam(True, "Reproduce the reference's extra train-mode f1(x) "
+                               "after the update (BN statistics of network 1).",
+                               flag="cat_log_forward")
+
+    def __post_init__(self):
+        super().__post_init__()
+        archs = _members(self.archs)
+        if archs and len(archs) != len(_members(self.members)):
+            raise ValueError(f"archs={self.archs!r} names {len(archs)} architectures for "
+                             f"{len(_members(self.members))} members")
+
+
+class CAT(AdversarialMethod):
+    key = "cat"
+    HParams = CATHParams
+    selection_attack = "pgd10"
+    selection_strict = True
+
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        if tuple(self.network_names) != self.member_keys:
+            raise ValueError(f"CAT with members {self.member_keys} needs networks named "
+                             f"{list(self.member_keys)}, got {list(self.network_names)}")
+
+    @property
+    def member_keys(self):
+        return _members(self.hp.members)
+
+    @property
+    def term_names(self):
+        return ("loss",) + tuple(f"{m}_loss" for m in self.member_keys) + ("collab",)
+
+    @classmethod
+    def network_archs(cls, arch, hparams):
+        hp = CATHParams.build(cls.key, dict(hparams))
+        members = _members(hp.members)
+        archs = _members(hp.archs) or (arch,) * len(members)
+        return dict(zip(members, archs))
+
+    def _eval(self, name):
+        net = self.networks[name]
+        return lambda t: net(t, training=False)
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        out = {}
+        for k, m in enumerate(self.member_keys):
+            forward = self._eval(m)
+            if init is not None:
+                start = tf.cast(init[m], x.dtype)
+            elif m == "trades":
+                start = x + self.noise(x, "normal", k, 0.001)
+            else:
+                start = tf.clip_by_value(x + self.noise(x, "uniform", k, self.epsilon),
+                                         tf.zeros([], x.dtype), tf.ones([], x.dtype))
+            if m == "trades":
+                z_nat = tf.stop_gradient(forward(x))
+                loss_fn = lambda z, _, z_nat=z_nat: losses.kl_divergence(z_nat, z)  # noqa: E731
+            else:
+                loss_fn = losses.cross_entropy
+            out[m] = pgd(forward, x, y, epsilon=self.epsilon, step_size=self.step_size,
+                         steps=self.steps, loss_fn=loss_fn, x_init=start)
+        return out
+
+    def _member_loss(self, m, x, y, x_adv):
+        """``(loss, adversarial logits, clean logits or None)`` of one member, with its
+        forwards in the reference order."""
+        net = self.networks[m]
+        if m == "trades":
+            z_nat, z_adv = net(x, training=True), net(x_adv, training=True)
+            loss = batch_mean(losses.cross_entropy(z_nat, y)) + losses.as_dtype(
+                self.beta, z_nat.dtype) * batch_mean(losses.kl_divergence(z_nat, z_adv))
+            return loss, z_adv, z_nat
+        if m == "alp":
+            z_adv, z_nat = net(x_adv, training=True), net(x, training=True)
+            return alp_loss(z_adv, z_nat, y)[2], z_adv, z_nat
+        z_adv = net(x_adv, training=True)
+        return batch_mean(losses.cross_entropy(z_adv, y)), z_adv, None
+
+    def training_loss(self, x, y, generated):
+        own, adv_logits, clean = {}, {}, {}
+        for m in self.member_keys:
+            own[m], adv_logits[m], z_nat = self._member_loss(m, x, y, generated[m])
+            if z_nat is not None:
+                clean[m] = z_nat
+        peer = {}  # (evaluating network, owner of the adversarial batch) -> logits
+        for e in self.member_keys:
+            for o in self.member_keys:
+                if o != e:
+                    peer[(e, o)] = self.networks[e](generated[o], training=True)
+        collab = []
+        for o in self.member_keys:
+            kls = [batch_mean(losses.kl_divergence(tf.stop_gradient(peer[(e, o)]), adv_logits[o]))
+                   for e in self.member_keys if e != o]
+            collab.append(tf.add_n(kls) / tf.cast(len(kls), kls[0].dtype))
+        collab = tf.add_n(collab)
+        total_own = tf.add_n(list(own.values()))
+        alpha = losses.as_dtype(self.alpha, total_own.dtype)
+        terms = {"loss": alpha * total_own + (1 - alpha) * collab, "collab": collab,
+                 "clean_logits": clean}
+        terms.update({f"{m}_loss": own[m] for m in self.member_keys})
+        return terms
+
+    def after_apply(self, x, y, generated):
+        super().after_apply(x, y, generated)
+        if self.log_forward:
+            self.primary(x, training=True)

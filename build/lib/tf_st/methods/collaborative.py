@@ -1,0 +1,77 @@
+"""Training with collaborative examples only: the ST paper's Eq. (5) (Li et al.,
+"Squeeze Training for Adversarial Robustness", ICLR 2023, Section 3.2, Figure 4):
+
+    min_Theta sum_i CE(f(x_i), y_i) + beta * KL(f(x_col_i), f(x_i)),
+
+with ``x_col`` from the *descending* PGD of Eq. (4),
+``x <- Proj(x - alpha * sign(grad CE(f(x), y)))``, 10 steps of 2/255 in an 8/255 ball
+(the Section 3.2 experiment).
+
+Reference: none; the experiment is not in qizhangli/ST-AT @ 82fc69f.  Everything the
+paper leaves open is chosen as in the paper's closest relatives (TRADES, §4.1 of
+reference-implementations.md, which Eq. (5) mirrors with the adversarial point
+replaced by a collaborative one, and ST-AT's training code):
+* start: ``x + 0.001 N(0,1)``, not clamped (``init='normal'``; TRADES' and ST-AT's
+  training start).  Section 3.1 says the start "can be the benign example (for I-FGSM)
+  or its random neighbor (for PGD)": ``init='none'`` starts at ``x``,
+  ``init='uniform'`` at ``x + U(-eps, eps)`` (not clamped);
+* BatchNorm during the descent: inference mode (``attack_bn='eval'``, as TRADES'
+  attack); ``'batch_stats'`` gives ST's convention;
+* KL direction as written, ``KL(p_col || p_nat)`` (the collaborative distribution is
+  the target), per example, batch mean; nothing detached;
+* outer loss: two train-mode forwards, ``f(x)`` then ``f(x_col)`` (moving statistics
+  updated in that order, as TRADES' nat/adv forwards);
+* beta: the paper does not state the value used for Eq. (5); the default is 6 (the
+  TRADES/ST CIFAR-10 value).
+Logged terms: ``ce`` (clean CE), ``reg`` (the KL), ``loss = ce + beta * reg``.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.attacks.pgd import pgd
+from tf_st.methods import neighbours as nb
+from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
+
+INITS = ("normal", "uniform", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class CollaborativeHParams(HParams):
+    beta: float = nb.beta_hparam(6.0, "Eq. 5 gives none; TRADES' 6")
+    init: str = hparam("normal", "Start of the descent: x + 0.001 N(0,1) (normal), "
+                       "x + U(-eps, eps) (uniform) or x (none).", choices=INITS)
+    init_std: float = nb.init_std_hparam()
+    attack_bn: str = nb.attack_bn_hparam()
+
+
+class CollaborativeTraining(AdversarialMethod):
+    key = "col"
+    term_names = ("loss", "ce", "reg")
+    HParams = CollaborativeHParams
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        if init is not None:
+            start = tf.cast(init["col"], x.dtype)
+        elif self.init == "normal":
+            start = x + self.noise(x, "normal", 0, self.init_std)
+        elif self.init == "uniform":
+            start = x + self.noise(x, "uniform", 0, self.epsilon)
+        else:
+            start = x
+        x_col = pgd(nb.attack_forward(self, self.attack_bn), x, y, epsilon=self.epsilon,
+                    step_size=self.step_size, steps=self.steps,
+                    loss_fn=losses.cross_entropy, x_init=start, targeted=True)
+        return {"col": x_col}
+
+    def training_loss(self, x, y, generated):
+        z_nat = self.forward_train(x)
+        z_col = self.forward_train(generated["col"])
+        ce = batch_mean(losses.cross_entropy(z_nat, y))
+        reg = batch_mean(losses.kl_divergence(z_col, z_nat))
+        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
+                "clean_logits": z_nat}

@@ -1,0 +1,186 @@
+"""Friendly Adversarial Training (FAT; Zhang et al., "Attacks Which Do Not Kill Training
+Make Adversarial Learning Stronger", ICML 2020): train on friendly adversarial data
+from early-stopped PGD-K-tau, for Madry AT (``fat``), TRADES (``fat_trades``) and MART
+(``fat_mart``).
+
+Reference: zjfheart/Friendly-Adversarial-Training @ 80a0640, ``earlystop.py``,
+``FAT.py``, ``FAT_for_TRADES.py``, ``FAT_for_MART.py`` (reference-implementations.md §3).
+As coded there, and so here by default:
+* the attack is ``earlystop`` (``tf_st.attacks.pgd.early_stopped_pgd``) in
+  inference-mode BN: start ``x + U(-eps, eps)`` (``fat``) or ``x + 0.001 N(0, 1)``
+  (``fat_trades``, ``fat_mart``), *clamped to [0, 1]*; ``fat`` ascends CE and adds
+  ``omega N(0, 1)`` (omega 0.001) to every step; ``fat_trades`` ascends
+  ``KL(p(x) || p(x_adv))`` with ``p(x)`` from one inference-mode forward at the start;
+  ``fat_mart`` ascends CE; the stopping rule is misclassification for all three;
+* losses in train mode: ``fat``: ``CE(f(x_adv), y)``; ``fat_trades``: forwards ``f(x)``
+  then ``f(x_adv)``, ``CE(f(x), y) + beta KL_sum(p(x) || p(x_adv)) / B`` (beta 6, the
+  clean logits reused as the target, not detached); ``fat_mart``: forwards ``f(x_adv)``
+  then ``f(x)``, MART's loss (``tf_st.methods.mart.mart_terms``, beta 6);
+* tau per epoch (``tau_schedule``, 1-based epochs): ``fat`` 0 up to epoch 50, 1 up to
+  90, then 2; ``fat_trades`` 0/1/2/3 with breaks at 30, 50, 70; ``fat_mart`` 0..4 with
+  breaks at 20, 40, 60, 80 (the scripts' ``adjust_tau``).  The runner sets it at every
+  epoch start (``on_epoch_begin``); used alone the method uses the first entry.
+
+Deviations:
+* The reference's ``--dynamictau`` is ``type=bool``, so ``--dynamictau False`` parses as
+  True and its README recipe for a constant tau (``--tau 10 --dynamictau False``) keeps
+  the schedule.  Not reproduced: ``--tau_schedule=''`` gives the constant ``--tau``.
+* The reference returns the examples reordered (finished ones first); here they keep
+  their order.  The losses are sums/means over the batch and train-mode BN statistics
+  are permutation-invariant, so nothing the training sees changes.
+* omega noise and random starts are stateless TF draws (replica-invariant), not torch's.
+* ``passes`` (logged as ``bp``): mean gradient steps per example in the epoch (FAT
+  Figure 5); the reference divides its ``count`` by the dataset size, the same number
+  when every example is seen once.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.attacks.pgd import early_stopped_pgd
+from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
+from tf_st.methods.mart import mart_terms
+
+
+def parse_tau_schedule(text):
+    """``'50:0,90:1,2'`` -> ``[(50, 0), (90, 1), (None, 2)]``: tau 0 up to epoch 50, 1 up
+    to 90, 2 after.  ``''`` -> ``[]`` (constant tau)."""
+    out = []
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    for i, part in enumerate(parts):
+        if ":" in part:
+            end, tau = part.split(":")
+            out.append((int(end), int(tau)))
+        elif i == len(parts) - 1:
+            out.append((None, int(part)))
+        else:
+            raise ValueError(f"tau_schedule {text!r}: only the last entry may omit 'epoch:'")
+    ends = [e for e, _ in out if e is not None]
+    if ends != sorted(ends) or any(t < 0 for _, t in out):
+        raise ValueError(f"tau_schedule {text!r}: epochs must increase and taus be >= 0")
+    return out
+
+
+def tau_at_epoch(schedule, tau, epoch):
+    """tau for 1-based ``epoch``."""
+    for end, value in parse_tau_schedule(schedule):
+        if end is None or epoch <= end:
+            return value
+    return tau
+
+
+def _check_schedule(text):
+    parse_tau_schedule(text)
+
+
+def _fat_fields(schedule, init, omega, beta=None):
+    """HParams fields of one FAT variant (defaults = its training script)."""
+    fields = [
+        ("tau", int, hparam(0, "Early-stop slack tau: extra steps after misclassification "
+                            "(used when --tau_schedule is empty).", minimum=0, integer=True)),
+        ("tau_schedule", str, hparam(schedule, "Per-epoch tau as 'epoch:tau,...,tau' "
+                                     "(1-based, tau up to and including that epoch); empty: "
+                                     "constant --tau.", check=_check_schedule)),
+        ("fat_init", str, hparam(init, "Start of the early-stopped PGD, clamped to [0, 1].",
+                                 choices=("uniform", "normal", "none"))),
+        ("omega", float, hparam(omega, "Std of the Gaussian noise added to every attack step.",
+                                minimum=0)),
+    ]
+    if beta is not None:
+        fields.append(("beta", float, hparam(beta, "Regulariser weight (FAT scripts: 6).",
+                                             minimum=0)))
+    return fields
+
+
+FATHParams = dataclasses.make_dataclass(
+    "FATHParams", _fat_fields("50:0,90:1,2", "uniform", 0.001), bases=(HParams,), frozen=True)
+FATTRADESHParams = dataclasses.make_dataclass(
+    "FATTRADESHParams", _fat_fields("30:0,50:1,70:2,3", "normal", 0.0, 6.0), bases=(HParams,),
+    frozen=True)
+FATMARTHParams = dataclasses.make_dataclass(
+    "FATMARTHParams", _fat_fields("20:0,40:1,60:2,80:3,4", "normal", 0.0, 6.0),
+    bases=(HParams,), frozen=True)
+
+
+class FAT(AdversarialMethod):
+    key = "fat"
+    term_names = ("loss", "bp")
+    HParams = FATHParams
+    attack_loss = "ce"
+
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.current_tau = keras.Variable(tau_at_epoch(self.tau_schedule, self.tau, 1),
+                                          trainable=False, dtype="int32", name="tau")
+
+    def on_epoch_begin(self, epoch):
+        """Sets tau for 1-based ``epoch`` (the runner calls it at every epoch start)."""
+        self.current_tau.assign(tau_at_epoch(self.tau_schedule, self.tau, epoch))
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        forward = self.forward_eval
+        if init is not None:
+            start = tf.cast(init["adv"], x.dtype)
+        else:
+            start = x
+            if self.fat_init == "uniform":
+                start = x + self.noise(x, "uniform", 0, self.epsilon)
+            elif self.fat_init == "normal":
+                start = x + self.noise(x, "normal", 0, 0.001)
+            start = tf.clip_by_value(start, tf.zeros([], x.dtype), tf.ones([], x.dtype))
+        if self.attack_loss == "kl":
+            z_nat = tf.stop_gradient(forward(x))
+            loss_fn = lambda z, _: losses.kl_divergence(z_nat, z)  # noqa: E731
+        else:
+            loss_fn = losses.cross_entropy
+        step_noise = None
+        if self.omega:
+            # Drawn up front over the global batch (draw indices 1..K), so replicas agree.
+            step_noise = tf.stack([self.noise(x, "normal", 1 + k, self.omega)
+                                   for k in range(self.steps)])
+        x_adv, passes = early_stopped_pgd(
+            forward, x, y, epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+            tau=self.current_tau.value, loss_fn=loss_fn, x_init=start, step_noise=step_noise)
+        return {"adv": x_adv, "passes": tf.cast(passes, x.dtype)}
+
+    def _bp(self, generated):
+        return batch_mean(generated["passes"])
+
+    def training_loss(self, x, y, generated):
+        z_adv = self.forward_train(generated["adv"])
+        return {"loss": batch_mean(losses.cross_entropy(z_adv, y)), "bp": self._bp(generated)}
+
+
+class FATTRADES(FAT):
+    key = "fat_trades"
+    term_names = ("loss", "ce", "reg", "bp")
+    HParams = FATTRADESHParams
+    attack_loss = "kl"
+
+    def training_loss(self, x, y, generated):
+        z_nat = self.forward_train(x)
+        z_adv = self.forward_train(generated["adv"])
+        ce = batch_mean(losses.cross_entropy(z_nat, y))
+        reg = batch_mean(losses.kl_divergence(z_nat, z_adv))
+        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
+                "bp": self._bp(generated), "clean_logits": z_nat}
+
+
+class FATMART(FAT):
+    key = "fat_mart"
+    term_names = ("loss", "bce", "kl", "bp")
+    HParams = FATMARTHParams
+
+    def training_loss(self, x, y, generated):
+        z_adv = self.forward_train(generated["adv"])
+        z_nat = self.forward_train(x)
+        bce, rob = mart_terms(z_nat, z_adv, y)
+        bce, kl = batch_mean(bce), batch_mean(rob)
+        return {"loss": bce + losses.as_dtype(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,
+                "bp": self._bp(generated), "clean_logits": z_nat}
+

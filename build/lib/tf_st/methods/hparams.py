@@ -1,0 +1,88 @@
+"""Hyperparameters declared once per method.
+
+Each method owns a frozen dataclass (subclass of :class:`HParams`) whose fields carry
+their default, their validation and their help text (field metadata, made by
+:func:`hparam`).  From that one declaration come the constructor keywords
+(``methods.build(key, net, beta=6)``), the checks (a bad value fails at construction,
+before any work), the model-card dict (``dataclasses.asdict``) and the trainer's
+command-line flags (``trainers.train`` defines one flag per field).  Before this,
+every hyperparameter was written three times per method (signature, attribute,
+``hparams()``) and the CLIs a fourth time.
+"""
+
+import dataclasses
+from tf_st.attacks import checks
+
+
+def hparam(default, help, *, choices=None, minimum=None, unit=False, integer=False,
+           flag=None, what=None, cli=True, check=None):
+    """A hyperparameter field.
+
+    ``choices``: allowed values; ``minimum``: inclusive lower bound; ``unit``: in
+    [0, 1] image units; ``integer``: a whole number; ``flag``: the command-line name when
+    it differs from the field name (``--trades_reg`` for TRADES' ``reg``); ``what``: the
+    noun used in error messages (``'regulariser'``); ``cli=False`` keeps a field off the
+    command line (a variant's fixed setting such as ``neighbours``).
+    """
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, choices=tuple(choices) if choices else None, minimum=minimum, unit=unit,
+        integer=integer, flag=flag, what=what, cli=cli, check=check))
+
+
+def _validate(name, value, meta):
+    what = meta.get("what") or name
+    if meta.get("unit"):
+        checks.check_unit_interval(name, value)
+    if meta.get("integer") and (isinstance(value, bool) or int(value) != value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    minimum = meta.get("minimum")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        if what != name:
+            raise ValueError(f"unknown {what} {value!r} ({name}); choose one of {list(choices)}")
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    if meta.get("check") is not None:
+        meta["check"](value)
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """The inner-attack budget every adversarial method shares (ST paper Section 5:
+    eps 8/255, step 2/255, K = 10)."""
+    epsilon: float = hparam(8 / 255, "L-inf budget in [0, 1] image units.", unit=True, cli=False)
+    step_size: float = hparam(2 / 255, "Inner step size in [0, 1] image units.", unit=True,
+                              cli=False)
+    steps: int = hparam(10, "Inner iterations K.", minimum=0, integer=True, cli=False)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _validate(f.name, value, f.metadata)
+            if f.type in (float, int, bool):
+                object.__setattr__(self, f.name, f.type(value))
+
+    @classmethod
+    def build(cls, method_key, overrides):
+        """``cls(**overrides)`` with an unknown keyword reported by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {unknown} for method {method_key!r}; "
+                             f"known: {sorted(known)}")
+        return cls(**overrides)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def cli_fields(cls) -> list:
+    """``(flag name, field)`` of the fields a trainer exposes as flags."""
+    return [(f.metadata.get("flag") or f.name, f) for f in dataclasses.fields(cls)
+            if f.metadata.get("cli", True)]
+
+
+def field_kind(f) -> str:
+    """'float' | 'int' | 'bool' | 'str': the field's annotation, which picks its flag type."""
+    return f.type.__name__

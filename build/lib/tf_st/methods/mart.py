@@ -1,0 +1,111 @@
+"""MART (Wang et al., "Improving Adversarial Robustness Requires Revisiting
+Misclassified Examples", ICLR 2020), and its two-neighbour variant MART† (ST paper,
+Li et al., ICLR 2023, Appendix C, Table 6).
+
+Reference: YisenWang/MART @ 2d83e17, ``mart.py:mart_loss``
+(reference-implementations.md §4.2).  As coded there, and so here by default:
+* attack in inference-mode BN from ``x + 0.001 N(0,1)`` (not clamped), exactly
+  ``steps`` steps ``Proj(x_adv + step * sign(grad CE(f(x_adv), y)))``;
+* loss with two train-mode forwards, ``f(x)`` then ``f(x_adv)`` (moving statistics
+  updated in that order), ``p = softmax``:
+    ``y'_i`` = most probable class of ``p_adv,i`` other than ``y_i``;
+    ``L_adv = CE(f(x_adv), y) + mean_i -log(1.0001 - p_adv[i, y'_i] + 1e-12)``;
+    ``L_rob = mean_i [sum_c p_nat,c (log p_nat,c - log(p_adv,c + 1e-12))]
+                     * (1.0000001 - p_nat[i, y_i])`` (classes with ``p_nat,c = 0``
+    contribute 0, as ``KLDivLoss``);
+    ``loss = L_adv + beta * L_rob``, nothing detached (the weight
+    ``1 - p_nat,y`` and the KL target receive gradients).
+  Logged terms: ``bce`` = ``L_adv``, ``kl`` = ``L_rob`` (the weighted KL, as it
+  enters the loss), so ``loss = bce + beta * kl``.
+
+Choices and deviations:
+* Defaults are the ST paper's comparison settings (Section 5): eps 8/255, step 2/255,
+  10 steps, beta 5 (MART's ResNet-18 setting; MART ships eps 0.031, step 0.007).
+* ``y'``: the reference takes it from ``argsort(p_adv)[:, -2:]`` (second if the top-1
+  is ``y``, else the top-1), which is the top class excluding ``y``; ties among the
+  other classes are broken here by the first index (PyTorch's ``argsort`` is not
+  stable, so the reference's tie rule is unspecified).
+* The constants are cast to the logits' dtype (float32 as in the reference; exact in
+  float64).
+* ``mart2`` (``neighbours=2``): two MART attacks per benign example from independent
+  ``0.001 N(0,1)`` starts (draw indices 0 and 1); forwards ``f(x)``, ``f(x_adv)``,
+  ``f(x_adv2)``; loss = mean over the two neighbours of ``L_adv + beta * L_rob``
+  (both MART terms depend on the neighbour, so both are averaged).
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.methods import neighbours as nb
+from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams
+
+
+def mart_terms(z_nat, z_adv, y):
+    """Per-example ``(bce, rob)`` of MART: ``L_adv`` and the weighted KL ``L_rob``
+    before the batch mean."""
+    z_nat, z_adv = losses.as_float(z_nat), losses.as_float(z_adv)
+    dtype = z_adv.dtype
+    p_adv, p_nat = tf.nn.softmax(z_adv), tf.nn.softmax(z_nat)
+    y = tf.cast(y, tf.int32)
+    is_true = tf.equal(tf.range(tf.shape(p_adv)[1])[None, :], y[:, None])
+    others = tf.where(is_true, tf.constant(-1.0, dtype), p_adv)
+    y_other = losses.first_argmax(others, axis=1)
+    p_other = tf.gather(p_adv, y_other, axis=1, batch_dims=1)
+    margin = -tf.math.log(tf.constant(1.0001, dtype) - p_other + tf.constant(1e-12, dtype))
+    bce = losses.cross_entropy(z_adv, y) + margin
+    kl = tf.reduce_sum(tf.math.xlogy(p_nat, p_nat)
+                       - p_nat * tf.math.log(p_adv + tf.constant(1e-12, dtype)), axis=1)
+    p_true = tf.gather(p_nat, y, axis=1, batch_dims=1)
+    rob = kl * (tf.constant(1.0000001, dtype) - p_true)
+    return bce, rob
+
+
+@dataclasses.dataclass(frozen=True)
+class MARTHParams(HParams):
+    beta: float = nb.beta_hparam(5.0, "MART's ResNet-18 setting: 5")
+    init_std: float = nb.init_std_hparam()
+    attack_bn: str = nb.attack_bn_hparam()
+    neighbours: int = nb.neighbours_hparam(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MART2HParams(MARTHParams):
+    neighbours: int = nb.neighbours_hparam(2)
+
+
+class MART(AdversarialMethod):
+    key = "mart"
+    term_names = ("loss", "bce", "kl")
+    HParams = MARTHParams
+
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.names = nb.neighbour_names(self.neighbours)
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        forward = nb.attack_forward(self, self.attack_bn)
+        start = lambda x, k: x + self.noise(x, "normal", k, self.init_std)  # noqa: E731
+        return nb.pgd_neighbours(self, x, y, init, start, losses.cross_entropy, forward)
+
+    def training_loss(self, x, y, generated):
+        z_nat = self.forward_train(x)
+        z_advs = [self.forward_train(generated[n]) for n in self.names]
+        bces, robs = [], []
+        for z_adv in z_advs:
+            bce, rob = mart_terms(z_nat, z_adv, y)
+            bces.append(batch_mean(bce))
+            robs.append(batch_mean(rob))
+        count = tf.cast(len(bces), bces[0].dtype)
+        bce, kl = tf.add_n(bces) / count, tf.add_n(robs) / count
+        return {"loss": bce + losses.as_dtype(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,
+                "clean_logits": z_nat}
+
+
+class MART2(MART):
+    """MART† (ST paper Table 6): two neighbours per benign example."""
+    key = "mart2"
+    HParams = MART2HParams

@@ -1,0 +1,64 @@
+"""Shared pieces of the baseline methods (Madry AT, TRADES, MART, collaborative-only)
+and of their two-neighbour "†" variants (ST paper, Appendix C, Table 6).
+
+A baseline generates ``neighbours`` perturbed copies of the batch, each by the
+method's own attack from its own random start (stateless draw index ``k`` for the
+``k``-th copy, so the copies differ and are replica-invariant).  The copies are keyed
+``adv`` (first), ``adv2`` (second), ...; the outer loss averages the per-copy
+regulariser (the paper: "the mean of regularization is adopted for the outer
+optimization").
+"""
+
+import tensorflow as tf
+
+from tf_st.attacks.pgd import pgd
+from tf_st.methods.hparams import hparam
+
+ATTACK_BN_MODES = ("eval", "train", "batch_stats")
+
+
+def attack_bn_hparam(default="eval"):
+    return hparam(default, "BatchNorm mode while generating the attack: eval (TRADES/MART "
+                  "references), train (updates moving statistics every attack step, "
+                  "robust_overfitting/AT-AWP) or batch_stats (batch statistics, no update; ST).",
+                  choices=ATTACK_BN_MODES)
+
+
+def beta_hparam(default, source):
+    return hparam(default, f"Regulariser weight ({source}).", minimum=0)
+
+
+def neighbours_hparam(count):
+    """The number of perturbed copies per example: fixed by the method key (``trades``
+    vs ``trades2``), so not a flag."""
+    return hparam(count, "Perturbed copies per benign example (ST paper Appendix C).",
+                  minimum=1, integer=True, cli=False)
+
+
+def init_std_hparam():
+    return hparam(0.001, "Standard deviation of the normal start x + std N(0, 1).", minimum=0)
+
+
+def neighbour_names(count, prefix="adv"):
+    """``('adv',)`` for one neighbour, ``('adv', 'adv2')`` for two, ..."""
+    return tuple(prefix if k == 0 else f"{prefix}{k + 1}" for k in range(count))
+
+
+def attack_forward(method, mode):
+    """The logits function an attack uses: inference BN (``eval``, TRADES/MART), batch
+    statistics with moving-statistic updates on every attack forward (``train``,
+    robust_overfitting/AWP), or batch statistics without updates (``batch_stats``, ST)."""
+    return {"eval": method.forward_eval, "train": method.forward_train,
+            "batch_stats": method.forward_batch_stats}[mode]
+
+
+def pgd_neighbours(method, x, y, init, start, loss_fn, forward):
+    """``{name: PGD point}`` for each of ``method.names``: the ``k``-th neighbour starts
+    at ``init[name]`` if given, else at ``start(x, k)``, and ascends ``loss_fn`` through
+    ``forward`` with the method's epsilon, step size and steps."""
+    out = {}
+    for k, name in enumerate(method.names):
+        x0 = start(x, k) if init is None else tf.cast(init[name], x.dtype)
+        out[name] = pgd(forward, x, y, epsilon=method.epsilon, step_size=method.step_size,
+                        steps=method.steps, loss_fn=loss_fn, x_init=x0)
+    return out

@@ -1,0 +1,153 @@
+"""Squeeze Training (ST), also published as CoAT.
+
+Paper: Qizhang Li, Yiwen Guo, Wangmeng Zuo, Hao Chen, "Squeeze Training for Adversarial
+Robustness", ICLR 2023 (Eq. 6, Algorithm 1).  Reference: qizhangli/ST-AT @ 82fc69f,
+``losses.py:stat_loss`` (reference-implementations.md §1.2-1.3).
+
+What the reference does, and so what this does by default:
+* starts ``x_adv = x + 0.001 N(0,1)`` and ``x_col = x + 0.001 N(0,1)``, independent and
+  not clamped; exactly ``steps`` (K = 10) inner iterations;
+* each iteration ranks (x, x_col, x_adv) by the true-class probability: ``up`` = lowest
+  (the adversarial role), ``low`` = highest (the collaborative role), first index on
+  ties; the inner objective is the regulariser between the two, with each KL target
+  stop-gradiented;
+* if the clean point is selected anywhere in the batch, both positions are re-assigned
+  to their roles (adv may restart at x); otherwise positions stay and only gradients
+  are routed by role -- quirk Q1: when ``up == col`` the adversarial point is stepped
+  with the gradient computed at the collaborative point.  ``follow_roles=True`` gives
+  the paper's Algorithm 1 instead (positions always follow roles);
+* BatchNorm: batch statistics everywhere; the inner loop and the final collaborative
+  forward leave moving statistics untouched, then the clean and the adversarial
+  forwards update them, in that order;
+* loss ``CE(f(x), y) + beta * reg(f(x_up), f(x_low))`` with roles recomputed on the
+  final logits, gradients through all three forwards where a row is selected.
+
+Deviations and additions:
+* ``reg='js'`` and ``reg='l2'`` (paper Section 4.1) are not in the released code; see
+  ``regularizers`` for their gradient convention.
+* The batch-wide "clean point selected anywhere" decision spans the *global* batch
+  under ``tf.distribute``, as under ST-AT's ``nn.DataParallel``: it is all-reduced across
+  replicas.  Collectives cannot run inside a ``tf.while_loop`` under MirroredStrategy,
+  so with more than one replica the K inner iterations are unrolled in the graph.
+* ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start and
+  ``forward_order='adv_nat'`` its adversarial-then-clean outer forwards (§1.6); both are
+  the ``--unlabeled`` (RST) presets.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.attacks.pgd import project
+from tf_st.methods import regularizers
+from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
+
+
+def select_roles(z_nat, z_col, z_adv, y):
+    """Per example, the index in (nat=0, col=1, adv=2) of the lowest (``up``) and the
+    highest (``low``) true-class probability, first index on ties."""
+    p = tf.stack([losses.true_class_probability(z, y) for z in (z_nat, z_col, z_adv)], axis=1)
+    p = tf.stop_gradient(p)
+    return losses.first_argmin(p, axis=1), losses.first_argmax(p, axis=1)
+
+
+def gather_role(stacked, role):
+    """Row ``i`` of ``stacked[:, role[i]]`` for a ``[B, 3, ...]`` stack."""
+    return tf.gather(stacked, role, axis=1, batch_dims=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class STHParams(HParams):
+    beta: float = hparam(6.0, "Regulariser weight (paper: 6 CIFAR-10, 4 CIFAR-100, 8 SVHN).",
+                         minimum=0)
+    reg: str = hparam("symmetric_kl", "Output-gap regulariser (paper Section 4.1).",
+                      choices=sorted(regularizers.REGULARIZERS), what="regulariser")
+    follow_roles: bool = hparam(False, "Paper Algorithm 1 (positions always follow roles) "
+                                "instead of the reference code's behaviour (quirk Q1).")
+    init: str = hparam("normal", "Inner-loop start: x + 0.001 N(0,1) (ST-AT) or "
+                       "x + U(-eps, eps) (ST-RST).", choices=("normal", "uniform"))
+    init_std: float = hparam(0.001, "Standard deviation of the normal start.", minimum=0)
+    forward_order: str = hparam("nat_adv", "Order of the BN-updating outer forwards: clean "
+                                "then adversarial (ST-AT) or adversarial then clean (ST-RST).",
+                                choices=("nat_adv", "adv_nat"))
+
+
+class SqueezeTraining(AdversarialMethod):
+    key = "st"
+    term_names = ("loss", "ce", "reg")
+    HParams = STHParams
+
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.reg_fn = regularizers.get(self.reg)
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        if init is None:
+            if self.init == "normal":
+                init = {"adv": x + self.noise(x, "normal", 0, self.init_std),
+                        "col": x + self.noise(x, "normal", 1, self.init_std)}
+            else:
+                init = {"adv": x + self.noise(x, "uniform", 0, self.epsilon),
+                        "col": x + self.noise(x, "uniform", 1, self.epsilon)}
+        return self._squeeze(x, y, tf.cast(init["adv"], x.dtype), tf.cast(init["col"], x.dtype))
+
+    def _squeeze(self, x, y, x_adv, x_col):
+        fwd = self.forward_batch_stats
+        z_nat = tf.stop_gradient(fwd(x))
+        step = losses.as_dtype(self.step_size, x.dtype)
+
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+
+        def anywhere(flag):
+            if replicas == 1:
+                return flag
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flag, tf.int32)) > 0
+
+        def body(k, x_adv, x_col):
+            x0 = tf.identity(x)
+            with tf.GradientTape() as tape:
+                tape.watch([x0, x_col, x_adv])
+                z_col, z_adv = fwd(x_col), fwd(x_adv)
+                up, low = select_roles(z_nat, z_col, z_adv, y)
+                use_nat = anywhere(tf.reduce_any((up == 0) | (low == 0)))
+                # The clean logits need an input gradient only when a row selects them.
+                z_nat_k = tf.cond(use_nat, lambda: fwd(x0), lambda: z_nat)
+                zs = tf.stack([z_nat_k, z_col, z_adv], axis=1)
+                inner = tf.reduce_sum(self.reg_fn(gather_role(zs, up), gather_role(zs, low)))
+            grads = tape.gradient(inner, [x0, x_col, x_adv],
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gs = tf.stack(grads, axis=1)
+            g_adv, g_col = gather_role(gs, up), gather_role(gs, low)
+            xs = tf.stack([x, x_col, x_adv], axis=1)
+            reassign = tf.logical_or(use_nat, self.follow_roles)
+            base_adv = tf.where(reassign, gather_role(xs, up), x_adv)
+            base_col = tf.where(reassign, gather_role(xs, low), x_col)
+            x_col = project(base_col + step * tf.sign(g_col), x, self.epsilon)
+            x_adv = project(base_adv + step * tf.sign(g_adv), x, self.epsilon)
+            return k + 1, x_adv, x_col
+
+        if replicas > 1:
+            for k in range(self.steps):
+                _, x_adv, x_col = body(k, x_adv, x_col)
+        elif self.steps > 0:
+            _, x_adv, x_col = tf.while_loop(lambda k, *_: k < self.steps, body,
+                                            (tf.constant(0), x_adv, x_col))
+        return {"adv": x_adv, "col": x_col}
+
+    def training_loss(self, x, y, generated):
+        z_col = self.forward_batch_stats(generated["col"])
+        if self.forward_order == "adv_nat":
+            z_adv = self.forward_train(generated["adv"])
+            z_nat = self.forward_train(x)
+        else:
+            z_nat = self.forward_train(x)
+            z_adv = self.forward_train(generated["adv"])
+        up, low = select_roles(z_nat, z_col, z_adv, y)
+        zs = tf.stack([z_nat, z_col, z_adv], axis=1)
+        ce = batch_mean(losses.cross_entropy(z_nat, y))
+        reg = batch_mean(self.reg_fn(gather_role(zs, up), gather_role(zs, low)))
+        return {"loss": ce + self.beta * reg, "ce": ce, "reg": reg, "clean_logits": z_nat}

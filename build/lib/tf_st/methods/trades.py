@@ -1,0 +1,123 @@
+"""TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and
+Accuracy", ICML 2019), and its two-neighbour variant TRADES† (ST paper, Li et al.,
+ICLR 2023, Appendix C, Table 6).
+
+Reference: yaodongyu/TRADES @ 6e8e11b, ``trades.py:trades_loss``
+(reference-implementations.md §4.1).  As coded there, and so here by default:
+* attack in inference-mode BN from ``x + 0.001 N(0,1)`` (not clamped), exactly
+  ``steps`` steps ``Proj(x_adv + step * sign(grad KL_sum(p(x) || p(x_adv))))`` with
+  ``f(x)`` constant (the reference recomputes it, in eval mode, every step; it is the
+  same value, so it is computed once here);
+* loss with three train-mode forwards in the reference order ``f(x)`` (for the CE),
+  ``f(x_adv)``, ``f(x)`` again (the KL target):
+  ``CE(f(x), y) + beta * KL_sum(p(x) || p(x_adv)) / B``, the target *not* detached, so
+  gradients flow through both clean forwards and BN moving statistics are updated three
+  times (clean, adversarial, clean).
+
+Choices and deviations:
+* Defaults are the ST paper's comparison settings (Section 5): eps 8/255, step 2/255,
+  10 steps, beta 6 (TRADES ships eps 0.031, step 0.007).
+* ``reg`` (paper Section 5.1, Figure 6: "For TRADES, we also try using the JS
+  divergence, the squared l2 distance, and the symmetric KL divergence for regularizing
+  suspicious and benign outputs"): ``'kl'`` (TRADES), ``'js'``, ``'l2'``,
+  ``'symmetric_kl'``.  The chosen discrepancy replaces KL in *both* the inner
+  maximisation (which finds the "suspicious" point) and the outer loss, since TRADES'
+  suspicious point is by definition the maximiser of its own regulariser.  As in
+  TRADES, nothing is detached: ``'symmetric_kl'`` here is the plain symmetric KL
+  (``regularizers.symmetric_kl(..., detach_targets=False)``), not ST's detached form;
+  ``js`` and ``l2`` are ``regularizers.js`` / ``regularizers.l2`` (fully
+  differentiated).  Outer reduction for every choice: per-example value, batch mean
+  (= TRADES' sum / B).  Paper β sets for these variants (Table 2): KL {2,4,6,8,10},
+  l2 {6,8,16,24}, JS {16,24,32,48}, symmetric KL {4,6,8,12,16}.
+* ``trades2`` (``neighbours=2``): two TRADES attacks per benign example from
+  independent ``0.001 N(0,1)`` starts (stateless draw indices 0 and 1); loss
+  ``CE(f(x), y) + beta * mean_k reg(f(x), f(x_adv_k))``, forwards ``f(x)`` (CE),
+  ``f(x_adv)``, ``f(x_adv2)``, ``f(x)`` (target, shared by both terms) -- the
+  one-neighbour order with the extra adversarial forward next to the first.
+* The inner objective is the *sum* over the batch (as the reference's KL_sum); PGD
+  steps on its sign, so the reduction does not matter there.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tf_st.attacks import losses
+from tf_st.methods import neighbours as nb
+from tf_st.methods import regularizers
+from tf_st.methods.base import AdversarialMethod, batch_mean
+from tf_st.methods.hparams import HParams, hparam
+
+
+def _kl(z_nat, z_adv):
+    return losses.kl_divergence(z_nat, z_adv)
+
+
+def _symmetric_kl(z_nat, z_adv):
+    return regularizers.symmetric_kl(z_nat, z_adv, detach_targets=False)
+
+
+TRADES_REGULARIZERS = {"kl": _kl, "js": regularizers.js, "l2": regularizers.l2,
+                       "symmetric_kl": _symmetric_kl}
+
+
+def trades_regularizer(name):
+    """``reg(z_nat, z_adv)`` per example, nothing detached."""
+    try:
+        return TRADES_REGULARIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown TRADES regulariser {name!r}; choose one of "
+                         f"{sorted(TRADES_REGULARIZERS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TRADESHParams(HParams):
+    beta: float = nb.beta_hparam(6.0, "TRADES: 6")
+    reg: str = hparam("kl", "Regulariser of the attack and the outer loss (ST paper Figure 6).",
+                      choices=sorted(TRADES_REGULARIZERS), flag="trades_reg", what="regulariser")
+    init_std: float = nb.init_std_hparam()
+    attack_bn: str = nb.attack_bn_hparam()
+    neighbours: int = nb.neighbours_hparam(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TRADES2HParams(TRADESHParams):
+    neighbours: int = nb.neighbours_hparam(2)
+
+
+class TRADES(AdversarialMethod):
+    key = "trades"
+    term_names = ("loss", "ce", "reg")
+    HParams = TRADESHParams
+
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        self.reg_fn = trades_regularizer(self.reg)
+        self.names = nb.neighbour_names(self.neighbours)
+
+    def generate(self, x, y, init=None):
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        forward = nb.attack_forward(self, self.attack_bn)
+        z_nat = tf.stop_gradient(forward(x))
+
+        def inner(z_adv, _):
+            return self.reg_fn(z_nat, z_adv)
+
+        start = lambda x, k: x + self.noise(x, "normal", k, self.init_std)  # noqa: E731
+        return nb.pgd_neighbours(self, x, y, init, start, inner, forward)
+
+    def training_loss(self, x, y, generated):
+        z_nat = self.forward_train(x)
+        z_advs = [self.forward_train(generated[n]) for n in self.names]
+        z_target = self.forward_train(x)
+        ce = batch_mean(losses.cross_entropy(z_nat, y))
+        regs = [batch_mean(self.reg_fn(z_target, z_adv)) for z_adv in z_advs]
+        reg = tf.add_n(regs) / tf.cast(len(regs), regs[0].dtype)
+        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
+                "clean_logits": z_nat}
+
+
+class TRADES2(TRADES):
+    """TRADES† (ST paper Table 6): two neighbours per benign example."""
+    key = "trades2"
+    HParams = TRADES2HParams

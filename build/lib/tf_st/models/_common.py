@@ -1,0 +1,103 @@
+"""Building blocks shared by the architectures in :mod:`tf_st.models`.
+
+Every helper takes the PyTorch parameter path of the layer it creates (``layer1.0.conv1``)
+and uses it verbatim as the Keras layer name: Keras 3 accepts dots in layer names and the
+weights file stores them unchanged, so the PyTorch → Keras mapping in
+:mod:`tf_st.models.torch_import` is the identity on names.  Layers without parameters get
+deterministic names too (``<path>_pad``, ``<block>.relu1``, ...) so that two builds of the
+same architecture are name-for-name identical regardless of Keras' global name counters.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from tf_st.models.layers import TorchBatchNorm
+
+
+def torch_default_kernel_init():
+    """PyTorch's default Conv/Linear weight init: ``kaiming_uniform_(a=sqrt(5))``.
+
+    That is U(-b, b) with ``b = gain*sqrt(3/fan_in)``, ``gain = sqrt(2/(1+5))``, i.e.
+    ``b = 1/sqrt(fan_in)``; ``VarianceScaling(1/3, fan_in, uniform)`` has limit
+    ``sqrt(3*(1/3)/fan_in)`` — the same distribution (Keras' fan_in for a HWIO kernel is
+    ``k*k*in``, as in PyTorch).
+    """
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in",
+                                              distribution="uniform")
+
+
+def torch_default_bias_init(fan_in):
+    """PyTorch's default Linear/Conv bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def logits_dtype():
+    """dtype for the final Dense layer.
+
+    Under a mixed policy (``mixed_float16``/``mixed_bfloat16``) the logits are computed in
+    float32 so that softmax/KL/CE losses stay accurate.  Otherwise ``None`` = follow the
+    global policy, so a ``float64`` floatx yields float64 logits (nothing is hard-coded).
+    """
+    policy = keras.config.dtype_policy()
+    if policy.compute_dtype != policy.variable_dtype:
+        return "float32"
+    return None
+
+
+def conv3x3(x, filters, stride, name, kernel_initializer):
+    """PyTorch ``Conv2d(k=3, stride, padding=1, bias=False)``.
+
+    Explicit symmetric ``ZeroPadding2D(1)`` + ``'valid'``: Keras ``'same'`` at stride 2 on
+    an even input pads (0, 1) instead of (1, 1), which shifts the sampling grid by one
+    pixel and breaks parity with PyTorch (reference-implementations.md §7).  Stride-1
+    convs use the same construction for uniformity (it is equivalent to 'same' there).
+    """
+    x = layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)
+    return layers.Conv2D(filters, 3, strides=stride, padding="valid", use_bias=False,
+                         kernel_initializer=kernel_initializer, name=name)(x)
+
+
+def conv1x1(x, filters, stride, name, kernel_initializer):
+    """PyTorch ``Conv2d(k=1, stride, padding=0, bias=False)``; 'valid' matches exactly
+    (both sample rows/cols 0, s, 2s, ...)."""
+    return layers.Conv2D(filters, 1, strides=stride, padding="valid", use_bias=False,
+                         kernel_initializer=kernel_initializer, name=name)(x)
+
+
+def bn(x, name):
+    """``nn.BatchNorm2d`` semantics (momentum 0.1 torch / 0.9 Keras, eps 1e-5, unbiased
+    running variance), γ=1 β=0 init as in PyTorch."""
+    return TorchBatchNorm(name=name)(x)
+
+
+def relu(x, name):
+    return layers.ReLU(name=name)(x)
+
+
+def linear(x, units, name, kernel_initializer=None, bias_initializer=None):
+    """``nn.Linear(in, units)`` producing the logits (float32 under mixed precision)."""
+    fan_in = int(x.shape[-1])
+    return layers.Dense(
+        units,
+        kernel_initializer=kernel_initializer or torch_default_kernel_init(),
+        bias_initializer=bias_initializer or torch_default_bias_init(fan_in),
+        dtype=logits_dtype(), name=name)(x)
+
+
+def image_input(input_shape):
+    """NHWC float input in [0, 1]; dtype follows floatx (float64 builds run in float64)."""
+    return keras.Input(shape=tuple(input_shape), name="input")
+
+
+def avgpool_flatten(x, pool, name):
+    """``F.avg_pool2d(out, pool)`` then ``out.view(N, -1)``.
+
+    With the reference input sizes the pooled map is 1×1, so NHWC and NCHW flattening
+    agree; for larger inputs the flattened order (and hence linear-weight import) would
+    differ from PyTorch — the reference nets assume 32×32 inputs anyway.
+    """
+    x = layers.AveragePooling2D(pool_size=pool, name=f"{name}_avgpool")(x)
+    return layers.Flatten(name=f"{name}_flatten")(x)

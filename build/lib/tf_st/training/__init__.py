@@ -1,0 +1,1 @@
+"""Strategy, schedules, PyTorch-semantics optimizer, checkpoint/resume, paper presets."""

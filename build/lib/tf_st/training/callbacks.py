@@ -1,0 +1,210 @@
+"""Keras callbacks of a training run, in the order the runner installs them:
+
+``EpochRecord`` (lr, train seconds) -> ``RobustEvaluation`` (clean and PGD-20 accuracy
+of every network, the selection metric) -> ``BestAndLatest`` (best weights per network,
+then the resumable checkpoint) -> ``MetricsCSV`` -> ``keras.callbacks.TensorBoard`` ->
+``EpochSummary`` (one printed line per epoch with ETA), with ``StopOnNonFinite``
+watching every batch.
+
+Each callback reads and extends the epoch's ``logs`` dict, which Keras hands to every
+callback in turn, so the CSV row, the TensorBoard scalars and the printed line show the
+same numbers.  Metric keys: the method's training metrics (``loss``, its terms,
+``accuracy``), then ``test_clean_acc`` / ``test_pgd20_acc`` (prefixed ``<network>_``
+when a method trains several networks), ``lr``, ``train_seconds``, ``eval_seconds``.
+"""
+
+import csv
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from tf_st.fileio import atomic_write_text
+
+
+def metric_prefix(method, network):
+    return "" if len(method.network_names) == 1 else f"{network}_"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss term: the run stops before anything
+    from that step is saved."""
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops at the first batch whose logged loss terms are not finite, by raising:
+    unlike ``keras.callbacks.TerminateOnNaN``, which lets the epoch end run (and our
+    epoch-end callbacks would then select, checkpoint and export NaN weights), an
+    exception skips every epoch-end callback, so the last good checkpoint stays the
+    latest one.  The logged values are running means, so a single bad step poisons them
+    and is caught at that step."""
+
+    def __init__(self, hparams=None):
+        super().__init__()
+        self.hparams = hparams or {}
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        bad = {k: float(v) for k, v in logs.items()
+               if np.ndim(v) == 0 and not math.isfinite(float(v))}
+        if bad:
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items() if np.ndim(v) == 0)
+            raise NonFiniteLossError(
+                f"non-finite training loss at epoch {self._epoch + 1}, step {batch + 1}: "
+                f"{terms}; hyperparameters {self.hparams}.  Nothing from this epoch was "
+                f"saved; lower the learning rate or check the inputs.")
+
+
+class MethodEpochBegin(keras.callbacks.Callback):
+    """Hands the 1-based epoch to the method's per-epoch schedule (FAT's tau)."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.method.on_epoch_begin(epoch + 1)
+
+
+class EpochRecord(keras.callbacks.Callback):
+    """The epoch's learning rate and training wall time (before evaluation starts)."""
+
+    def __init__(self, lr_at_epoch):
+        super().__init__()
+        self.lr_at_epoch = lr_at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["lr"] = self.lr_at_epoch(epoch + 1)
+        logs["train_seconds"] = round(time.time() - self._t0, 2)
+
+
+class RobustEvaluation(keras.callbacks.Callback):
+    """Clean and PGD-N accuracy of every network of the method, in inference mode, on a
+    fixed evaluation set (ST-AT ``utils.py:evaluate``: PGD-20, step 2/255, every epoch;
+    the attack is the method's ``selection_attack``)."""
+
+    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed):
+        super().__init__()
+        self.method, self.x, self.y = method, x, y
+        self.epsilon, self.step_size = epsilon, step_size
+        self.batch_size, self.seed, self.attack = batch_size, seed, method.selection_attack
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tf_st.evaluation import evaluate
+
+        t0 = time.time()
+        for name, net in self.method.networks.items():
+            ev = evaluate(lambda t, net=net: net(t, training=False), (self.x, self.y),
+                          ("clean", self.attack), epsilon=self.epsilon,
+                          step_size=self.step_size, batch_size=self.batch_size,
+                          seed=self.seed + epoch, verbose=False)
+            prefix = metric_prefix(self.method, name)
+            logs[f"{prefix}test_clean_acc"] = ev.attacks["clean"].accuracy
+            logs[f"{prefix}test_{self.attack}_acc"] = ev.attacks[self.attack].accuracy
+        logs["eval_seconds"] = round(time.time() - t0, 2)
+
+
+class BestAndLatest(keras.callbacks.Callback):
+    """Keeps each network's best weights by its own robust accuracy, then writes the
+    resumable checkpoint of the finished epoch (in that order, so a resumed run never
+    lacks the best weights its checkpoint claims)."""
+
+    def __init__(self, run_ckpt, method):
+        super().__init__()
+        self.run_ckpt, self.method = run_ckpt, method
+        self.robust_key = f"test_{method.selection_attack}_acc"
+        self.best_at_last_epoch = set()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.best_at_last_epoch = set()
+        for name, net in self.method.networks.items():
+            acc = logs[metric_prefix(self.method, name) + self.robust_key]
+            if self.run_ckpt.maybe_save_best(name, net, acc, epoch + 1,
+                                             strict=self.method.selection_strict):
+                self.best_at_last_epoch.add(name)
+        self.run_ckpt.save(epoch + 1)
+
+
+class MetricsCSV(keras.callbacks.Callback):
+    """``metrics.csv``, one row per epoch.  Unlike ``keras.callbacks.CSVLogger``, rows of
+    epochs a killed run had logged but not checkpointed are replaced when the resumed
+    run redoes them, and the file is rewritten atomically."""
+
+    def __init__(self, path, train_keys):
+        super().__init__()
+        self.path, self.train_keys = path, tuple(train_keys)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "lr": logs.get("lr")}
+        row.update({f"train_{k}": float(logs[k]) for k in self.train_keys if k in logs})
+        row.update({k: v for k, v in logs.items()
+                    if k not in self.train_keys and k not in row})
+        rows = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
+        rows.append({k: str(v) for k, v in row.items()})
+        fields = list(row)
+        lines = [",".join(fields)]
+        for r in rows:
+            lines.append(",".join(_csv_cell(r.get(k, "")) for k in fields))
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+
+def _csv_cell(value):
+    value = str(value)
+    return f'"{value}"' if "," in value or '"' in value else value
+
+
+def read_metrics_row(path, epoch):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if int(r["epoch"]) == epoch:
+                return r
+    return {}
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One line per epoch: training terms, test accuracies, "(best)" markers, ETA."""
+
+    def __init__(self, tag, method, best, first_epoch, epochs, train_keys, lr_at_epoch):
+        super().__init__()
+        self.tag, self.method, self.best = tag, method, best
+        self.lr_at_epoch = lr_at_epoch
+        self.first_epoch, self.epochs, self.train_keys = first_epoch, epochs, train_keys
+        self._started = None
+
+    def on_train_begin(self, logs=None):
+        self._started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.time()
+        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs} lr={self.lr_at_epoch(epoch + 1):g}",
+              flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1 - self.first_epoch
+        eta = (time.time() - self._started) / done * (self.epochs - epoch - 1)
+        train = " ".join(f"{k}={float(logs[k]):.4f}" for k in self.train_keys if k in logs)
+        tests = []
+        attack = self.method.selection_attack
+        for name in self.method.network_names:
+            prefix = metric_prefix(self.method, name)
+            label = f"{name} " if prefix else ""
+            tests.append(f"{label}clean {100 * logs[prefix + 'test_clean_acc']:.2f}% "
+                         f"{attack} {100 * logs[prefix + f'test_{attack}_acc']:.2f}%"
+                         + (" (best)" if name in self.best.best_at_last_epoch else ""))
+        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs}: {train} | test "
+              + "; ".join(tests) + f" | {time.time() - self._t0:.0f}s, ETA {eta:.0f}s",
+              flush=True)

@@ -1,0 +1,97 @@
+"""Ownership of a run directory: one trainer at a time, and only with the settings the
+directory was started with.
+
+Two trainers on one ``--output_dir`` used to both exit 0 and leave a directory mixed from
+two runs, and a rerun with a changed flag resumed weights trained with other settings
+while ``flags.txt`` and the model card claimed the new ones.  ``RunDirectory`` takes an
+advisory ``fcntl`` lock on ``<dir>/.lock`` (holding the PID and host, released when the
+process ends, even by a kill) and compares the settings with the ``settings.json`` the
+directory was started with; a difference refuses the run and lists the differing
+settings.  ``overwrite=True`` empties the directory first (the explicit way out).
+Settings that only shape the final report (``FREE``) may change between reruns.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+
+from tf_st.fileio import atomic_write_json
+
+SETTINGS_FILE = "settings.json"
+LOCK_FILE = ".lock"
+FREE = ("output_dir", "final_attacks", "final_examples", "eval_batch_size")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used for this run (in use, or other settings)."""
+
+
+def differences(old, new, free=FREE):
+    """``[(name, old value, new value)]`` over the union of keys, nested ``hparams``
+    flattened, ``free`` keys ignored."""
+    def flat(d):
+        out = {k: v for k, v in d.items() if k != "hparams" and k not in free}
+        out.update({f"hparams.{k}": v for k, v in (d.get("hparams") or {}).items()})
+        return out
+    a, b = flat(old), flat(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class RunDirectory:
+    def __init__(self, path, settings_json, overwrite=False):
+        self.path, self.settings, self.overwrite = path, settings_json, overwrite
+        self._fd = None
+
+    def __enter__(self):
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunDirectoryError(f"--output_dir {self.path} exists and is not a directory")
+        os.makedirs(self.path, exist_ok=True)
+        if not os.access(self.path, os.W_OK):
+            raise RunDirectoryError(f"--output_dir {self.path} is not writable")
+        lock = os.path.join(self.path, LOCK_FILE)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with open(lock) as f:
+                owner = f.read().strip() or "another process"
+            os.close(fd)
+            raise RunDirectoryError(f"run directory {self.path} is in use by {owner}; wait "
+                                    "for it or choose another --output_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+        try:
+            self._check_settings()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _check_settings(self):
+        record = os.path.join(self.path, SETTINGS_FILE)
+        if os.path.exists(record):
+            with open(record) as f:
+                old = json.load(f)
+            diff = differences(old, self.settings)
+            if diff and not self.overwrite:
+                listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff)
+                raise RunDirectoryError(
+                    f"run directory {self.path} holds a run with other settings ({listed}); "
+                    "rerun with --overwrite to discard it, or choose another --output_dir")
+            if diff:
+                for name in os.listdir(self.path):
+                    if name == LOCK_FILE:
+                        continue
+                    p = os.path.join(self.path, name)
+                    shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+        atomic_write_json(record, self.settings)
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        return False

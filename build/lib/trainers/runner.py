@@ -1,0 +1,347 @@
+"""The training runner every trainer shares, in four steps that can be called alone:
+
+  settings   ``resolve(method, overrides, hparams)``: flag values over paper presets
+  run dir    ``prepare_run_dir``: the directory and ``flags.txt``
+  fit        ``fit``: strategy, networks, optimizers, one ``model.fit`` over all
+             remaining epochs with the callbacks of ``tf_st.training.callbacks``
+  export     ``export_best``: each network's best weights -> SavedModel + model card
+  evaluate   ``final_evaluation``: the exported SavedModels under attack
+
+``run(settings)`` does all of it.  Nothing here reads flags (``trainers.train`` does),
+so tests call it in-process.
+
+Run directory (default ``runs/<dataset>/<method>/<arch>/seed<seed>``):
+  flags.txt            resolved flags; ``--flagfile=flags.txt`` re-runs the same thing
+  metrics.csv          one row per epoch (train loss terms, clean and PGD-20 accuracy)
+  tensorboard/         the same scalars
+  checkpoints/         latest checkpoint; rerunning the same command resumes from it
+  best.weights.h5      best classifier by PGD-20 (``best.<network>.weights.h5`` per
+                       network when a method trains several)
+  export/<version>/    SavedModel of the best classifier + model_card.json
+                       (``export/<network>/<version>/`` per network)
+  evaluation.json      final evaluation of the export (``evaluation.<network>.json``)
+"""
+
+import contextlib
+import dataclasses
+import math
+import os
+import sys
+from typing import Optional
+
+from tf_st.training import presets
+
+TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "lr_milestones", "lr_multipliers",
+                 "weight_decay",
+                 "momentum", "augment", "lr_schedule", "nesterov")
+ATTACK_KEYS = ("epsilon", "step_size", "steps")
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything a run needs; ``resolve`` fills unset values from the presets."""
+    method: str
+    dataset: str = "cifar10_mini"
+    data_dir: Optional[str] = None
+    arch: Optional[str] = None
+    epochs: Optional[int] = None
+    train_examples: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    lr_milestones: Optional[tuple] = None
+    lr_multipliers: Optional[tuple] = None   # lr / base after each milestone (FAT); x0.1 each
+    weight_decay: Optional[float] = None
+    momentum: Optional[float] = None
+    augment: Optional[str] = None
+    lr_schedule: Optional[str] = None   # "piecewise" (x0.1 at milestones) | "cosine" (RST)
+    nesterov: Optional[bool] = None
+    # Robust self-training: a pseudo-labelled set mixed into every batch (tf_st.data.rst).
+    unlabeled: Optional[str] = None
+    unlabeled_fraction: float = 0.5
+    output_dir: Optional[str] = None
+    eval_examples: Optional[int] = None
+    eval_batch_size: int = 500
+    # ST-AT utils.py:evaluate and test.py: PGD/CW steps of 2/255 on every dataset.
+    eval_step_size: float = 2 / 255
+    final_attacks: tuple = ("clean", "fgsm", "pgd20", "pgd100", "cw100")
+    final_examples: Optional[int] = None
+    seed: int = 1
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    # Adversarial weight perturbation on top of the method (tf_st.methods.awp); unset
+    # values take presets.awp_preset(method).
+    awp: bool = False
+    awp_gamma: Optional[float] = None
+    awp_warmup: Optional[int] = None
+    awp_proxy_lr: Optional[float] = None
+    hparams: dict = dataclasses.field(default_factory=dict)
+
+    def as_json(self):
+        out = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def method_class(key):
+    from tf_st import methods
+    try:
+        return methods.METHODS[key]
+    except KeyError:
+        raise ValueError(f"unknown method {key!r}; choose one of {sorted(methods.METHODS)}") \
+            from None
+
+
+def resolve(settings: Settings) -> Settings:
+    """A copy of ``settings`` with presets filled in and the hyperparameters checked
+    (a bad value raises ``ValueError`` here, before any work)."""
+    cls = method_class(settings.method)
+    preset = presets.resolve(settings.method, settings.dataset)
+    preset.setdefault("lr_schedule", "piecewise")
+    preset.setdefault("nesterov", False)
+    preset.setdefault("lr_multipliers", None)
+    if settings.unlabeled:
+        rst_training, rst_hparams = presets.rst_preset(settings.method, settings.dataset)
+        preset.update(rst_training)
+        preset.update(rst_hparams)
+        if not 0.0 <= settings.unlabeled_fraction < 1.0:
+            raise ValueError(f"--unlabeled_fraction={settings.unlabeled_fraction} must be in "
+                             "[0, 1)")
+    s = dataclasses.replace(settings, hparams=dict(settings.hparams))
+    for key in TRAINING_KEYS:
+        if getattr(s, key) is None:
+            setattr(s, key, preset[key])
+    s.lr_milestones = tuple(int(m) for m in s.lr_milestones)
+    if s.lr_multipliers is not None:
+        s.lr_multipliers = tuple(float(m) for m in s.lr_multipliers)
+        if len(s.lr_multipliers) != len(s.lr_milestones):
+            raise ValueError(f"--lr_multipliers has {len(s.lr_multipliers)} values for "
+                             f"{len(s.lr_milestones)} --lr_milestones")
+    for key in ATTACK_KEYS:
+        if s.hparams.get(key) is None:
+            s.hparams[key] = preset[key]
+    fields = {f.name for f in dataclasses.fields(cls.HParams)}
+    for key, value in preset.items():
+        if key in fields and s.hparams.get(key) is None:
+            s.hparams[key] = value
+    s.hparams = {k: v for k, v in s.hparams.items() if v is not None}
+    # Building the dataclass validates every value and rejects unknown names.
+    s.hparams = cls.HParams.build(settings.method, s.hparams).as_dict()
+    s.final_attacks = tuple(a for a in s.final_attacks if a)
+    if s.awp:
+        for key, value in presets.awp_preset(s.method).items():
+            if getattr(s, f"awp_{key}") is None:
+                setattr(s, f"awp_{key}", value)
+        if s.awp_gamma < 0 or s.awp_warmup < 0 or s.awp_proxy_lr <= 0:
+            raise ValueError("--awp_gamma and --awp_warmup must be >= 0, --awp_proxy_lr > 0")
+    if s.output_dir is None:
+        s.output_dir = os.path.join("runs", s.dataset, s.method, s.arch, f"seed{s.seed}")
+    return s
+
+
+@contextlib.contextmanager
+def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
+    """Holds the run directory for the ``with`` block: locked, checked to have been
+    started with these settings (see ``tf_st.training.rundir``); only then is
+    ``flags.txt`` written."""
+    from tf_st.fileio import atomic_write_text
+    from tf_st.training.rundir import RunDirectory
+    with RunDirectory(settings.output_dir, settings.as_json(), overwrite=overwrite):
+        if flagfile_text is not None:
+            atomic_write_text(os.path.join(settings.output_dir, "flags.txt"), flagfile_text)
+        yield settings.output_dir
+
+
+@dataclasses.dataclass
+class Trained:
+    method: object          # the AdversarialMethod, weights of the last epoch
+    run_ckpt: object
+    test_note: Optional[str]
+    num_classes: int
+    image_shape: tuple
+
+
+def fit(settings, log=print):
+    """Trains (or resumes) the run in ``settings.output_dir``."""
+    import keras
+    import tensorflow as tf
+
+    from tf_st import data, methods, models
+    from tf_st.training import callbacks as cb
+    from tf_st.training import checkpoint as ckpt_lib
+    from tf_st.training.optim import EpochCosineSchedule, EpochPiecewiseSchedule, TorchSGD
+    from tf_st.training.strategy import make_strategy
+
+    s, tag = settings, settings.method
+    train_split = data.take(data.load(s.dataset, "train", data_dir=s.data_dir), s.train_examples)
+    test_split = data.load(s.dataset, "test", data_dir=s.data_dir)
+    keras.utils.set_random_seed(s.seed)
+    if s.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    eval_x, eval_y = data.as_numpy(test_split, limit=s.eval_examples)
+    image_shape = tuple(eval_x.shape[1:])
+    steps_per_epoch = train_split.num_examples // s.batch_size
+    unlabeled = None
+    if s.unlabeled:
+        from tf_st.data import rst
+        unlabeled = rst.load_unlabeled(s.unlabeled)
+        if unlabeled[1].max() >= train_split.num_classes or unlabeled[1].min() < 0:
+            raise ValueError(f"pseudo-labels of {s.unlabeled} are outside "
+                             f"[0, {train_split.num_classes})")
+        # The reference's "epoch": ceil(N_labelled / B) batches (semisup-adv, 50000 / B).
+        steps_per_epoch = rst.batches_per_epoch(train_split.num_examples, s.batch_size)
+        log(f"[{s.method}] robust self-training: {len(unlabeled[1])} pseudo-labelled "
+            f"images from {s.unlabeled}, fraction {s.unlabeled_fraction} of each batch")
+    if s.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, s.steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {s.batch_size} exceeds the "
+                         f"{train_split.num_examples} training examples")
+
+    strategy = make_strategy(s.strategy)
+    if s.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch_size={s.batch_size} is not divisible by "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    cls = method_class(s.method)
+    if s.lr_schedule == "cosine":
+        schedule = EpochCosineSchedule(s.lr, s.epochs, steps_per_epoch)
+    else:
+        schedule = EpochPiecewiseSchedule(s.lr, s.lr_milestones, steps_per_epoch,
+                                          multipliers=s.lr_multipliers)
+    with strategy.scope():
+        networks = {name: models.build(arch, train_split.num_classes, input_shape=image_shape)
+                    for name, arch in cls.network_archs(s.arch, s.hparams).items()}
+        hooks = []
+        if s.awp:
+            from tf_st.methods.awp import AWP
+            hooks.append(AWP(s.awp_gamma, s.awp_warmup, s.awp_proxy_lr, steps_per_epoch))
+        method = methods.build(s.method, networks, seed=s.seed, step_hooks=hooks, **s.hparams)
+        # One optimizer per network, as the references that train several networks do.
+        optimizers = {name: TorchSGD(schedule, momentum=s.momentum,
+                                     coupled_weight_decay=s.weight_decay, nesterov=s.nesterov)
+                      for name in networks}
+        method.compile(optimizer=optimizers if len(optimizers) > 1 else optimizers[next(iter(networks))],
+                       jit_compile=s.jit_compile)
+        method(tf.zeros((1,) + image_shape))
+        method.build_optimizers()
+    run_ckpt = ckpt_lib.RunCheckpoint(s.output_dir, method)
+    start_epoch = run_ckpt.restore()
+    if start_epoch:
+        best = ", ".join(
+            f"{'' if run_ckpt.single else n + ' '}{100 * float(run_ckpt.best_robust[n].numpy()):.2f}% "
+            f"at epoch {int(run_ckpt.best_epoch[n].numpy())}" for n in method.network_names)
+        log(f"[{tag}] resumed after epoch {start_epoch} (best {method.selection_attack} {best})")
+
+    train_keys = [m.name for m in method.metrics]
+    best_cb = cb.BestAndLatest(run_ckpt, method)
+    callbacks = [
+        cb.MethodEpochBegin(method),
+        cb.StopOnNonFinite(s.hparams),
+        cb.EpochRecord(schedule.lr_at_epoch),
+        cb.RobustEvaluation(method, eval_x, eval_y, epsilon=s.hparams["epsilon"],
+                            step_size=s.eval_step_size,
+                            batch_size=min(s.eval_batch_size, len(eval_x)), seed=s.seed),
+        best_cb,
+        cb.MetricsCSV(os.path.join(s.output_dir, "metrics.csv"), train_keys),
+        keras.callbacks.TensorBoard(os.path.join(s.output_dir, "tensorboard"),
+                                    write_graph=False, update_freq="epoch"),
+        cb.EpochSummary(tag, method, best_cb, start_epoch, s.epochs, train_keys,
+                        schedule.lr_at_epoch),
+    ]
+    if start_epoch < s.epochs:
+        if unlabeled is not None:
+            train_ds = rst.rst_epochs(rst.split_arrays(train_split), unlabeled, s.batch_size,
+                                      s.unlabeled_fraction, s.augment, s.seed, start_epoch,
+                                      s.epochs, steps_per_epoch)
+        else:
+            train_ds = data.train_epochs(train_split, s.batch_size, s.augment, s.seed,
+                                         start_epoch, s.epochs, steps_per_epoch)
+        method.fit(train_ds, epochs=s.epochs, initial_epoch=start_epoch,
+                   steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                   shuffle=False, verbose=1 if sys.stdout.isatty() else 0)
+    return Trained(method, run_ckpt, test_split.note, train_split.num_classes, image_shape)
+
+
+def export_best(settings, trained, log=print):
+    """Loads each network's best weights and exports it; returns ``{network: (version
+    dir, model card)}``."""
+    from export.saved_model import export_classifier
+    from tf_st.training.callbacks import metric_prefix, read_metrics_row
+
+    s, method, ckpt = settings, trained.method, trained.run_ckpt
+    metrics_path = os.path.join(s.output_dir, "metrics.csv")
+    archs = method_class(s.method).network_archs(s.arch, s.hparams)
+    out = {}
+    for name, net in method.networks.items():
+        path = ckpt.best_weights_paths[name]
+        if not os.path.exists(path):
+            raise RuntimeError("no epoch finished; nothing to export")
+        net.load_weights(path)
+        best_epoch = int(ckpt.best_epoch[name].numpy())
+        row = read_metrics_row(metrics_path, best_epoch)
+        prefix = metric_prefix(method, name)
+        attack = method.selection_attack
+        card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
+                "num_classes": trained.num_classes, "image_shape": list(trained.image_shape),
+                "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
+                "awp": ({"gamma": s.awp_gamma, "warmup": s.awp_warmup,
+                         "proxy_lr": s.awp_proxy_lr} if s.awp else None),
+                "best_epoch": best_epoch,
+                "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
+                f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),
+                "selection": f"best {attack} accuracy on the evaluation split, "
+                             + ("strictly better epochs only" if method.selection_strict
+                                else "ties to the later epoch"),
+                "data_note": trained.test_note, "flags": s.as_json()}
+        export_dir = os.path.join(s.output_dir, "export")
+        if not ckpt.single:
+            card["network"] = name
+            export_dir = os.path.join(export_dir, name)
+        version_dir = export_classifier(net, export_dir, version=1, model_card=card,
+                                        overwrite=True)
+        log(f"[{s.method}] exported best {'classifier' if ckpt.single else name} "
+            f"(epoch {best_epoch}) to {version_dir}")
+        out[name] = (version_dir, card)
+    return out
+
+
+def final_evaluation(settings, exports):
+    """Evaluates each exported SavedModel; returns ``{network: report}``."""
+    from export.saved_model import load
+    from tf_st.evaluation.report import evaluate_and_report
+
+    s = settings
+    reports = {}
+    for name, (version_dir, card) in exports.items():
+        output = "evaluation.json" if len(exports) == 1 else f"evaluation.{name}.json"
+        reports[name] = evaluate_and_report(
+            load(version_dir), dataset=s.dataset, data_dir=s.data_dir, split="test",
+            attacks=list(s.final_attacks), epsilon=s.hparams["epsilon"], step_size=s.eval_step_size,
+            examples=s.final_examples, batch_size=s.eval_batch_size, seed=s.seed,
+            output=os.path.join(s.output_dir, output), model_card=card, verbose=True)
+    return reports
+
+
+def run(settings, flagfile_text=None, log=print, overwrite=False):
+    """Trains ``settings.method`` (resolved or not) end to end; returns the final reports
+    (``{network: report}``) or, without final attacks, the model cards."""
+    import tensorflow as tf
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO via absl
+    tf.get_logger().setLevel("ERROR")
+    s = resolve(settings)
+    # Data first: a missing dataset fails before anything is written.
+    from tf_st import data
+    data.load(s.dataset, "train", data_dir=s.data_dir)
+    with prepare_run_dir(s, flagfile_text, overwrite=overwrite):
+        log(f"[{s.method}] run directory: {s.output_dir}")
+        log(f"[{s.method}] settings: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(s.as_json().items())
+            if k not in ("output_dir", "hparams")))
+        log(f"[{s.method}] hparams: {s.hparams}")
+        trained = fit(s, log=log)
+        exports = export_best(s, trained, log=log)
+        if not s.final_attacks:
+            return {name: card for name, (_, card) in exports.items()}
+        return final_evaluation(s, exports)
