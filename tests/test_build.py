@@ -20,3 +20,21 @@ def test_every_module_and_test_is_in_build():
     for test in glob.glob(os.path.join(ROOT, "tests", "test_*.py")):
         name = os.path.relpath(test, ROOT)[:-3].replace("/", "_")
         assert f'py_test(\n    name = "{name}"' in build, name
+
+
+def test_build_deps_are_the_direct_imports():
+    """Each rule's deps are exactly the rules owning the project modules its sources
+    import (or run with python -m); fix with `python tests/build_graph.py --fix`."""
+    from tests import build_graph
+    with open(os.path.join(ROOT, "BUILD")) as f:
+        found = build_graph.problems(f.read())
+    assert not found, "BUILD deps differ from the imports:\n" + "\n".join(found)
+
+
+def test_build_graph_sees_lazy_imports_and_python_dash_m(tmp_path):
+    from tests import build_graph
+    files = build_graph.imported_files("trainers/runner.py")
+    assert "export/saved_model.py" in files  # imported inside a function
+    assert "tf_st/data/__init__.py" in files  # "from tf_st import data"
+    assert "tf_st/__init__.py" not in files  # the parent package of a submodule import
+    assert "export/evaluate.py" in build_graph.imported_files("tests/test_trainer.py")
