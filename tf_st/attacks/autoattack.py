@@ -157,15 +157,6 @@ class Result:
     model_info: dict = dataclasses.field(default_factory=dict)
     passes: dict = dataclasses.field(default_factory=dict)
 
-    @property
-    def robust_accuracy_after(self):
-        """``{attack name: robust accuracy after it}`` (cumulative)."""
-        return {a.name: a.robust_accuracy for a in self.attacks}
-
-    @property
-    def seconds_per_attack(self):
-        return {a.name: a.seconds for a in self.attacks}
-
     def to_json(self):
         """JSON-serialisable report (per-example flags as lists of bools)."""
         return dict(

@@ -42,11 +42,6 @@ class RunCheckpoint:
             n: os.path.join(run_dir, "best.weights.h5" if self.single else f"best.{n}.weights.h5")
             for n in names}
 
-    @property
-    def best_weights_path(self):
-        (path,) = self.best_weights_paths.values()
-        return path
-
     def restore(self):
         """Restores the latest checkpoint if there is one; returns epochs done."""
         path = self._manager.latest_checkpoint
