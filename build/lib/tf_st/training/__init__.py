@@ -1,1 +1,0 @@
-"""Strategy, schedules, PyTorch-semantics optimizer, checkpoint/resume, paper presets."""
