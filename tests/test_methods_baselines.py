@@ -67,7 +67,8 @@ def np_loss(key, zs, y, beta, reg="kl"):
         return np.mean([sum(t * w for t, w in zip(np_mart(zs["x"], zs[n], y), (1.0, beta)))
                         for n in names])
     if key == "col":
-        kl = np_kl(softmax(zs["col"]), softmax(zs["x"]))  # KL(p_col || p_nat), Eq. 5
+        # KL(p_nat || p_col): Eq. 5 in the paper's notation (second argument = target)
+        kl = np_kl(softmax(zs["x"]), softmax(zs["col"]))
         return np.mean(np_ce(zs["x"], y)) + beta * np.mean(kl)
     raise KeyError(key)
 
@@ -411,3 +412,13 @@ def test_two_replicas_match_one_device(mirrored_results, name):
     r = mirrored_results[name]
     assert r["moved"] > 1e-6  # the step did something
     assert r["diff"] < 1e-10, r
+
+
+def test_col_kl_direction_option(float64):
+    model, w, b = linear_classifier()
+    x, y, gen = _fixed_batch()
+    zc, zn = gen["col"].reshape(len(x), -1) @ w + b, x.reshape(len(x), -1) @ w + b
+    for direction, (p, q) in {"nat_col": (zn, zc), "col_nat": (zc, zn)}.items():
+        method = methods.build("col", model, kl_direction=direction)
+        terms = method.training_loss(tf.constant(x), tf.constant(y), {"col": tf.constant(gen["col"])})
+        assert float(terms["reg"]) == pytest.approx(np_kl(softmax(p), softmax(q)).mean(), rel=1e-10)

@@ -169,3 +169,35 @@ def test_run_directory_is_owned_by_one_run_with_one_set_of_settings(tmp_path, ca
     (tmp_path / "file").write_text("x")
     assert train.run_in_process(SMALL + [f"--output_dir={tmp_path / 'file'}"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_holdout_selection_is_balanced_disjoint_and_recorded(tmp_path):
+    import numpy as np
+
+    from tf_st import data
+    from tf_st.data import rst
+    from trainers import runner
+
+    full = data.load("cifar10_mini", "train")
+    train_part, held = runner.holdout(full, 105)
+    xh, yh = rst.split_arrays(held)
+    xt, _ = rst.split_arrays(train_part)
+    assert np.bincount(yh, minlength=10).tolist() == [11] * 5 + [10] * 5
+    assert train_part.num_examples == 3000 - 105
+    seen = {x.tobytes() for x in xt}
+    assert not any(x.tobytes() in seen for x in xh)  # never trained on
+    out = tmp_path / "run"
+    assert train.run_in_process(SMALL + ["--selection_split=holdout", "--holdout_examples=50",
+                                         f"--output_dir={out}"]) == 0
+    card = json.loads((out / "export" / "1" / "model_card.json").read_text())
+    assert "class-balanced holdout of 50 training examples" in card["selection"]
+
+
+def test_degenerate_attack_settings_warn(tmp_path, capsys):
+    from trainers import runner
+    runner.resolve(runner.Settings(method="trades", hparams={"steps": 0},
+                                   output_dir=str(tmp_path)))
+    assert "will train without adversarial perturbation" in capsys.readouterr().err
+    runner.resolve(runner.Settings(method="natural", hparams={"steps": 0},
+                                   output_dir=str(tmp_path)))
+    assert "warning" not in capsys.readouterr().err

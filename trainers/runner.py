@@ -29,6 +29,8 @@ import os
 import sys
 from typing import Optional
 
+import numpy as np
+
 from tf_st.training import presets
 
 TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "lr_milestones", "lr_multipliers",
@@ -59,6 +61,10 @@ class Settings:
     # Robust self-training: a pseudo-labelled set mixed into every batch (tf_st.data.rst).
     unlabeled: Optional[str] = None
     unlabeled_fraction: float = 0.5
+    # Model selection on "test" (the references' rule, so the default) or on a
+    # class-balanced holdout of `holdout_examples` training images (never trained on).
+    selection_split: str = "test"
+    holdout_examples: int = 1000
     output_dir: Optional[str] = None
     eval_examples: Optional[int] = None
     eval_batch_size: int = 500
@@ -134,6 +140,11 @@ def resolve(settings: Settings) -> Settings:
                 setattr(s, f"awp_{key}", value)
         if s.awp_gamma < 0 or s.awp_warmup < 0 or s.awp_proxy_lr <= 0:
             raise ValueError("--awp_gamma and --awp_warmup must be >= 0, --awp_proxy_lr > 0")
+    if s.selection_split not in ("test", "holdout"):
+        raise ValueError(f"--selection_split must be test or holdout, got {s.selection_split!r}")
+    if s.method != "natural" and (s.hparams.get("steps") == 0 or s.hparams.get("step_size") == 0):
+        print(f"warning: --steps={s.hparams.get('steps')} --step_size={s.hparams.get('step_size')}: "
+              f"{s.method} will train without adversarial perturbation", file=sys.stderr)
     if s.output_dir is None:
         s.output_dir = os.path.join("runs", s.dataset, s.method, s.arch, f"seed{s.seed}")
     return s
@@ -152,11 +163,37 @@ def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
         yield settings.output_dir
 
 
+def holdout(split, n):
+    """``(train, holdout)``: ``n`` training examples, class-balanced (the first
+    ``n // classes`` of each class in split order, the remainder from the first classes),
+    set aside as the selection set; the rest, in order, is trained on."""
+    from tf_st import data
+    from tf_st.data import rst
+    x, y = rst.split_arrays(split)
+    classes = split.num_classes
+    if not 0 < n < len(y):
+        raise ValueError(f"--holdout_examples={n} must be in [1, {len(y) - 1}]")
+    quota = [n // classes + (1 if c < n % classes else 0) for c in range(classes)]
+    taken = np.zeros(len(y), bool)
+    for c in range(classes):
+        idx = np.nonzero(y == c)[0][:quota[c]]
+        if len(idx) < quota[c]:
+            raise ValueError(f"class {c} has {len(idx)} training examples, fewer than the "
+                             f"{quota[c]} a balanced holdout of {n} needs")
+        taken[idx] = True
+    note = f"class-balanced holdout of {n} training examples"
+    common = dict(num_classes=classes, class_names=split.class_names, name=split.name)
+    return (data.from_arrays(x[~taken], y[~taken], split="train",
+                             note=f"training set minus the {note}", **common),
+            data.from_arrays(x[taken], y[taken], split="holdout", note=note, **common))
+
+
 @dataclasses.dataclass
 class Trained:
     method: object          # the AdversarialMethod, weights of the last epoch
     run_ckpt: object
     test_note: Optional[str]
+    selection_note: str
     num_classes: int
     image_shape: tuple
 
@@ -175,10 +212,13 @@ def fit(settings, log=print):
     s, tag = settings, settings.method
     train_split = data.take(data.load(s.dataset, "train", data_dir=s.data_dir), s.train_examples)
     test_split = data.load(s.dataset, "test", data_dir=s.data_dir)
+    selection_split = test_split
+    if s.selection_split == "holdout":
+        train_split, selection_split = holdout(train_split, s.holdout_examples)
     keras.utils.set_random_seed(s.seed)
     if s.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    eval_x, eval_y = data.as_numpy(test_split, limit=s.eval_examples)
+    eval_x, eval_y = data.as_numpy(selection_split, limit=s.eval_examples)
     image_shape = tuple(eval_x.shape[1:])
     steps_per_epoch = train_split.num_examples // s.batch_size
     unlabeled = None
@@ -259,14 +299,20 @@ def fit(settings, log=print):
         method.fit(train_ds, epochs=s.epochs, initial_epoch=start_epoch,
                    steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                    shuffle=False, verbose=1 if sys.stdout.isatty() else 0)
-    return Trained(method, run_ckpt, test_split.note, train_split.num_classes, image_shape)
+    selection_note = (f"{selection_split.note} (--selection_split=holdout)"
+                      if s.selection_split == "holdout"
+                      else "the test split (as the references select)")
+    return Trained(method, run_ckpt, test_split.note, selection_note,
+                   train_split.num_classes, image_shape)
 
 
 def export_best(settings, trained, log=print):
     """Loads each network's best weights and exports it; returns ``{network: (version
     dir, model card)}``."""
+    import keras
+
     from export.saved_model import export_classifier
-    from tf_st.training.callbacks import metric_prefix, read_metrics_row
+    from tf_st.training.callbacks import NonFiniteLossError, metric_prefix, read_metrics_row
 
     s, method, ckpt = settings, trained.method, trained.run_ckpt
     metrics_path = os.path.join(s.output_dir, "metrics.csv")
@@ -277,6 +323,9 @@ def export_best(settings, trained, log=print):
         if not os.path.exists(path):
             raise RuntimeError("no epoch finished; nothing to export")
         net.load_weights(path)
+        if not all(np.all(np.isfinite(keras.ops.convert_to_numpy(v))) for v in net.weights):
+            raise NonFiniteLossError(f"the best weights of {name} ({path}) are not finite; "
+                                     "nothing is exported")
         best_epoch = int(ckpt.best_epoch[name].numpy())
         row = read_metrics_row(metrics_path, best_epoch)
         prefix = metric_prefix(method, name)
@@ -289,7 +338,7 @@ def export_best(settings, trained, log=print):
                 "best_epoch": best_epoch,
                 "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
                 f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),
-                "selection": f"best {attack} accuracy on the evaluation split, "
+                "selection": f"best {attack} accuracy on {trained.selection_note}, "
                              + ("strictly better epochs only" if method.selection_strict
                                 else "ties to the later epoch"),
                 "data_note": trained.test_note, "flags": s.as_json()}

@@ -71,6 +71,11 @@ _RUN = {
         "presets apply (tf_st.training.presets.rst_preset)."),
     "unlabeled_fraction": flags.DEFINE_float("unlabeled_fraction", 0.5,
                                              "Fraction of each batch drawn from --unlabeled."),
+    "selection_split": flags.DEFINE_enum(
+        "selection_split", "test", ["test", "holdout"], "Per-epoch model selection on the "
+        "test split (the references' rule) or on a class-balanced holdout of training images."),
+    "holdout_examples": flags.DEFINE_integer("holdout_examples", 1000, "Holdout size with "
+                                             "--selection_split=holdout.", lower_bound=1),
     "output_dir": flags.DEFINE_string("output_dir", None, "Run directory."),
     "eval_examples": flags.DEFINE_integer(
         "eval_examples", None, "Per-epoch evaluation on the first N test examples (default all).",

@@ -17,8 +17,13 @@ replaced by a collaborative one, and ST-AT's training code):
   ``init='uniform'`` at ``x + U(-eps, eps)`` (not clamped);
 * BatchNorm during the descent: inference mode (``attack_bn='eval'``, as TRADES'
   attack); ``'batch_stats'`` gives ST's convention;
-* KL direction as written, ``KL(p_col || p_nat)`` (the collaborative distribution is
-  the target), per example, batch mean; nothing detached;
+* KL direction: ``KL(p_nat || p_col)`` (``kl_direction='nat_col'``).  Eq. 5 writes
+  ``KL(f(x_col), f(x))``; the paper writes TRADES' term (Eq. 3) as ``KL(f(x'), f(x))``
+  for the code's ``KL(p_nat || p_adv)``, i.e. its second argument is the target, so under
+  the paper's own notation Eq. 5 is ``KL(p_nat || p_col)`` (and the JS formula of
+  Section 4.1 is then the standard JS).  ``kl_direction='col_nat'`` gives
+  ``KL(p_col || p_nat)``, this project's earlier literal reading (the collaborative
+  distribution as the target); per example, batch mean; nothing detached;
 * outer loss: two train-mode forwards, ``f(x)`` then ``f(x_col)`` (moving statistics
   updated in that order, as TRADES' nat/adv forwards);
 * beta: the paper does not state the value used for Eq. (5); the default is 6 (the
@@ -46,6 +51,9 @@ class CollaborativeHParams(HParams):
                        "x + U(-eps, eps) (uniform) or x (none).", choices=INITS)
     init_std: float = nb.init_std_hparam()
     attack_bn: str = nb.attack_bn_hparam()
+    kl_direction: str = hparam("nat_col", "KL(p_nat || p_col) (the paper's notation, as "
+                               "TRADES' Eq. 3) or KL(p_col || p_nat).",
+                               choices=("nat_col", "col_nat"))
 
 
 class CollaborativeTraining(AdversarialMethod):
@@ -72,6 +80,7 @@ class CollaborativeTraining(AdversarialMethod):
         z_nat = self.forward_train(x)
         z_col = self.forward_train(generated["col"])
         ce = batch_mean(losses.cross_entropy(z_nat, y))
-        reg = batch_mean(losses.kl_divergence(z_col, z_nat))
+        target, other = (z_nat, z_col) if self.kl_direction == "nat_col" else (z_col, z_nat)
+        reg = batch_mean(losses.kl_divergence(target, other))
         return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
                 "clean_logits": z_nat}
