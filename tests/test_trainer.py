@@ -201,3 +201,22 @@ def test_degenerate_attack_settings_warn(tmp_path, capsys):
     runner.resolve(runner.Settings(method="natural", hparams={"steps": 0},
                                    output_dir=str(tmp_path)))
     assert "warning" not in capsys.readouterr().err
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path):
+    import numpy as np
+
+    weights = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = run_module(["trainers.madry", "--deterministic", "--arch=small_cnn", "--epochs=2",
+                        "--steps_per_epoch=2", "--batch_size=32", "--steps=2",
+                        "--eval_examples=32", "--final_attacks=", f"--output_dir={out}"])
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "warning" not in r.stdout + r.stderr
+        import h5py
+        with h5py.File(out / "best.weights.h5") as f:
+            arrays = []
+            f.visititems(lambda k, v: arrays.append(v[()]) if hasattr(v, "shape") else None)
+        weights.append(arrays)
+    assert all(np.array_equal(a, b) for a, b in zip(*weights)) and len(weights[0]) > 2

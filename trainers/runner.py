@@ -75,6 +75,10 @@ class Settings:
     seed: int = 1
     strategy: str = "auto"
     mixed_precision: bool = False
+    # Bit-exact CPU runs: op determinism, one thread per op and between ops, oneDNN off
+    # (TF_ENABLE_ONEDNN_OPTS=0 must be set before TensorFlow is imported; the trainer CLI
+    # does it).  Measured: op determinism alone still diverged between runs.
+    deterministic: bool = False
     jit_compile: bool = False
     # Adversarial weight perturbation on top of the method (tf_st.methods.awp); unset
     # values take presets.awp_preset(method).
@@ -163,6 +167,22 @@ def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
         yield settings.output_dir
 
 
+def make_deterministic(log=print):
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    if tf.config.threading.get_intra_op_parallelism_threads() == 1:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # the runtime already started (in-process use): keep its threads
+        log("warning: TensorFlow already started; --deterministic could not pin its "
+            "threads, so runs may still differ in the last bits")
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        log("warning: TF_ENABLE_ONEDNN_OPTS is not 0; set it before starting Python "
+            "for bit-exact CPU runs")
+
+
 def holdout(split, n):
     """``(train, holdout)``: ``n`` training examples, class-balanced (the first
     ``n // classes`` of each class in split order, the remainder from the first classes),
@@ -210,6 +230,8 @@ def fit(settings, log=print):
     from tf_st.training.strategy import make_strategy
 
     s, tag = settings, settings.method
+    if s.deterministic:
+        make_deterministic(log)
     train_split = data.take(data.load(s.dataset, "train", data_dir=s.data_dir), s.train_examples)
     test_split = data.load(s.dataset, "test", data_dir=s.data_dir)
     selection_split = test_split

@@ -94,6 +94,9 @@ _RUN = {
     "strategy": flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_device",
                                                        "mirrored", "multi_worker"],
                                   "tf.distribute strategy."),
+    "deterministic": flags.DEFINE_bool(
+        "deterministic", False, "Bit-exact CPU runs (op determinism, single-threaded ops, "
+        "oneDNN off): slower (measure with benchmarks), same results after kill and resume."),
     "mixed_precision": flags.DEFINE_bool("mixed_precision", False,
                                          "mixed_float16 compute (GPU); logits stay float32."),
     "jit_compile": flags.DEFINE_bool(
@@ -232,6 +235,8 @@ def main_for(default_method=None):
         from tf_st.data import DatasetNotFoundError
         from tf_st.training.callbacks import NonFiniteLossError
         key = _METHOD.value or default_method
+        if _RUN["deterministic"].value:
+            runner.make_deterministic()  # before any TensorFlow op starts the runtime
         try:
             if key is None:
                 raise UsageError("--method is required (one of "
