@@ -220,3 +220,17 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
             f.visititems(lambda k, v: arrays.append(v[()]) if hasattr(v, "shape") else None)
         weights.append(arrays)
     assert all(np.array_equal(a, b) for a, b in zip(*weights)) and len(weights[0]) > 2
+
+
+def test_two_cpu_devices_run_mirrored(tmp_path):
+    """--cpu_devices=2 trains under MirroredStrategy with the global batch split in two.
+    (Equality with one device is tested per method on BN-free models in
+    test_methods_baselines; with BatchNorm each replica normalises with its own half
+    batch's statistics, so the runs differ by design.)"""
+    out = tmp_path / "d2"
+    r = run_module(["trainers.trades", "--cpu_devices=2", "--arch=small_cnn", "--epochs=1",
+                    "--steps_per_epoch=2", "--batch_size=32", "--steps=2", "--eval_examples=32",
+                    "--final_attacks=", f"--output_dir={out}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "MirroredStrategy, 2 replica(s)" in r.stdout
+    assert float(_rows(out)[0]["train_loss"]) > 0

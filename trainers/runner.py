@@ -79,6 +79,7 @@ class Settings:
     # (TF_ENABLE_ONEDNN_OPTS=0 must be set before TensorFlow is imported; the trainer CLI
     # does it).  Measured: op determinism alone still diverged between runs.
     deterministic: bool = False
+    cpu_devices: int = 1
     jit_compile: bool = False
     # Adversarial weight perturbation on top of the method (tf_st.methods.awp); unset
     # values take presets.awp_preset(method).
@@ -230,6 +231,8 @@ def fit(settings, log=print):
     from tf_st.training.strategy import make_strategy
 
     s, tag = settings, settings.method
+    from tf_st.training.strategy import split_cpu
+    split_cpu(s.cpu_devices)
     if s.deterministic:
         make_deterministic(log)
     train_split = data.take(data.load(s.dataset, "train", data_dir=s.data_dir), s.train_examples)
@@ -261,6 +264,8 @@ def fit(settings, log=print):
                          f"{train_split.num_examples} training examples")
 
     strategy = make_strategy(s.strategy)
+    log(f"[{tag}] strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} "
+        f"replica(s)")
     if s.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size={s.batch_size} is not divisible by "
                          f"{strategy.num_replicas_in_sync} replicas")

@@ -94,6 +94,9 @@ _RUN = {
     "strategy": flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_device",
                                                        "mirrored", "multi_worker"],
                                   "tf.distribute strategy."),
+    "cpu_devices": flags.DEFINE_integer(
+        "cpu_devices", 1, "Split the CPU into N logical devices (with --strategy=auto or "
+        "mirrored: MirroredStrategy over them).", lower_bound=1),
     "deterministic": flags.DEFINE_bool(
         "deterministic", False, "Bit-exact CPU runs (op determinism, single-threaded ops, "
         "oneDNN off): slower (measure with benchmarks), same results after kill and resume."),
@@ -235,8 +238,11 @@ def main_for(default_method=None):
         from tf_st.data import DatasetNotFoundError
         from tf_st.training.callbacks import NonFiniteLossError
         key = _METHOD.value or default_method
+        # Both must happen before any TensorFlow op starts the runtime.
+        from tf_st.training.strategy import split_cpu
+        split_cpu(_RUN["cpu_devices"].value)
         if _RUN["deterministic"].value:
-            runner.make_deterministic()  # before any TensorFlow op starts the runtime
+            runner.make_deterministic()
         try:
             if key is None:
                 raise UsageError("--method is required (one of "
