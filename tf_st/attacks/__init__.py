@@ -2,8 +2,8 @@
 
 from tf_st.attacks import apgd, autoattack, losses
 from tf_st.attacks.fab import fab_targeted
-from tf_st.attacks.pgd import cw_inf, fgsm, normal_start, pgd, project, uniform_start
+from tf_st.attacks.pgd import cw_inf, fgsm, pgd, project
 from tf_st.attacks.square import square_linf
 
-__all__ = ["apgd", "autoattack", "losses", "cw_inf", "fab_targeted", "fgsm", "normal_start",
-           "pgd", "project", "square_linf", "uniform_start"]
+__all__ = ["apgd", "autoattack", "losses", "cw_inf", "fab_targeted", "fgsm", "pgd", "project",
+           "square_linf"]

@@ -25,7 +25,7 @@ forward and one backward pass, like one PGD step.
 
 import tensorflow as tf
 
-from tf_st.attacks import losses
+from tf_st.attacks import losses, starts
 from tf_st.attacks.pgd import project
 
 
@@ -48,10 +48,7 @@ def checkpoints(n_iter):
 def linf_sphere_start(x, epsilon, seed=None):
     """``clip(x + eps * t / max|t|, 0, 1)``, ``t ~ U(-1, 1)`` per example."""
     shape = tf.shape(x)
-    if seed is None:
-        t = tf.random.uniform(shape, -1.0, 1.0, dtype=x.dtype)
-    else:
-        t = tf.random.stateless_uniform(shape, seed, -1.0, 1.0, dtype=x.dtype)
+    t = starts.draw(shape, "uniform", 1.0, x.dtype, seed)
     axes = list(range(1, len(x.shape)))
     t_max = tf.reduce_max(tf.abs(t), axis=axes, keepdims=True)
     return tf.clip_by_value(x + losses.as_dtype(epsilon, x.dtype) * t / t_max, 0.0, 1.0)

@@ -25,7 +25,7 @@ corner that moves ``w . u`` furthest toward it.
 
 import tensorflow as tf
 
-from tf_st.attacks import losses
+from tf_st.attacks import losses, starts
 from tf_st.attacks.apgd import target_by_rank
 
 
@@ -94,10 +94,7 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
     x0 = tf.reshape(x, [batch, -1])
 
     if random_start is not False and random_start is not None:
-        if seed is None:
-            r = tf.random.uniform(shape, -1.0, 1.0, dtype=dtype)
-        else:
-            r = tf.random.stateless_uniform(shape, seed, -1.0, 1.0, dtype=dtype)
+        r = starts.draw(shape, "uniform", 1.0, dtype, seed)
         r_max = tf.reduce_max(tf.abs(r), axis=list(range(1, len(x.shape))), keepdims=True)
         x1 = tf.where(tf.cast(random_start, tf.bool),
                       tf.clip_by_value(x + 0.5 * eps * r / r_max, 0.0, 1.0), x)

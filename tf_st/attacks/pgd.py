@@ -15,7 +15,7 @@ the references differentiate the batch mean, which has the same sign.
 
 import tensorflow as tf
 
-from tf_st.attacks import losses
+from tf_st.attacks import losses, starts
 
 
 def project(x_adv, x, epsilon):
@@ -23,26 +23,6 @@ def project(x_adv, x, epsilon):
     epsilon = losses.as_dtype(epsilon, x.dtype)
     x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
     return tf.clip_by_value(x_adv, tf.zeros([], x.dtype), tf.ones([], x.dtype))
-
-
-def uniform_start(x, epsilon, seed=None, clamp=False):
-    """``x + U(-eps, eps)``; ``seed`` is a stateless seed (shape [2] ints) or None."""
-    epsilon = losses.as_dtype(epsilon, x.dtype)
-    if seed is None:
-        delta = tf.random.uniform(tf.shape(x), -epsilon, epsilon, dtype=x.dtype)
-    else:
-        delta = tf.random.stateless_uniform(tf.shape(x), seed, -epsilon, epsilon, dtype=x.dtype)
-    x0 = x + delta
-    return tf.clip_by_value(x0, 0.0, 1.0) if clamp else x0
-
-
-def normal_start(x, std=0.001, seed=None):
-    """``x + std * N(0, 1)``, not clamped (TRADES, MART, ST)."""
-    if seed is None:
-        noise = tf.random.normal(tf.shape(x), dtype=x.dtype)
-    else:
-        noise = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
-    return x + losses.as_dtype(std, x.dtype) * noise
 
 
 def input_gradient(logits_fn, x_adv, y, loss_fn):
@@ -73,7 +53,8 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
     if x_init is not None:
         x_adv = tf.cast(x_init, x.dtype)
     elif random_start:
-        x_adv = uniform_start(x, epsilon, seed=seed, clamp=clamp_start)
+        x_adv = starts.random_start(x, "uniform_clamped" if clamp_start else "uniform",
+                                    epsilon=epsilon, seed=seed)
     else:
         x_adv = x
     step = losses.as_dtype(-step_size if targeted else step_size, x.dtype)

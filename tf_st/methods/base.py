@@ -37,7 +37,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tf_st.attacks import losses
+from tf_st.attacks import losses, starts
 from tf_st.methods.hparams import HParams
 
 
@@ -187,24 +187,16 @@ class AdversarialMethod(keras.Model):
             step = tf.cast(optimizer.iterations, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), step * 64 + int(index)])
 
+    def start(self, x, start, index, std=0.001):
+        """``x`` plus the ``index``-th draw of this step as ``start`` names it
+        (``tf_st.attacks.starts.random_start``), over the global batch."""
+        return starts.random_start(x, start, epsilon=self.epsilon, std=std,
+                                   seed=self.draw_seed(index), global_batch=True)
+
     def noise(self, x, kind, index, scale):
         """Global-batch noise for this replica's slice of ``x``: ``scale * N(0,1)``
         (``kind='normal'``) or ``U(-scale, scale)`` (``kind='uniform'``)."""
-        ctx = tf.distribute.get_replica_context()
-        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-        replica_id = ctx.replica_id_in_sync_group if ctx is not None else 0
-        batch = tf.shape(x)[0]
-        shape = tf.concat([[batch * replicas], tf.shape(x)[1:]], axis=0)
-        seed = self.draw_seed(index)
-        scale = losses.as_dtype(scale, x.dtype)
-        if kind == "normal":
-            full = scale * tf.random.stateless_normal(shape, seed, dtype=x.dtype)
-        elif kind == "uniform":
-            full = tf.random.stateless_uniform(shape, seed, -scale, scale, dtype=x.dtype)
-        else:
-            raise ValueError(f"unknown noise kind {kind!r}")
-        start = tf.cast(replica_id, tf.int32) * batch
-        return full[start:start + batch]
+        return starts.draw_like(x, kind, scale, self.draw_seed(index), global_batch=True)
 
     # ---------------------------------------------------------------- train step
     def before_outer_gradient(self, x, y, generated):

@@ -127,11 +127,8 @@ class CAT(AdversarialMethod):
             forward = self._eval(m)
             if init is not None:
                 start = tf.cast(init[m], x.dtype)
-            elif m == "trades":
-                start = x + self.noise(x, "normal", k, 0.001)
             else:
-                start = tf.clip_by_value(x + self.noise(x, "uniform", k, self.epsilon),
-                                         tf.zeros([], x.dtype), tf.ones([], x.dtype))
+                start = self.start(x, "normal" if m == "trades" else "uniform_clamped", k)
             if m == "trades":
                 z_nat = tf.stop_gradient(forward(x))
                 loss_fn = lambda z, _, z_nat=z_nat: losses.kl_divergence(z_nat, z)  # noqa: E731

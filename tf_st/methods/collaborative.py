@@ -65,12 +65,8 @@ class CollaborativeTraining(AdversarialMethod):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         if init is not None:
             start = tf.cast(init["col"], x.dtype)
-        elif self.init == "normal":
-            start = x + self.noise(x, "normal", 0, self.init_std)
-        elif self.init == "uniform":
-            start = x + self.noise(x, "uniform", 0, self.epsilon)
         else:
-            start = x
+            start = self.start(x, self.init, 0, std=self.init_std)
         x_col = pgd(nb.attack_forward(self, self.attack_bn), x, y, epsilon=self.epsilon,
                     step_size=self.step_size, steps=self.steps,
                     loss_fn=losses.cross_entropy, x_init=start, targeted=True)

@@ -127,12 +127,8 @@ class FAT(AdversarialMethod):
         if init is not None:
             start = tf.cast(init["adv"], x.dtype)
         else:
-            start = x
-            if self.fat_init == "uniform":
-                start = x + self.noise(x, "uniform", 0, self.epsilon)
-            elif self.fat_init == "normal":
-                start = x + self.noise(x, "normal", 0, 0.001)
-            start = tf.clip_by_value(start, tf.zeros([], x.dtype), tf.ones([], x.dtype))
+            start = self.start(x, {"uniform": "uniform_clamped", "normal": "normal_clamped",
+                                   "none": "none"}[self.fat_init], 0)
         if self.attack_loss == "kl":
             z_nat = tf.stop_gradient(forward(x))
             loss_fn = lambda z, _: losses.kl_divergence(z_nat, z)  # noqa: E731

@@ -64,10 +64,7 @@ class MadryAT(AdversarialMethod):
         self.names = nb.neighbour_names(self.neighbours)
 
     def random_start(self, x, index):
-        x0 = x + self.noise(x, "uniform", index, self.epsilon)
-        if self.clamp_start:
-            x0 = tf.clip_by_value(x0, tf.zeros([], x.dtype), tf.ones([], x.dtype))
-        return x0
+        return self.start(x, "uniform_clamped" if self.clamp_start else "uniform", index)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)

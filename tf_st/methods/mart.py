@@ -88,7 +88,7 @@ class MART(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
-        start = lambda x, k: x + self.noise(x, "normal", k, self.init_std)  # noqa: E731
+        start = lambda x, k: self.start(x, "normal", k, std=self.init_std)  # noqa: E731
         return nb.pgd_neighbours(self, x, y, init, start, losses.cross_entropy, forward)
 
     def training_loss(self, x, y, generated):

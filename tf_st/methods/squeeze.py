@@ -86,12 +86,8 @@ class SqueezeTraining(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         if init is None:
-            if self.init == "normal":
-                init = {"adv": x + self.noise(x, "normal", 0, self.init_std),
-                        "col": x + self.noise(x, "normal", 1, self.init_std)}
-            else:
-                init = {"adv": x + self.noise(x, "uniform", 0, self.epsilon),
-                        "col": x + self.noise(x, "uniform", 1, self.epsilon)}
+            init = {name: self.start(x, self.init, k, std=self.init_std)
+                    for k, name in enumerate(("adv", "col"))}
         return self._squeeze(x, y, tf.cast(init["adv"], x.dtype), tf.cast(init["col"], x.dtype))
 
     def _squeeze(self, x, y, x_adv, x_col):

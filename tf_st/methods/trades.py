@@ -103,7 +103,7 @@ class TRADES(AdversarialMethod):
         def inner(z_adv, _):
             return self.reg_fn(z_nat, z_adv)
 
-        start = lambda x, k: x + self.noise(x, "normal", k, self.init_std)  # noqa: E731
+        start = lambda x, k: self.start(x, "normal", k, std=self.init_std)  # noqa: E731
         return nb.pgd_neighbours(self, x, y, init, start, inner, forward)
 
     def training_loss(self, x, y, generated):

@@ -1,0 +1,68 @@
+"""Random draws for attack starts, written once.
+
+Every start in the project (PGD's uniform start, TRADES/MART/ST's ``0.001 N(0, 1)``,
+APGD's and FAB's uniform draws that they then shape, the training methods'
+replica-invariant noise) is a ``draw``: ``scale * N(0, 1)`` or ``U(-scale, scale)``,
+stateless when given a seed (shape [2] ints) so that runs are reproducible.
+``random_start`` adds one to ``x`` as an attack's ``start`` setting names it.
+
+``global_batch=True`` draws over the *global* batch ``[B * replicas, ...]`` and returns
+this replica's slice, so that under ``tf.distribute`` every replica draws exactly what
+one device would for the same examples (training methods; reference: the methods' own
+``nn.DataParallel`` runs draw on the whole batch).
+"""
+
+import tensorflow as tf
+
+from tf_st.attacks.losses import as_dtype
+
+KINDS = ("normal", "uniform")
+STARTS = ("uniform", "uniform_clamped", "normal", "normal_clamped", "none")
+
+
+def draw(shape, kind, scale, dtype, seed=None):
+    """``scale * N(0, 1)`` (``kind='normal'``) or ``U(-scale, scale)`` (``'uniform'``)."""
+    scale = as_dtype(scale, dtype)
+    if kind == "normal":
+        z = (tf.random.normal(shape, dtype=dtype) if seed is None
+             else tf.random.stateless_normal(shape, seed, dtype=dtype))
+        return scale * z
+    if kind == "uniform":
+        if seed is None:
+            return tf.random.uniform(shape, -scale, scale, dtype=dtype)
+        return tf.random.stateless_uniform(shape, seed, -scale, scale, dtype=dtype)
+    raise ValueError(f"unknown noise kind {kind!r}; choose one of {KINDS}")
+
+
+def draw_like(x, kind, scale, seed=None, global_batch=False):
+    """A draw of ``x``'s shape; ``global_batch``: this replica's slice of a draw over the
+    global batch."""
+    if not global_batch:
+        return draw(tf.shape(x), kind, scale, x.dtype, seed)
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+    replica_id = ctx.replica_id_in_sync_group if ctx is not None else 0
+    batch = tf.shape(x)[0]
+    shape = tf.concat([[batch * replicas], tf.shape(x)[1:]], axis=0)
+    full = draw(shape, kind, scale, x.dtype, seed)
+    start = tf.cast(replica_id, tf.int32) * batch
+    return full[start:start + batch]
+
+
+def random_start(x, start, *, epsilon=None, std=0.001, seed=None, global_batch=False):
+    """``x`` plus the ``start`` noise: ``'uniform'`` ``U(-eps, eps)`` (ST-AT/TRADES
+    evaluation: not clamped), ``'uniform_clamped'`` the same clamped to [0, 1]
+    (robust_overfitting, CAT, AWP, FAT), ``'normal'`` ``std * N(0, 1)`` (TRADES/MART/ST
+    training: not clamped), ``'normal_clamped'`` the same clamped (FAT), ``'none'``
+    ``x`` itself."""
+    if start == "none":
+        return x
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
+    if start.startswith("normal"):
+        x0 = x + draw_like(x, "normal", std, seed, global_batch)
+    else:
+        x0 = x + draw_like(x, "uniform", epsilon, seed, global_batch)
+    if start.endswith("_clamped"):
+        x0 = tf.clip_by_value(x0, tf.zeros([], x.dtype), tf.ones([], x.dtype))
+    return x0
