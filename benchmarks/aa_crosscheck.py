@@ -158,7 +158,7 @@ def main(argv):
 
     start = time.time()
     version = dict(version="custom", attacks=(autoattack.Square(
-        n_queries=_SQUARE_ONLY.value),)) if _SQUARE_ONLY.value else dict(version="standard")
+        steps=_SQUARE_ONLY.value),)) if _SQUARE_ONLY.value else dict(version="standard")
     ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
                                **version,
                                seed=_SEED.value, batch_size=_BATCH.value, verbose=False,

@@ -36,8 +36,8 @@ def child(n):
     x = np.random.RandomState(0).uniform(0, 1, (n, 32, 32, 3)).astype("float32")
     y = np.concatenate([np.argmax(model.predict(x[i:i + 1000], verbose=0), 1)
                         for i in range(0, n, 1000)])
-    attacks = (aa.APGD(n_iter=5), aa.APGDT(n_iter=5, n_target_classes=1),
-               aa.FABT(n_iter=5, n_target_classes=1), aa.Square(n_queries=20))
+    attacks = (aa.APGD(steps=5), aa.APGDT(steps=5, targets=1),
+               aa.FABT(steps=5, targets=1), aa.Square(steps=20))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     res = aa.evaluate(lambda t: model(t, training=False), x, y, version="custom",
                       attacks=attacks, seed=0, batch_size=_BATCH.value, verbose=False,

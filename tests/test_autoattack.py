@@ -45,8 +45,8 @@ def small_cnn(n_classes=10, seed=0):
 
 
 def custom(n_iter=10, targets=3, queries=50):
-    return (aa.APGD(n_iter=n_iter), aa.APGDT(n_iter=n_iter, n_target_classes=targets),
-            aa.FABT(n_iter=n_iter, n_target_classes=targets), aa.Square(n_queries=queries))
+    return (aa.APGD(steps=n_iter), aa.APGDT(steps=n_iter, targets=targets),
+            aa.FABT(steps=n_iter, targets=targets), aa.Square(steps=queries))
 
 
 # ----------------------------------------------------------------------------- losses
@@ -361,14 +361,14 @@ def test_square_stripes_and_margin_acceptance():
 
 def test_presets_are_immutable_and_standard():
     a, t, f, s = aa.STANDARD
-    assert (a.n_iter, a.n_restarts, a.rho, a.loss) == (100, 1, 0.75, "ce")
-    assert (t.n_iter, t.n_target_classes, t.n_restarts) == (100, 9, 1)
-    assert (f.n_iter, f.n_target_classes, f.alpha_max, f.eta, f.beta) == (100, 9, 0.1, 1.05, 0.9)
-    assert (s.n_queries, s.p_init, s.n_restarts) == (5000, 0.8, 1)
+    assert (a.steps, a.restarts, a.rho, a.loss) == (100, 1, 0.75, "ce")
+    assert (t.steps, t.targets, t.restarts) == (100, 9, 1)
+    assert (f.steps, f.targets, f.alpha_max, f.eta, f.beta) == (100, 9, 0.1, 1.05, 0.9)
+    assert (s.steps, s.p_init, s.restarts) == (5000, 0.8, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        a.n_iter = 5
+        a.steps = 5
     with pytest.raises(TypeError):
-        aa.STANDARD[0] = aa.APGD(n_iter=5)
+        aa.STANDARD[0] = aa.APGD(steps=5)
     with pytest.raises(ValueError):
         aa.attacks_for("standard", attacks=(aa.APGD(),))
 
@@ -401,7 +401,7 @@ def test_aggregation_rules_and_reproducibility():
                         seed=3, batch_size=8, verbose=False)
     assert np.all(res.robust_flags <= alone.robust_flags)
     fab_alone = aa.evaluate(model, x, y, epsilon=EPS, version="custom",
-                            attacks=(aa.FABT(n_iter=10, n_target_classes=3),), seed=3,
+                            attacks=(aa.FABT(steps=10, targets=3),), seed=3,
                             batch_size=8, verbose=False)
     assert np.all(res.robust_flags <= fab_alone.robust_flags)
     again = aa.evaluate(model, x, y, epsilon=EPS, version="custom", attacks=custom(),
@@ -429,7 +429,7 @@ def test_no_retracing_per_batch():
         y = model(x).numpy().argmax(1)
         sizes.clear()
         res = aa.evaluate(logits_fn, x, y, epsilon=1e-7, version="custom",
-                          attacks=(aa.APGD(n_iter=3), aa.Square(n_queries=5)), seed=0,
+                          attacks=(aa.APGD(steps=3), aa.Square(steps=5)), seed=0,
                           batch_size=4, verbose=False, checks=False)
         assert res.robust_flags.all()
         counts[n] = Counter(sizes)
@@ -492,18 +492,18 @@ def test_sanity_checks():
     rng = np.random.default_rng(11)
     x = rng.uniform(0, 1, (8, 8, 8, 3)).astype(np.float32)
     y = model(x).numpy().argmax(1)
-    short = (aa.APGD(n_iter=2),)
+    short = (aa.APGD(steps=2),)
     w = _warnings_of(lambda z: tf.nn.softmax(model(z)), x, y, attacks=short)
     assert "probabilities" in w
     noisy = lambda z: model(z) + tf.random.normal(tf.shape(model(z)))  # noqa: E731
     w = _warnings_of(noisy, x, y, attacks=short)
     assert "different outputs" in w
-    w = _warnings_of(model, x, y, attacks=(aa.APGDT(n_iter=2),))
+    w = _warnings_of(model, x, y, attacks=(aa.APGDT(steps=2),))
     assert "5 classes" in w and "4 available targets" in w
     lin = Affine((8, 8, 3), 10, seed=12, scale=0.05, stop_gradient=True)
     y2 = lin.logits_np(x).argmax(1)
     w = _warnings_of(lin, x.astype(np.float64), y2,
-                     attacks=(aa.APGD(n_iter=3), aa.Square(n_queries=300)))
+                     attacks=(aa.APGD(steps=3), aa.Square(steps=300)))
     assert "all-zero gradient" in w and "Square" in w
     # a clean, deterministic logits model raises no warning
     res = aa.evaluate(model, x, y, epsilon=EPS, version="custom", attacks=short,

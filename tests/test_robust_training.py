@@ -23,7 +23,7 @@ def test_natural_model_is_not_robust_and_st_model_is():
     x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=500)
     results = {}
     # ST with K=3 steps of 4/255 keeps the test to a couple of minutes on 2 cores.
-    for key, epochs, hp in (("natural", 4, {}), ("st", 2, {"steps": 3, "step_size": 4 / 255})):
+    for key, epochs, hp in (("natural", 8, {}), ("st", 2, {"steps": 3, "step_size": 4 / 255})):
         clf = _train(key, epochs, **hp)
         res = evaluate(lambda t: clf(t, training=False), (x, y), ["clean", "pgd20"],
                        batch_size=250, verbose=False)

@@ -41,13 +41,16 @@ def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
 
 
 def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entropy,
-        x_init=None, random_start=True, clamp_start=False, seed=None, targeted=False):
+        x_init=None, random_start=True, clamp_start=False, seed=None, targeted=False,
+        track_iterates=False):
     """Projected sign-gradient ascent on ``loss_fn`` (descent if ``targeted``).
 
     Start: ``x_init`` if given (used as is, not projected: references feed the raw
     start to the first forward), else ``x + U(-eps, eps)`` if ``random_start`` (clamped
     to [0, 1] first when ``clamp_start``: FAT/CAT/AWP do, ST-AT/TRADES do not), else
     ``x``.  Exactly ``steps`` updates ``x <- Proj(x + step * sign(grad))``.
+    ``track_iterates``: also return ``fooled_any[B]``, misclassified at the start or at
+    any later iterate (RST's "robust only if correct at every iterate").
     """
     x = tf.convert_to_tensor(x)
     if x_init is not None:
@@ -58,15 +61,30 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
     else:
         x_adv = x
     step = losses.as_dtype(-step_size if targeted else step_size, x.dtype)
+    y32 = tf.cast(y, tf.int32)
 
-    def body(i, x_adv):
-        grad = input_gradient(logits_fn, x_adv, y, loss_fn)
-        return i + 1, project(x_adv + step * tf.sign(grad), x, epsilon)
+    def wrong(logits):
+        return tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y32)
 
-    if steps == 0:
+    def body(i, x_adv, fooled):
+        if track_iterates:
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                logits = logits_fn(x_adv)
+                loss = tf.reduce_sum(loss_fn(logits, y))
+            grad = tape.gradient(loss, x_adv)
+            fooled = fooled | wrong(logits)
+        else:
+            grad = input_gradient(logits_fn, x_adv, y, loss_fn)
+        return i + 1, project(x_adv + step * tf.sign(grad), x, epsilon), fooled
+
+    fooled = tf.zeros([tf.shape(x)[0]], tf.bool)
+    if steps > 0:
+        _, x_adv, fooled = tf.while_loop(lambda i, *_: i < steps, body,
+                                         (tf.constant(0), x_adv, fooled))
+    if not track_iterates:
         return x_adv
-    _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
-    return x_adv
+    return x_adv, fooled | wrong(logits_fn(project(x_adv, x, epsilon)))
 
 
 def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):

@@ -1,5 +1,7 @@
 """Robustness evaluation of any logits function (a Keras model, a SavedModel endpoint,
-a ``tf.function``) with the ST paper's protocol (reference-implementations.md §1.5):
+a ``tf.function``) under per-batch attack specs (``tf_st.attacks.specs``; names are
+parsed with ``tf_st.attacks.parse``), with the ST paper's protocol for the names
+(reference-implementations.md §1.5):
 
 * ``fgsm``: one step of size eps from x itself (no random start);
 * ``pgdN``: N steps of ``step_size`` (2/255) on CE from ``x + U(-eps, eps)``, the
@@ -14,57 +16,27 @@ Batches are padded to a fixed size so that each attack traces once.
 """
 
 import dataclasses
-import re
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from tf_st.attacks import losses
-from tf_st.attacks.pgd import fgsm, pgd
+from tf_st.attacks.checks import check_unit_interval
+from tf_st.attacks.specs import parse
 
 
-@dataclasses.dataclass(frozen=True)
-class AttackSpec:
-    name: str
-    kind: str  # "clean", "fgsm", "pgd", "cw"
-    steps: int = 0
-
-
-def parse_attack(name):
-    """``clean``, ``fgsm``, ``pgd<N>`` or ``cw<N>`` (N >= 1) -> AttackSpec."""
-    if name in ("clean", "fgsm"):
-        return AttackSpec(name, name)
-    m = re.fullmatch(r"(pgd|cw)(\d+)", name)
-    if m and int(m.group(2)) > 0:
-        return AttackSpec(name, m.group(1), int(m.group(2)))
-    raise ValueError(f"unknown attack {name!r}: use clean, fgsm, pgd<N> (e.g. pgd20, pgd100), "
-                     f"cw<N> (e.g. cw100) or aa")
-
-
-def make_batch_attack(logits_fn, spec, epsilon, step_size):
-    """A ``tf.function(x, y, seed) -> correct[B]`` for one attack."""
-
-    def correct_on(x_eval, y):
-        pred = tf.argmax(logits_fn(x_eval), axis=1, output_type=tf.int32)
-        return tf.equal(pred, tf.cast(y, tf.int32))
+def make_batch_attack(logits_fn, spec):
+    """A ``tf.function(x, y, seed) -> correct[B]`` for one per-batch attack spec."""
 
     @tf.function(reduce_retracing=True)
     def run(x, y, seed):
-        if spec.kind == "clean":
-            return correct_on(x, y)
-        if spec.kind == "fgsm":
-            return correct_on(fgsm(logits_fn, x, y, epsilon), y)
-        loss_fn = losses.cross_entropy if spec.kind == "pgd" else losses.cw_margin
-        x_adv = pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=spec.steps,
-                    loss_fn=loss_fn, random_start=True, seed=seed)
-        return correct_on(x_adv, y)
+        return tf.logical_not(spec.run(logits_fn, x, y, seed=seed).fooled)
 
     return run
 
 
 @dataclasses.dataclass
-class AttackResult:
+class AttackAccuracy:
     name: str
     accuracy: float
     seconds: float
@@ -81,7 +53,7 @@ class EvaluationResult:
     epsilon: float
     step_size: float
     seed: int
-    attacks: dict  # name -> AttackResult, in run order
+    attacks: dict  # name -> AttackAccuracy, in run order
 
     @property
     def worst_case(self):
@@ -134,12 +106,16 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
     ``data``: ``(x, y)`` arrays (x float in [0, 1], NHWC) or a batched ``tf.data.Dataset``
     of such pairs; batches are padded to ``batch_size`` (the largest batch for a dataset).
     """
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon={epsilon} is outside [0, 1] (use 8/255, not 8)")
-    specs = [parse_attack(a) if isinstance(a, str) else a for a in attacks]
+    check_unit_interval("epsilon", epsilon)
+    specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
+             for a in attacks]
+    for spec in specs:
+        if not spec.batched:
+            raise ValueError(f"{spec.name} evaluates a whole dataset, not batches: use "
+                             "tf_st.evaluation.report.evaluate_and_report or spec.evaluate")
     results = {}
     for index, spec in enumerate(specs):
-        run = make_batch_attack(logits_fn, spec, epsilon, step_size)
+        run = make_batch_attack(logits_fn, spec)
         flags, start = [], time.time()
         progress = _Progress(spec.name, data) if verbose else None
         for b, (x, y) in enumerate(_batches(data, batch_size)):
@@ -153,7 +129,7 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
         if progress is not None:
             progress.close()
         correct = np.concatenate(flags) if flags else np.zeros(0, bool)
-        results[spec.name] = AttackResult(spec.name, float(correct.mean()) if len(correct) else 0.0,
+        results[spec.name] = AttackAccuracy(spec.name, float(correct.mean()) if len(correct) else 0.0,
                                           time.time() - start, correct)
     n = len(next(iter(results.values())).correct) if results else 0
     return EvaluationResult(n, float(epsilon), float(step_size), int(seed), results)

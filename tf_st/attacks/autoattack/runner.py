@@ -10,7 +10,8 @@ batch to logits: a Keras model, a loaded SavedModel's endpoint, a ``tf.function`
 Design:
 
 * Presets are immutable: ``STANDARD`` is a tuple of frozen settings objects.  To change
-  anything pass ``version='custom', attacks=(APGD(n_iter=10), Square(n_queries=100))``.
+  anything pass ``version='custom', attacks=(APGD(steps=10), Square(steps=100))`` (the
+  component specs of ``tf_st.attacks.specs``; each runs at ``evaluate``'s ``epsilon``).
 * Work is split into *stages* (one per attack, restart and target class).  Each stage
   attacks the still-robust points in fixed-size batches through one ``tf.function`` per
   attack kind and batch size (targets and seeds are tensor arguments), so nothing
@@ -36,78 +37,18 @@ Design:
 """
 
 import dataclasses
-import hashlib
-import json
-import math
-import os
 import sys
-import tempfile
 import time
 import warnings
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.apgd import apgd, target_by_rank
-from tf_st.attacks.fab import fab_targeted
-from tf_st.attacks.pgd import project
-from tf_st.attacks.square import square_linf
+from tf_st.attacks.autoattack import state as st_lib
+from tf_st.attacks.specs import COMPONENTS, STANDARD
 
-
-class AutoAttackWarning(UserWarning):
-    """A sanity check of the evaluation failed (AutoAttack's ``checks.py``)."""
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@dataclasses.dataclass(frozen=True)
-class APGD:
-    """APGD with cross-entropy (``loss='ce'``) or untargeted DLR (``loss='dlr'``)."""
-    n_iter: int = 100
-    n_restarts: int = 1
-    rho: float = 0.75
-    loss: str = "ce"
-
-    @property
-    def name(self):
-        return "apgd-ce" if self.loss == "ce" else f"apgd-{self.loss}"
-
-
-@dataclasses.dataclass(frozen=True)
-class APGDT:
-    """APGD-T: targeted DLR toward the 2nd .. (n_target_classes+1)-th highest class."""
-    n_iter: int = 100
-    n_restarts: int = 1
-    n_target_classes: int = 9
-    rho: float = 0.75
-    name = "apgd-t"
-
-
-@dataclasses.dataclass(frozen=True)
-class FABT:
-    """FAB-T: targeted FAB toward the 2nd .. (n_target_classes+1)-th highest class."""
-    n_iter: int = 100
-    n_restarts: int = 1
-    n_target_classes: int = 9
-    alpha_max: float = 0.1
-    eta: float = 1.05
-    beta: float = 0.9
-    name = "fab-t"
-
-
-@dataclasses.dataclass(frozen=True)
-class Square:
-    """Square attack, margin loss, ``resc_schedule=False``."""
-    n_queries: int = 5000
-    p_init: float = 0.8
-    n_restarts: int = 1
-    name = "square"
-
-
-STANDARD: Tuple = (APGD(), APGDT(), FABT(), Square())
 VERSIONS = {"standard": STANDARD}
 
 
@@ -118,7 +59,7 @@ def attacks_for(version="standard", attacks=None):
             raise ValueError("version='custom' needs a non-empty `attacks` sequence")
         attacks = tuple(attacks)
         for a in attacks:
-            if not isinstance(a, (APGD, APGDT, FABT, Square)):
+            if not isinstance(a, COMPONENTS):
                 raise TypeError(f"unknown attack settings {a!r}")
         return attacks
     if attacks is not None:
@@ -127,6 +68,10 @@ def attacks_for(version="standard", attacks=None):
         raise ValueError(f"unknown version {version!r}; expected one of "
                          f"{sorted(VERSIONS) + ['custom']}")
     return VERSIONS[version]
+
+
+class AutoAttackWarning(UserWarning):
+    """A sanity check of the evaluation failed (AutoAttack's ``checks.py``)."""
 
 
 # ----------------------------------------------------------------------------- result
@@ -168,116 +113,6 @@ class Result:
             model_info=dict(self.model_info), passes=dict(self.passes),
             clean_flags=[bool(v) for v in self.clean_flags],
             robust_flags=[bool(v) for v in self.robust_flags])
-
-
-# ----------------------------------------------------------------------------- stages
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stage:
-    key: str  # unique, used in the state file
-    attack_index: int
-    attack: object
-    restart: int
-    target_rank: int  # 0 when untargeted
-
-
-def _stages(attacks, n_targets):
-    out = []
-    for ai, a in enumerate(attacks):
-        if isinstance(a, (APGDT, FABT)):
-            for rank in range(2, n_targets + 2):
-                for r in range(a.n_restarts):
-                    out.append(_Stage(f"{ai}:{a.name}:t{rank}:r{r}", ai, a, r, rank))
-        else:
-            for r in range(a.n_restarts):
-                out.append(_Stage(f"{ai}:{a.name}:r{r}", ai, a, r, 0))
-    return out
-
-
-def _batch_seed(seed, stage_key, batch_no):
-    h = hashlib.sha256(f"{stage_key}/{batch_no}".encode()).digest()
-    return np.array([seed % (2**62), int.from_bytes(h[:7], "little")], np.int64)
-
-
-def _make_stage_fn(logits_fn, attack, epsilon, jit_compile, spec_x, spec_y):
-    """One compiled function per attack kind: ``(x, y, seed, rank, restart) ->
-    (x_adv, fooled, extra)`` with re-classification of the projected output."""
-
-    def run(x, y, seed, rank, restart):
-        eps = losses.as_dtype(epsilon, x.dtype)
-        extra = tf.zeros([tf.shape(x)[0]], tf.float32)
-        if isinstance(attack, APGD):
-            x_adv, _, det = apgd(logits_fn, x, y, epsilon=eps, n_iter=attack.n_iter,
-                                 loss=attack.loss, rho=attack.rho, seed=seed,
-                                 return_details=True)
-            extra = tf.cast(det["zero_grad_start"], tf.float32)
-        elif isinstance(attack, APGDT):
-            y_t = target_by_rank(logits_fn(x), rank)
-            x_adv, _, det = apgd(logits_fn, x, y, epsilon=eps, n_iter=attack.n_iter,
-                                 loss="dlr-targeted", y_target=y_t, rho=attack.rho,
-                                 seed=seed, return_details=True)
-            extra = tf.cast(det["zero_grad_start"], tf.float32)
-        elif isinstance(attack, FABT):
-            x_adv, _ = fab_targeted(logits_fn, x, y, epsilon=eps, target_rank=rank,
-                                    n_iter=attack.n_iter, alpha_max=attack.alpha_max,
-                                    eta=attack.eta, beta=attack.beta,
-                                    random_start=restart > 0, seed=seed)
-        else:
-            x_adv, _, det = square_linf(logits_fn, x, y, epsilon=eps,
-                                        n_queries=attack.n_queries, p_init=attack.p_init,
-                                        seed=seed, return_details=True)
-            extra = tf.cast(det["queries"], tf.float32)
-        x_adv = project(x_adv, x, eps)
-        pred = tf.cast(tf.argmax(logits_fn(x_adv), axis=1), tf.int32)
-        fooled = tf.not_equal(pred, tf.cast(y, tf.int32))
-        return x_adv, fooled, extra
-
-    sig = [spec_x, spec_y, tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32),
-           tf.TensorSpec([], tf.int32)]
-    return tf.function(run, input_signature=sig, jit_compile=jit_compile or None,
-                       reduce_retracing=False)
-
-
-# ----------------------------------------------------------------------------- state
-
-
-def _fingerprint(n, epsilon, attacks, seed, y, batch_size):
-    h = hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()[:16]
-    return dict(n=int(n), epsilon=float(epsilon), seed=int(seed), labels=h,
-                batch_size=int(batch_size), attacks=[repr(a) for a in attacks])
-
-
-def _flags_str(flags):
-    return "".join("1" if f else "0" for f in flags)
-
-
-def _flags_arr(s):
-    return np.frombuffer(s.encode(), np.uint8) == ord("1")
-
-
-class _State:
-    def __init__(self, path, interval):
-        self.path, self.interval, self.last = path, interval, -math.inf
-
-    def load(self):
-        if not self.path or not os.path.exists(self.path):
-            return None
-        with open(self.path) as f:
-            return json.load(f)
-
-    def save(self, payload, force=False):
-        if not self.path:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < self.interval:
-            return
-        d = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".aa_state_", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, self.path)
-        self.last = now
 
 
 # ----------------------------------------------------------------------------- checks
@@ -333,7 +168,9 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     JSON report.
     """
     t_start = time.time()
-    attacks = attacks_for(version, attacks)
+    # Every component attacks at this evaluation's epsilon.
+    attacks = tuple(dataclasses.replace(a, epsilon=float(epsilon))
+                    for a in attacks_for(version, attacks))
     x_np = x.numpy() if isinstance(x, tf.Tensor) else x
     y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
     n = int(y_np.shape[0])
@@ -388,16 +225,16 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     if progress:
         progress(dict(event="clean", clean_accuracy=clean_acc, n=n))
 
-    needs_targets = any(isinstance(a, (APGDT, FABT)) for a in attacks)
+    needs_targets = any(a.targeted for a in attacks)
     n_targets = 0
     if needs_targets:
-        wanted = max(a.n_target_classes for a in attacks if isinstance(a, (APGDT, FABT)))
+        wanted = max(a.targets for a in attacks if a.targeted)
         n_targets = min(wanted, n_classes - 1)
         if checks and n_targets < wanted:
-            _warn(f"The model has {n_classes} classes, fewer than n_target_classes + 1 = "
+            _warn(f"The model has {n_classes} classes, fewer than targets + 1 = "
                   f"{wanted + 1}: targeted attacks use the {n_targets} available targets.",
                   collected)
-        if checks and any(isinstance(a, APGDT) for a in attacks) and n_classes < 4:
+        if checks and any(a.name == "apgd-t" for a in attacks) and n_classes < 4:
             _warn("The targeted DLR loss needs at least 4 classes (it uses the 3rd and "
                   "4th largest logits); with fewer the smallest logit is used instead.",
                   collected)
@@ -406,8 +243,8 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
               "classes); results of APGD-T may be meaningless.", collected)
 
     # ---- state
-    fp = _fingerprint(n, epsilon, attacks, seed, y_np, bs)
-    state = _State(state_file, state_interval)
+    fp = st_lib.fingerprint(n, epsilon, attacks, seed, y_np, bs)
+    state = st_lib.StateFile(state_file, state_interval)
     robust = clean.copy()
     finished, attack_logs = [], {}
     current, done_in_current = None, np.zeros(n, bool)
@@ -416,19 +253,19 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
         if prev.get("fingerprint") != fp:
             raise ValueError(f"state file {state_file!r} belongs to a different run "
                              f"({prev.get('fingerprint')} != {fp})")
-        robust = _flags_arr(prev["robust_flags"])
+        robust = st_lib.flags_arr(prev["robust_flags"])
         finished = list(prev["finished"])
         attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
         if prev.get("current"):
             current = prev["current"]
-            done_in_current = _flags_arr(prev["done_in_current"])
+            done_in_current = st_lib.flags_arr(prev["done_in_current"])
         log(f"[autoattack] resuming from {state_file}: {len(finished)} stages finished")
 
     def payload():
-        return dict(fingerprint=fp, robust_flags=_flags_str(robust),
-                    clean_flags=_flags_str(clean), clean_accuracy=clean_acc,
+        return dict(fingerprint=fp, robust_flags=st_lib.flags_str(robust),
+                    clean_flags=st_lib.flags_str(clean), clean_accuracy=clean_acc,
                     finished=finished, current=current,
-                    done_in_current=_flags_str(done_in_current),
+                    done_in_current=st_lib.flags_str(done_in_current),
                     attack_logs={k: dataclasses.asdict(v) for k, v in attack_logs.items()})
 
     x_adv_all = None
@@ -438,7 +275,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     fns = {}
     zero_grad = 0
     queries = 0
-    stages = _stages(attacks, n_targets)
+    stages = st_lib.stages(attacks, n_targets)
     passes = {}
     try:
         for ai, a in enumerate(attacks):
@@ -463,19 +300,19 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                     idx = todo[bi * bs:(bi + 1) * bs]
                     size = bucket(len(idx))
                     if (fn_key, size) not in fns:
-                        fns[(fn_key, size)] = _make_stage_fn(logits_fn, a, epsilon, jit_compile,
+                        fns[(fn_key, size)] = st_lib.make_stage_fn(logits_fn, a, jit_compile,
                                                              *spec(size))
                     fn = fns[(fn_key, size)]
                     xb, yb = batch_of(idx, size)
-                    x_out, fooled, extra = fn(xb, yb, tf.constant(_batch_seed(seed, st.key, bi)),
+                    x_out, fooled, extra = fn(xb, yb, tf.constant(st_lib.batch_seed(seed, st.key, bi)),
                                               tf.constant(st.target_rank, tf.int32),
                                               tf.constant(st.restart, tf.int32))
                     k = len(idx)
                     fooled = fooled.numpy()[:k]
                     extra = extra.numpy()[:k]
-                    if isinstance(a, (APGD, APGDT)):
+                    if a.extra == "zero_grad":
                         zero_grad += int(extra.sum())
-                    if isinstance(a, Square):
+                    if a.extra == "queries":
                         queries += int(extra.sum())
                     hit = idx[fooled]
                     robust[hit] = False
@@ -503,7 +340,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                 progress(dict(event="attack", attack=a.name,
                               robust_accuracy=attack_logs[key].robust_accuracy,
                               seconds=attack_logs[key].seconds))
-            if checks and isinstance(a, (APGD, APGDT)) and zero_grad:
+            if checks and a.extra == "zero_grad" and zero_grad:
                 _warn(f"{zero_grad} attacked points had an all-zero gradient at the APGD "
                       "start: gradient masking (e.g. saturated softmax, non-differentiable "
                       "preprocessing) may make white-box attacks fail; the robust "

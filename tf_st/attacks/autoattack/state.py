@@ -1,0 +1,99 @@
+"""AutoAttack's schedule and its resumable state.
+
+Work is split into *stages* (one per attack, restart and target class).  Each stage
+batch runs through one compiled function per attack and batch size (targets, restarts
+and seeds are tensor arguments), so nothing retraces per batch and the attack loops
+never return to the host.  The state file records the robust flags, the finished
+stages and the points done in the current stage, keyed by a fingerprint of the run's
+settings, so a restarted run with the same settings skips finished work.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_st.attacks.pgd import project
+from tf_st.fileio import atomic_write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    key: str  # unique, used in the state file
+    attack_index: int
+    attack: object
+    restart: int
+    target_rank: int  # 0 when untargeted
+
+
+def stages(attacks, n_targets):
+    out = []
+    for ai, a in enumerate(attacks):
+        ranks = range(2, n_targets + 2) if a.targeted else [0]
+        for rank in ranks:
+            for r in range(a.restarts):
+                key = f"{ai}:{a.name}:t{rank}:r{r}" if a.targeted else f"{ai}:{a.name}:r{r}"
+                out.append(Stage(key, ai, a, r, rank))
+    return out
+
+
+def batch_seed(seed, stage_key, batch_no):
+    h = hashlib.sha256(f"{stage_key}/{batch_no}".encode()).digest()
+    return np.array([seed % (2**62), int.from_bytes(h[:7], "little")], np.int64)
+
+
+def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
+    """One compiled function per attack: ``(x, y, seed, rank, restart) -> (x_adv, fooled,
+    extra)``, the output projected and re-classified."""
+
+    def run(x, y, seed, rank, restart):
+        x_adv, extra = attack.stage(logits_fn, x, y, seed, rank, restart)
+        x_adv = project(x_adv, x, attack.epsilon)
+        pred = tf.cast(tf.argmax(logits_fn(x_adv), axis=1), tf.int32)
+        return x_adv, tf.not_equal(pred, tf.cast(y, tf.int32)), extra
+
+    sig = [spec_x, spec_y, tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32),
+           tf.TensorSpec([], tf.int32)]
+    return tf.function(run, input_signature=sig, jit_compile=jit_compile or None,
+                       reduce_retracing=False)
+
+
+def fingerprint(n, epsilon, attacks, seed, y, batch_size):
+    h = hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()[:16]
+    return dict(n=int(n), epsilon=float(epsilon), seed=int(seed), labels=h,
+                batch_size=int(batch_size), attacks=[repr(a) for a in attacks])
+
+
+def flags_str(flags):
+    return "".join("1" if f else "0" for f in flags)
+
+
+def flags_arr(s):
+    return np.frombuffer(s.encode(), np.uint8) == ord("1")
+
+
+class StateFile:
+    """The JSON state, written atomically at most every ``interval`` seconds."""
+
+    def __init__(self, path, interval):
+        self.path, self.interval, self.last = path, interval, -math.inf
+
+    def load(self):
+        if not self.path or not os.path.exists(self.path):
+            return None
+        with open(self.path) as f:
+            return json.load(f)
+
+    def save(self, payload, force=False):
+        if not self.path:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < self.interval:
+            return
+        atomic_write_json(self.path, payload, indent=None)
+        self.last = now

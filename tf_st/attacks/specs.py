@@ -1,0 +1,348 @@
+"""One vocabulary for every attack: a frozen spec per attack, the same field names,
+``perturb`` for training and ``run`` for evaluation, and ``parse`` for names.
+
+Fields (where they apply): ``epsilon`` (L-inf budget, [0, 1] units), ``step_size``,
+``steps`` (iterations; Square's queries), ``restarts``, ``loss``, ``start`` (see
+``tf_st.attacks.starts``), and attack-specific extras (``rho``, ``targets``, ...).
+A spec validates itself at construction (one range check, ``checks``).
+
+* ``spec.perturb(logits_fn, x, y, seed=None, x_init=None) -> x_adv``: graph-safe, no
+  re-classification; what training methods call.
+* ``spec.run(logits_fn, x, y, seed=None) -> AttackResult(x_adv, fooled, details)``:
+  ``x_adv`` projected onto the eps-ball and [0, 1], ``fooled[i]`` iff ``x_adv[i]`` is
+  misclassified (or, for ``PGD(every_iterate=True)``, iff any iterate was: RST's rule).
+* ``AutoAttack`` orchestrates its components over a whole dataset (later attacks only on
+  still-robust points), so it is not a per-batch attack: ``batched = False`` and
+  ``spec.evaluate(logits_fn, x, y, ...)`` runs it (``tf_st.attacks.autoattack``).
+* ``parse("pgd20", epsilon=..., step_size=...)``: ``clean``, ``fgsm``, ``pgd<N>``,
+  ``cw<N>``, ``pgd_rst`` (semisup-adv's PGD_Ours: 40 steps of 0.01, 5 restarts, robust
+  only if correct at every iterate), ``aa``, and ``apgd-ce``, ``apgd-t``, ``fab-t``,
+  ``square`` at their AutoAttack settings.
+"""
+
+import dataclasses
+import re
+from typing import Any, Callable, Optional, Tuple, Union
+
+import tensorflow as tf
+
+from tf_st.attacks import losses, starts
+from tf_st.attacks.checks import check_unit_interval
+
+LOSSES = {"ce": losses.cross_entropy, "cw": losses.cw_margin}
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackResult:
+    x_adv: Any
+    fooled: Any
+    details: dict = dataclasses.field(default_factory=dict)
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _misclassified(logits_fn, x_adv, y):
+    pred = tf.argmax(logits_fn(x_adv), axis=1, output_type=tf.int32)
+    return tf.not_equal(pred, tf.cast(y, tf.int32))
+
+
+class _Attack:
+    """Shared behaviour of the per-batch specs (frozen dataclasses below)."""
+    batched = True
+
+    def __post_init__(self):
+        check_unit_interval("epsilon", self.epsilon)
+        if hasattr(self, "step_size"):
+            check_unit_interval("step_size", self.step_size)
+        if hasattr(self, "steps"):
+            _check_int("steps", self.steps, 0)
+        if hasattr(self, "restarts"):
+            _check_int("restarts", self.restarts, 1)
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        raise NotImplementedError
+
+    def run(self, logits_fn, x, y, seed=None):
+        from tf_st.attacks.pgd import project
+        x = tf.convert_to_tensor(x)
+        x_adv = project(self.perturb(logits_fn, x, y, seed=seed), x, self.epsilon)
+        return AttackResult(x_adv, _misclassified(logits_fn, x_adv, y))
+
+
+@dataclasses.dataclass(frozen=True)
+class Clean(_Attack):
+    """No perturbation: ``fooled`` = misclassified clean."""
+    epsilon: float = 0.0
+    name = "clean"
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        return tf.convert_to_tensor(x)
+
+    def run(self, logits_fn, x, y, seed=None):
+        x = tf.convert_to_tensor(x)
+        return AttackResult(x, _misclassified(logits_fn, x, y))
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSM(_Attack):
+    """One step of size ``epsilon`` from ``x`` itself (ST-AT and CAT evaluate FGSM so)."""
+    epsilon: float = 8 / 255
+    loss: Union[str, Callable] = "ce"
+    name = "fgsm"
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        from tf_st.attacks.pgd import fgsm
+        return fgsm(logits_fn, x, y, self.epsilon, loss_fn=_loss(self.loss))
+
+
+def _loss(loss):
+    if callable(loss):
+        return loss
+    try:
+        return LOSSES[loss]
+    except KeyError:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a "
+                         "callable(logits, y) -> per-example loss") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class PGD(_Attack):
+    """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``); ``loss='cw'`` is the
+    literature's "CW-inf".  ``tau`` turns on FAT's early stop (``early_stopped_pgd``:
+    ``details['passes']``); ``every_iterate`` counts an example as fooled if any iterate
+    of any restart was misclassified (RST's PGD evaluation); with ``restarts > 1`` an
+    example's result is its first fooling restart's (else the last restart's)."""
+    epsilon: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 20
+    restarts: int = 1
+    loss: Union[str, Callable] = "ce"
+    start: str = "uniform"
+    init_std: float = 0.001
+    targeted: bool = False
+    tau: Optional[int] = None
+    every_iterate: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.start not in starts.STARTS:
+            raise ValueError(f"unknown start {self.start!r}; choose one of {starts.STARTS}")
+        _loss(self.loss)
+        if self.tau is not None:
+            _check_int("tau", self.tau, 0)
+
+    @property
+    def name(self):
+        base = "cw" if self.loss == "cw" else "pgd"
+        return f"{base}{self.steps}"
+
+    def _start(self, x, seed):
+        return starts.random_start(x, self.start, epsilon=self.epsilon, std=self.init_std,
+                                   seed=seed)
+
+    def _single(self, logits_fn, x, y, seed, x_init):
+        from tf_st.attacks.pgd import early_stopped_pgd, pgd
+        x0 = self._start(x, seed) if x_init is None else x_init
+        if self.tau is not None:
+            x_adv, passes = early_stopped_pgd(
+                logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
+                steps=self.steps, tau=self.tau, loss_fn=_loss(self.loss), x_init=x0)
+            return x_adv, {"passes": passes}
+        out = pgd(logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
+                  steps=self.steps, loss_fn=_loss(self.loss), x_init=x0,
+                  targeted=self.targeted, track_iterates=self.every_iterate)
+        if self.every_iterate:
+            return out[0], {"fooled_any": out[1]}
+        return out, {}
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        return self._single(logits_fn, tf.convert_to_tensor(x), y, seed, x_init)[0]
+
+    def run(self, logits_fn, x, y, seed=None):
+        from tf_st.attacks.pgd import project
+        x = tf.convert_to_tensor(x)
+        best, fooled, details = None, None, {}
+        for r in range(self.restarts):
+            seed_r = None if seed is None else tf.stack(
+                [tf.cast(seed[0], tf.int64), tf.cast(seed[1], tf.int64) * 7919 + r])
+            if self.restarts == 1:
+                seed_r = seed
+            x_adv, details = self._single(logits_fn, x, y, seed_r, None)
+            x_adv = project(x_adv, x, self.epsilon)
+            hit = _misclassified(logits_fn, x_adv, y)
+            if self.every_iterate:
+                hit = hit | details["fooled_any"]
+            if best is None:
+                best, fooled = x_adv, hit
+            else:
+                keep = tf.reshape(fooled, [-1] + [1] * (len(x.shape) - 1))
+                best = tf.where(keep, best, x_adv)
+                fooled = fooled | hit
+        return AttackResult(best, fooled, details)
+
+
+# ------------------------------------------------------------- AutoAttack components
+
+
+@dataclasses.dataclass(frozen=True)
+class APGD(_Attack):
+    """APGD with cross-entropy (``loss='ce'``) or untargeted DLR (``loss='dlr'``)."""
+    epsilon: float = 8 / 255
+    steps: int = 100
+    restarts: int = 1
+    rho: float = 0.75
+    loss: str = "ce"
+    targeted = False
+    extra = "zero_grad"
+
+    @property
+    def name(self):
+        return "apgd-ce" if self.loss == "ce" else f"apgd-{self.loss}"
+
+    def stage(self, logits_fn, x, y, seed, rank, restart):
+        """One AutoAttack stage batch: ``(x_adv, extra [B] float32)``."""
+        from tf_st.attacks.apgd import apgd
+        x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
+                             n_iter=self.steps, loss=self.loss, rho=self.rho, seed=seed,
+                             return_details=True)
+        return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        from tf_st.attacks.apgd import apgd
+        return apgd(logits_fn, x, y, epsilon=self.epsilon, n_iter=self.steps, loss=self.loss,
+                    rho=self.rho, seed=seed, x_init=x_init)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class APGDT(_Attack):
+    """APGD-T: targeted DLR toward the 2nd .. (targets+1)-th highest class."""
+    epsilon: float = 8 / 255
+    steps: int = 100
+    restarts: int = 1
+    targets: int = 9
+    rho: float = 0.75
+    name = "apgd-t"
+    targeted = True
+    extra = "zero_grad"
+
+    def stage(self, logits_fn, x, y, seed, rank, restart):
+        from tf_st.attacks.apgd import apgd, target_by_rank
+        y_t = target_by_rank(logits_fn(x), rank)
+        x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
+                             n_iter=self.steps, loss="dlr-targeted", y_target=y_t,
+                             rho=self.rho, seed=seed, return_details=True)
+        return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, rank=2):
+        return self.stage(logits_fn, x, y, seed, rank, 0)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class FABT(_Attack):
+    """FAB-T: targeted FAB toward the 2nd .. (targets+1)-th highest class."""
+    epsilon: float = 8 / 255
+    steps: int = 100
+    restarts: int = 1
+    targets: int = 9
+    alpha_max: float = 0.1
+    eta: float = 1.05
+    beta: float = 0.9
+    name = "fab-t"
+    targeted = True
+    extra = None
+
+    def stage(self, logits_fn, x, y, seed, rank, restart):
+        from tf_st.attacks.fab import fab_targeted
+        x_adv, _ = fab_targeted(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
+                                target_rank=rank, n_iter=self.steps, alpha_max=self.alpha_max,
+                                eta=self.eta, beta=self.beta, random_start=restart > 0,
+                                seed=seed)
+        return x_adv, tf.zeros([tf.shape(x)[0]], tf.float32)
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, rank=2):
+        return self.stage(logits_fn, x, y, seed, rank, 0)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Square(_Attack):
+    """Square attack, margin loss, ``resc_schedule=False``; ``steps`` = queries."""
+    epsilon: float = 8 / 255
+    steps: int = 5000
+    restarts: int = 1
+    p_init: float = 0.8
+    name = "square"
+    targeted = False
+    extra = "queries"
+
+    def stage(self, logits_fn, x, y, seed, rank, restart):
+        from tf_st.attacks.square import square_linf
+        x_adv, _, det = square_linf(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
+                                    n_queries=self.steps, p_init=self.p_init, seed=seed,
+                                    return_details=True)
+        return x_adv, tf.cast(det["queries"], tf.float32)
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        return self.stage(logits_fn, x, y, seed, 0, 0)[0]
+
+
+COMPONENTS = (APGD, APGDT, FABT, Square)
+STANDARD: Tuple = (APGD(), APGDT(), FABT(), Square())
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoAttack:
+    """AutoAttack (``standard``: APGD-CE, APGD-T, FAB-T, Square) at ``epsilon``; ``version
+    ='custom'`` takes ``components``.  Each component gets this ``epsilon``."""
+    epsilon: float = 8 / 255
+    version: str = "standard"
+    components: Optional[Tuple] = None
+    name = "aa"
+    batched = False
+
+    def __post_init__(self):
+        check_unit_interval("epsilon", self.epsilon)
+        if self.version == "custom":
+            if not self.components:
+                raise ValueError("version='custom' needs a non-empty `components` sequence")
+            for a in self.components:
+                if not isinstance(a, COMPONENTS):
+                    raise TypeError(f"unknown AutoAttack component {a!r}")
+        elif self.version != "standard":
+            raise ValueError(f"unknown version {self.version!r}; expected standard or custom")
+        elif self.components is not None:
+            raise ValueError("`components` is only accepted with version='custom'")
+        comps = STANDARD if self.version == "standard" else tuple(self.components)
+        object.__setattr__(self, "components",
+                           tuple(dataclasses.replace(a, epsilon=self.epsilon) for a in comps))
+
+    def evaluate(self, logits_fn, x, y, **options):
+        """``tf_st.attacks.autoattack.evaluate`` with this spec's settings."""
+        from tf_st.attacks import autoattack
+        return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon, version="custom",
+                                   attacks=self.components, **options)
+
+
+def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
+    """The spec an attack name denotes (see the module docstring)."""
+    name = name.strip()
+    if name == "clean":
+        return Clean()
+    if name == "fgsm":
+        return FGSM(epsilon=epsilon)
+    if name == "aa":
+        return AutoAttack(epsilon=epsilon)
+    if name == "pgd_rst":
+        # semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts.
+        return PGD(epsilon=epsilon, step_size=0.01, steps=40, restarts=5, every_iterate=True)
+    single = {"apgd-ce": APGD, "apgd-t": APGDT, "fab-t": FABT, "square": Square}
+    if name in single:
+        return single[name](epsilon=epsilon)
+    m = re.fullmatch(r"(pgd|cw)(\d+)", name)
+    if m and int(m.group(2)) > 0:
+        return PGD(epsilon=epsilon, step_size=step_size, steps=int(m.group(2)),
+                   loss="ce" if m.group(1) == "pgd" else "cw")
+    raise ValueError(f"unknown attack {name!r}: use clean, fgsm, pgd<N> (e.g. pgd20, pgd100), "
+                     f"cw<N> (e.g. cw100), pgd_rst, aa, apgd-ce, apgd-t, fab-t or square")
