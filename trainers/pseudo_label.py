@@ -59,6 +59,7 @@ def pseudo_label(logits_fn, images_uint8, batch_size=500):
 
 def main(argv):
     """Parses ``argv`` (program name first) and labels; returns the exit status."""
+    FLAGS.unparse_flags()  # a second call in one process starts from the defaults
     try:
         rest = FLAGS(argv)
     except flags.Error as e:

@@ -21,6 +21,7 @@ import sys
 from absl import app, flags
 
 from tf_st import data, methods, models
+from tf_st.attacks.specs import parse as parse_attack
 from tf_st.methods.hparams import cli_fields, field_kind
 from trainers import runner
 
@@ -129,10 +130,9 @@ flags.register_validator("lr_milestones",
 
 
 def _known_attacks(names):
-    from tf_st.evaluation import parse_attack
     try:
         for a in names or []:
-            if a and a != "aa":
+            if a:
                 parse_attack(a)
     except ValueError:
         return False
@@ -140,7 +140,8 @@ def _known_attacks(names):
 
 
 flags.register_validator("final_attacks", _known_attacks,
-                         "unknown attack in --final_attacks; use clean, fgsm, pgd<N>, cw<N>, aa")
+                         "unknown attack in --final_attacks; use clean, fgsm, pgd<N>, cw<N>, "
+                         "pgd_rst, aa, apgd-ce, apgd-t, fab-t or square")
 
 
 def _define_method_flags():

@@ -1,9 +1,15 @@
-"""Attacks shared by training and evaluation: pure functions of a logits function."""
+"""Attacks shared by training and evaluation: one vocabulary of frozen specs
+(``specs``: ``PGD(epsilon, step_size, steps, ...)``, ``parse("pgd20")``, ``spec.perturb``
+for training, ``spec.run`` for evaluation) over pure, graph-safe functions of a logits
+function (``pgd``, ``apgd``, ``fab``, ``square``) and AutoAttack."""
 
-from tf_st.attacks import apgd, autoattack, losses
+from tf_st.attacks import apgd, autoattack, losses, specs, starts
 from tf_st.attacks.fab import fab_targeted
-from tf_st.attacks.pgd import cw_inf, fgsm, pgd, project
+from tf_st.attacks.pgd import cw_inf, early_stopped_pgd, fgsm, pgd, project
+from tf_st.attacks.specs import (APGD, APGDT, FABT, FGSM, PGD, AttackResult, AutoAttack, Clean,
+                                 Square, parse)
 from tf_st.attacks.square import square_linf
 
-__all__ = ["apgd", "autoattack", "losses", "cw_inf", "fab_targeted", "fgsm", "pgd", "project",
-           "square_linf"]
+__all__ = ["APGD", "APGDT", "FABT", "FGSM", "PGD", "AttackResult", "AutoAttack", "Clean",
+           "Square", "apgd", "autoattack", "cw_inf", "early_stopped_pgd", "fab_targeted", "fgsm",
+           "losses", "parse", "pgd", "project", "specs", "square_linf", "starts"]

@@ -1,56 +1,65 @@
 """Evaluation with data loading, a printed table and a JSON report; shared by
 ``export.evaluate`` and the trainers' final evaluation."""
 
-import json
 import os
 import time
 
+from tf_st.attacks.specs import parse
+from tf_st.evaluation.robustness import evaluate
+from tf_st.fileio import atomic_write_json
 
-from tf_st.evaluation.robustness import evaluate, parse_attack
+
+def check_output_writable(output):
+    """Fails now, not after hours of attacks, if the report cannot be written."""
+    if not output:
+        return
+    parent = os.path.dirname(os.path.abspath(output))
+    probe = parent
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise PermissionError(f"cannot write the report {output}: {probe} is not a "
+                              "writable directory")
 
 
 def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon, step_size,
                         examples, batch_size, seed, output=None, model_card=None,
                         state_file=None, verbose=True):
+    """Runs ``attacks`` (names or specs) on ``examples`` of ``dataset/split``, prints the
+    table and writes the JSON report to ``output``; per-batch attacks first, then those
+    that evaluate the whole set (AutoAttack), each on every example."""
     from tf_st import data as tf_st_data
 
-    attacks = list(attacks)
-    for a in attacks:
-        if a != "aa":
-            parse_attack(a)  # fail on a bad name before any work
+    # Bad names and unwritable outputs fail before any work.
+    specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
+             for a in attacks]
+    check_output_writable(output)
     split_obj = tf_st_data.load(dataset, split, data_dir=data_dir)
     x, y = tf_st_data.as_numpy(split_obj, limit=examples)
-    plain = [a for a in attacks if a != "aa"]
     started = time.time()
-    result = evaluate(logits_fn, (x, y), plain, epsilon=epsilon, step_size=step_size,
-                      batch_size=min(batch_size, len(x)), seed=seed, verbose=verbose)
+    result = evaluate(logits_fn, (x, y), [s for s in specs if s.batched], epsilon=epsilon,
+                      step_size=step_size, batch_size=min(batch_size, len(x)), seed=seed,
+                      verbose=verbose)
     report = {"dataset": dataset, "split": split, "data_note": split_obj.note,
               "num_examples": int(len(x)), **result.to_json()}
     rows = [(r.name, r.accuracy, r.seconds) for r in result.attacks.values()]
-    if "aa" in attacks:
-        from tf_st.attacks import autoattack
-        card = model_card or {}
-        aa = autoattack.evaluate(logits_fn, x, y, epsilon=epsilon, version="standard",
-                                 seed=seed, batch_size=min(batch_size, len(x)),
-                                 state_file=state_file, verbose=verbose,
-                                 return_adversarials=False, dataset=dataset,
-                                 architecture=card.get("arch"))
+    card = model_card or {}
+    for spec in (s for s in specs if not s.batched):
+        aa = spec.evaluate(logits_fn, x, y, seed=seed, batch_size=min(batch_size, len(x)),
+                           state_file=state_file, verbose=verbose, return_adversarials=False,
+                           dataset=dataset, architecture=card.get("arch"))
         report["autoattack"] = aa.to_json()
         report["model_info"] = dict(aa.model_info)
         for log in aa.attacks:
-            rows.append((f"aa:{log.name}", log.robust_accuracy, log.seconds))
-        rows.append(("aa", aa.robust_accuracy, aa.seconds))
+            rows.append((f"{spec.name}:{log.name}", log.robust_accuracy, log.seconds))
+        rows.append((spec.name, aa.robust_accuracy, aa.seconds))
     report["seconds"] = round(time.time() - started, 2)
     if model_card:
         report["model"] = {k: model_card.get(k) for k in ("method", "arch", "dataset")}
     print(format_table(rows, header=f"{dataset}/{split}, {len(x)} examples, eps={epsilon:.5f}"
                                     + (f" ({split_obj.note})" if split_obj.note else "")))
     if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        tmp = output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, output)
+        atomic_write_json(output, report, indent=1)
     return report
 
 

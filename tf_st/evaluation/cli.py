@@ -1,0 +1,100 @@
+r"""Evaluates a SavedModel under attack and writes a JSON report.
+
+  python -m tf_st.evaluation --saved_model=runs/st/export \
+      --dataset=cifar10_mini --attacks=clean,fgsm,pgd20,pgd100,cw100,aa
+
+(``python -m export.evaluate`` is the same command.)  Any SavedModel whose signature maps
+[0, 1] NHWC float images to logits works, not only ours
+(``tf_st.evaluation.saved_model.LoadedClassifier``).  Attack names are those of
+``tf_st.attacks.parse``.  Everything that can be checked is checked before any attack
+runs (attack names, the output path, the model's input shape against the data); an
+expected failure prints one ``error:`` line and exits with status 2.
+
+The flags live in their own registry, so this module can be imported next to the
+trainers (one process, tests) without defining ``--dataset`` twice.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+FLAGS = flags.FlagValues()
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel dir (or TF-Serving base "
+                                   "dir).", flag_values=FLAGS)
+_DATASET = flags.DEFINE_string("dataset", "cifar10_mini", "Dataset name (as the trainers).",
+                               flag_values=FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir or image-folder root.",
+                                flag_values=FLAGS)
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate on.", flag_values=FLAGS)
+_ATTACKS = flags.DEFINE_list(
+    "attacks", ["clean", "fgsm", "pgd20", "pgd100", "cw100"],
+    "Comma-separated: clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, apgd-t, fab-t, square.",
+    flag_values=FLAGS)
+_EPSILON = flags.DEFINE_float("epsilon", 8 / 255, "L-inf budget in [0, 1] units.",
+                              flag_values=FLAGS)
+_STEP_SIZE = flags.DEFINE_float("step_size", 2 / 255, "PGD/CW step size in [0, 1] units.",
+                                flag_values=FLAGS)
+_EXAMPLES = flags.DEFINE_integer("examples", None, "Evaluate the first N examples only.",
+                                 flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.",
+                                   flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.", flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string("output", None, "JSON report path (default: beside the model).",
+                              flag_values=FLAGS)
+_STATE_FILE = flags.DEFINE_string("state_file", None, "AutoAttack resume state (JSON).",
+                                  flag_values=FLAGS)
+
+flags.register_validator("epsilon", lambda v: 0.0 <= v <= 1.0,
+                         "--epsilon must be in [0, 1] (8/255 = 0.03137, not 8)", flag_values=FLAGS)
+flags.register_validator("step_size", lambda v: 0.0 < v <= 1.0, "--step_size must be in (0, 1]",
+                         flag_values=FLAGS)
+flags.register_validator("batch_size", lambda v: v > 0, "--batch_size must be positive",
+                         flag_values=FLAGS)
+flags.register_validator("examples", lambda v: v is None or v > 0, "--examples must be positive",
+                         flag_values=FLAGS)
+
+
+def main(argv):
+    """Parses ``argv`` (program name first) and evaluates; returns the exit status."""
+    from tf_st import data
+    from tf_st.attacks.specs import parse
+    from tf_st.evaluation import report
+    from tf_st.evaluation.saved_model import load
+
+    FLAGS.unparse_flags()  # a second call in one process starts from the defaults
+    try:
+        rest = FLAGS(argv)
+        if len(rest) > 1:
+            raise ValueError(f"unexpected arguments: {rest[1:]}")
+        if not _SAVED_MODEL.value:
+            raise ValueError("--saved_model is required")
+        specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value)
+                 for a in _ATTACKS.value if a]
+        if not specs:
+            raise ValueError("--attacks is empty: name at least one attack (e.g. clean,pgd20)")
+        if _DATASET.value not in data.DATASETS:
+            raise ValueError(f"unknown --dataset {_DATASET.value!r}; use one of "
+                             f"{sorted(data.DATASETS)}")
+        if _SPLIT.value not in data.SPLITS:
+            raise ValueError(f"unknown --split {_SPLIT.value!r}; use one of {list(data.SPLITS)}")
+        model = load(_SAVED_MODEL.value)
+        output = _OUTPUT.value or os.path.join(model.path, "evaluation.json")
+        report.check_output_writable(output)
+        split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
+        image_shape = tuple(split.dataset.element_spec[0].shape)
+        if any(m is not None and m != d for m, d in zip(model.image_shape, image_shape)) \
+                or len(model.image_shape) != len(image_shape):
+            raise ValueError(f"the SavedModel takes images of shape {model.image_shape}, "
+                             f"{_DATASET.value}/{_SPLIT.value} has {image_shape}")
+    except (flags.Error, ValueError, FileNotFoundError, PermissionError,
+            data.DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report.evaluate_and_report(
+        model, dataset=_DATASET.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
+        attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,
+        examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        output=output, model_card=model.model_card, state_file=_STATE_FILE.value)
+    print(f"report written to {output}")
+    return 0

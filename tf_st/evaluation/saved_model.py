@@ -1,0 +1,81 @@
+"""Loading any image-to-logits SavedModel as a logits function (evaluation's input).
+
+Not only tf_st's exports: any SavedModel whose ``serving_default`` (or named) signature
+takes one 4-D float NHWC batch and returns ``logits`` (or a single output).  Export lives
+in ``export/saved_model.py``; loading is here because evaluation needs it and the
+library does not import upward.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+MODEL_CARD = "model_card.json"
+
+
+def versions(export_dir):
+    return [int(d) for d in os.listdir(export_dir)
+            if d.isdigit() and os.path.isdir(os.path.join(export_dir, d))]
+
+
+class LoadedClassifier:
+    """A loaded SavedModel as a logits function: ``clf(x) -> logits`` (float32).
+
+    Accepts any SavedModel whose ``serving_default`` (or ``signature``) signature has
+    one 4-D float input and either an output named ``logits`` or a single output."""
+
+    def __init__(self, path, signature="serving_default"):
+        self.path = _resolve_version(path)
+        self._module = tf.saved_model.load(self.path)
+        sigs = getattr(self._module, "signatures", {})
+        if signature not in sigs:
+            raise ValueError(f"SavedModel at {self.path} has no signature {signature!r} "
+                             f"(has: {sorted(sigs)})")
+        self._fn = sigs[signature]
+        args, kwargs = self._fn.structured_input_signature
+        inputs = list(kwargs.items())
+        if args or len(inputs) != 1:
+            raise ValueError(f"signature {signature!r} must take exactly one named input, "
+                             f"got args={args} kwargs={sorted(kwargs)}")
+        self.input_name, spec = inputs[0]
+        if spec.shape.rank != 4 or not spec.dtype.is_floating:
+            raise ValueError(f"signature input {self.input_name!r} must be a 4-D float "
+                             f"NHWC image batch, got {spec}")
+        self.input_spec = spec
+        outputs = self._fn.structured_outputs
+        if "logits" in outputs:
+            self.output_name = "logits"
+        elif len(outputs) == 1:
+            self.output_name = next(iter(outputs))
+        else:
+            raise ValueError(f"signature {signature!r} has outputs {sorted(outputs)}; "
+                             "expected one named 'logits' or a single output")
+        self.model_card = None
+        card = os.path.join(self.path, MODEL_CARD)
+        if os.path.exists(card):
+            with open(card) as f:
+                self.model_card = json.load(f)
+
+    @property
+    def image_shape(self):
+        return tuple(self.input_spec.shape[1:])
+
+    def __call__(self, x):
+        x = tf.cast(x, self.input_spec.dtype)
+        return self._fn(**{self.input_name: x})[self.output_name]
+
+
+def _resolve_version(path):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no SavedModel directory at {path}")
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    found = versions(path)
+    if not found:
+        raise FileNotFoundError(f"{path} holds neither saved_model.pb nor numbered versions")
+    return os.path.join(path, str(max(found)))
+
+
+def load(path, signature="serving_default"):
+    return LoadedClassifier(path, signature)
