@@ -143,13 +143,14 @@ class PGD(_Attack):
         return starts.random_start(x, self.start, epsilon=self.epsilon, std=self.init_std,
                                    seed=seed)
 
-    def _single(self, logits_fn, x, y, seed, x_init):
+    def _single(self, logits_fn, x, y, seed, x_init, tau=None, step_noise=None):
         from tf_st.attacks.pgd import early_stopped_pgd, pgd
         x0 = self._start(x, seed) if x_init is None else x_init
         if self.tau is not None:
             x_adv, passes = early_stopped_pgd(
                 logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
-                steps=self.steps, tau=self.tau, loss_fn=_loss(self.loss), x_init=x0)
+                steps=self.steps, tau=self.tau if tau is None else tau,
+                loss_fn=_loss(self.loss), x_init=x0, step_noise=step_noise)
             return x_adv, {"passes": passes}
         out = pgd(logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
                   steps=self.steps, loss_fn=_loss(self.loss), x_init=x0,
@@ -160,6 +161,15 @@ class PGD(_Attack):
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
         return self._single(logits_fn, tf.convert_to_tensor(x), y, seed, x_init)[0]
+
+    def perturb_early_stopped(self, logits_fn, x, y, *, x_init, tau, step_noise=None):
+        """FAT's form (``tau`` set): ``(x_adv, passes)`` with a per-step ``tau`` (a tensor:
+        FAT's schedule changes it per epoch) and optional per-step noise."""
+        if self.tau is None:
+            raise ValueError("perturb_early_stopped needs a PGD spec with tau set")
+        x_adv, details = self._single(logits_fn, tf.convert_to_tensor(x), y, None, x_init,
+                                      tau=tau, step_noise=step_noise)
+        return x_adv, details["passes"]
 
     def run(self, logits_fn, x, y, seed=None):
         from tf_st.attacks.pgd import project

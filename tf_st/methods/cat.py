@@ -39,7 +39,7 @@ import dataclasses
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.pgd import pgd
+from tf_st.attacks.specs import PGD
 from tf_st.methods.alp import alp_loss
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
@@ -100,6 +100,10 @@ class CAT(AdversarialMethod):
         if tuple(self.network_names) != self.member_keys:
             raise ValueError(f"CAT with members {self.member_keys} needs networks named "
                              f"{list(self.member_keys)}, got {list(self.network_names)}")
+        # TRADES' KL attack (its loss is set per batch) and CAT's attack_pgd for the others.
+        self.attacks = {m: PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                               loss="ce", start="normal" if m == "trades" else "uniform_clamped")
+                        for m in self.member_keys}
 
     @property
     def member_keys(self):
@@ -129,13 +133,12 @@ class CAT(AdversarialMethod):
                 start = tf.cast(init[m], x.dtype)
             else:
                 start = self.start(x, "normal" if m == "trades" else "uniform_clamped", k)
+            attack = self.attacks[m]
             if m == "trades":
                 z_nat = tf.stop_gradient(forward(x))
-                loss_fn = lambda z, _, z_nat=z_nat: losses.kl_divergence(z_nat, z)  # noqa: E731
-            else:
-                loss_fn = losses.cross_entropy
-            out[m] = pgd(forward, x, y, epsilon=self.epsilon, step_size=self.step_size,
-                         steps=self.steps, loss_fn=loss_fn, x_init=start)
+                attack = dataclasses.replace(
+                    attack, loss=lambda z, _, z_nat=z_nat: losses.kl_divergence(z_nat, z))
+            out[m] = attack.perturb(forward, x, y, x_init=start)
         return out
 
     def _member_loss(self, m, x, y, x_adv):

@@ -36,7 +36,7 @@ import dataclasses
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.pgd import pgd
+from tf_st.attacks.specs import PGD
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
@@ -61,15 +61,19 @@ class CollaborativeTraining(AdversarialMethod):
     term_names = ("loss", "ce", "reg")
     HParams = CollaborativeHParams
 
+    def __init__(self, networks, **kwargs):
+        super().__init__(networks, **kwargs)
+        # Eq. 4: descending PGD on the cross-entropy (a targeted step on the true label).
+        self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                          loss="ce", targeted=True, start=self.init, init_std=self.init_std)
+
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         if init is not None:
             start = tf.cast(init["col"], x.dtype)
         else:
             start = self.start(x, self.init, 0, std=self.init_std)
-        x_col = pgd(nb.attack_forward(self, self.attack_bn), x, y, epsilon=self.epsilon,
-                    step_size=self.step_size, steps=self.steps,
-                    loss_fn=losses.cross_entropy, x_init=start, targeted=True)
+        x_col = self.attack.perturb(nb.attack_forward(self, self.attack_bn), x, y, x_init=start)
         return {"col": x_col}
 
     def training_loss(self, x, y, generated):

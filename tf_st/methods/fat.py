@@ -6,7 +6,8 @@ from early-stopped PGD-K-tau, for Madry AT (``fat``), TRADES (``fat_trades``) an
 Reference: zjfheart/Friendly-Adversarial-Training @ 80a0640, ``earlystop.py``,
 ``FAT.py``, ``FAT_for_TRADES.py``, ``FAT_for_MART.py`` (reference-implementations.md §3).
 As coded there, and so here by default:
-* the attack is ``earlystop`` (``tf_st.attacks.pgd.early_stopped_pgd``) in
+* the attack is ``earlystop`` (the ``PGD`` spec with ``tau``:
+  ``tf_st.attacks.pgd.early_stopped_pgd``) in
   inference-mode BN: start ``x + U(-eps, eps)`` (``fat``) or ``x + 0.001 N(0, 1)``
   (``fat_trades``, ``fat_mart``), *clamped to [0, 1]*; ``fat`` ascends CE and adds
   ``omega N(0, 1)`` (omega 0.001) to every step; ``fat_trades`` ascends
@@ -40,7 +41,7 @@ import keras
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.pgd import early_stopped_pgd
+from tf_st.attacks.specs import PGD
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
 from tf_st.methods.mart import mart_terms
@@ -114,6 +115,10 @@ class FAT(AdversarialMethod):
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
+        self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                          loss="ce", tau=self.tau,
+                          start={"uniform": "uniform_clamped", "normal": "normal_clamped",
+                                 "none": "none"}[self.fat_init])
         self.current_tau = keras.Variable(tau_at_epoch(self.tau_schedule, self.tau, 1),
                                           trainable=False, dtype="int32", name="tau")
 
@@ -127,21 +132,20 @@ class FAT(AdversarialMethod):
         if init is not None:
             start = tf.cast(init["adv"], x.dtype)
         else:
-            start = self.start(x, {"uniform": "uniform_clamped", "normal": "normal_clamped",
-                                   "none": "none"}[self.fat_init], 0)
+            start = self.start(x, self.attack.start, 0)
+        attack = self.attack
         if self.attack_loss == "kl":
             z_nat = tf.stop_gradient(forward(x))
-            loss_fn = lambda z, _: losses.kl_divergence(z_nat, z)  # noqa: E731
-        else:
-            loss_fn = losses.cross_entropy
+            attack = dataclasses.replace(
+                attack, loss=lambda z, _: losses.kl_divergence(z_nat, z))
         step_noise = None
         if self.omega:
             # Drawn up front over the global batch (draw indices 1..K), so replicas agree.
             step_noise = tf.stack([self.noise(x, "normal", 1 + k, self.omega)
                                    for k in range(self.steps)])
-        x_adv, passes = early_stopped_pgd(
-            forward, x, y, epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-            tau=self.current_tau.value, loss_fn=loss_fn, x_init=start, step_noise=step_noise)
+        x_adv, passes = attack.perturb_early_stopped(forward, x, y, x_init=start,
+                                                     tau=self.current_tau.value,
+                                                     step_noise=step_noise)
         return {"adv": x_adv, "passes": tf.cast(passes, x.dtype)}
 
     def _bp(self, generated):

@@ -35,6 +35,7 @@ import dataclasses
 import tensorflow as tf
 
 from tf_st.attacks import losses
+from tf_st.attacks.specs import PGD
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
@@ -62,6 +63,9 @@ class MadryAT(AdversarialMethod):
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
         self.names = nb.neighbour_names(self.neighbours)
+        # The start is drawn by the method (global-batch noise) and handed in as x_init.
+        self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                          loss="ce")
 
     def random_start(self, x, index):
         return self.start(x, "uniform_clamped" if self.clamp_start else "uniform", index)
@@ -69,8 +73,7 @@ class MadryAT(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
-        return nb.pgd_neighbours(self, x, y, init, self.random_start, losses.cross_entropy,
-                                 forward)
+        return nb.pgd_neighbours(self, x, y, init, self.random_start, forward)
 
     def training_loss(self, x, y, generated):
         ces = [batch_mean(losses.cross_entropy(self.forward_train(generated[n]), y))

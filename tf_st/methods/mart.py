@@ -38,6 +38,7 @@ import dataclasses
 import tensorflow as tf
 
 from tf_st.attacks import losses
+from tf_st.attacks.specs import PGD
 from tf_st.methods import neighbours as nb
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams
@@ -84,12 +85,14 @@ class MART(AdversarialMethod):
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
         self.names = nb.neighbour_names(self.neighbours)
+        self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                          loss="ce", start="normal", init_std=self.init_std)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
         start = lambda x, k: self.start(x, "normal", k, std=self.init_std)  # noqa: E731
-        return nb.pgd_neighbours(self, x, y, init, start, losses.cross_entropy, forward)
+        return nb.pgd_neighbours(self, x, y, init, start, forward)
 
     def training_loss(self, x, y, generated):
         z_nat = self.forward_train(x)

@@ -11,7 +11,6 @@ optimization").
 
 import tensorflow as tf
 
-from tf_st.attacks.pgd import pgd
 from tf_st.methods.hparams import hparam
 
 ATTACK_BN_MODES = ("eval", "train", "batch_stats")
@@ -52,13 +51,13 @@ def attack_forward(method, mode):
             "batch_stats": method.forward_batch_stats}[mode]
 
 
-def pgd_neighbours(method, x, y, init, start, loss_fn, forward):
+def pgd_neighbours(method, x, y, init, start, forward, attack=None):
     """``{name: PGD point}`` for each of ``method.names``: the ``k``-th neighbour starts
-    at ``init[name]`` if given, else at ``start(x, k)``, and ascends ``loss_fn`` through
-    ``forward`` with the method's epsilon, step size and steps."""
+    at ``init[name]`` if given, else at ``start(x, k)``, and runs ``attack`` (default the
+    method's ``attack`` spec) through ``forward``."""
+    attack = attack or method.attack
     out = {}
     for k, name in enumerate(method.names):
         x0 = start(x, k) if init is None else tf.cast(init[name], x.dtype)
-        out[name] = pgd(forward, x, y, epsilon=method.epsilon, step_size=method.step_size,
-                        steps=method.steps, loss_fn=loss_fn, x_init=x0)
+        out[name] = attack.perturb(forward, x, y, x_init=x0)
     return out

@@ -43,6 +43,7 @@ import dataclasses
 import tensorflow as tf
 
 from tf_st.attacks import losses
+from tf_st.attacks.specs import PGD
 from tf_st.methods import neighbours as nb
 from tf_st.methods import regularizers
 from tf_st.methods.base import AdversarialMethod, batch_mean
@@ -94,6 +95,9 @@ class TRADES(AdversarialMethod):
         super().__init__(networks, **kwargs)
         self.reg_fn = trades_regularizer(self.reg)
         self.names = nb.neighbour_names(self.neighbours)
+        # The loss (the regulariser against this batch's clean logits) is set per batch.
+        self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                          start="normal", init_std=self.init_std)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
@@ -104,7 +108,8 @@ class TRADES(AdversarialMethod):
             return self.reg_fn(z_nat, z_adv)
 
         start = lambda x, k: self.start(x, "normal", k, std=self.init_std)  # noqa: E731
-        return nb.pgd_neighbours(self, x, y, init, start, inner, forward)
+        return nb.pgd_neighbours(self, x, y, init, start, forward,
+                                 dataclasses.replace(self.attack, loss=inner))
 
     def training_loss(self, x, y, generated):
         z_nat = self.forward_train(x)
