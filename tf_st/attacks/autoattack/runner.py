@@ -185,7 +185,6 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     np_dtype = dtype.as_numpy_dtype
     bs = max(1, min(int(batch_size), n))
     spec_x = tf.TensorSpec([bs, *x_np.shape[1:]], dtype)
-    spec_y = tf.TensorSpec([bs], tf.int32)
     if progress is None and verbose:
         progress = _print_progress
     log = logger if (logger is not None and verbose) else (lambda *a, **k: None)
