@@ -547,3 +547,46 @@ def test_single_example_batches_work():
                       attacks=custom(n_iter=3, targets=1, queries=5), seed=0, batch_size=1,
                       verbose=False)
     assert res.robust_flags.shape == (1,) and res.clean_flags[0]
+
+
+def test_state_file_is_bound_to_model_and_data_and_refused_when_corrupt(tmp_path):
+    import json
+    import os
+    import signal
+
+    model = small_cnn()
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, (12, 8, 8, 3)).astype(np.float32)
+    y = np.argmax(model(x).numpy(), 1)
+    attacks = (aa.APGD(steps=2), aa.Square(steps=4))
+    state = tmp_path / "state.json"
+    aa.evaluate(model, x, y, version="custom", attacks=attacks, seed=0, batch_size=6,
+                state_file=str(state), verbose=False)
+    with pytest.raises(ValueError, match="model"):
+        aa.evaluate(small_cnn(seed=5), x, y, version="custom", attacks=attacks, seed=0,
+                    batch_size=6, state_file=str(state), verbose=False)
+    with pytest.raises(ValueError, match="images"):
+        aa.evaluate(model, x[::-1].copy(), y, version="custom", attacks=attacks, seed=0,
+                    batch_size=6, state_file=str(state), verbose=False)
+    state.write_text('{"fingerprint": ')
+    calls = []
+    with pytest.raises(ValueError, match="state.json.*unreadable"):
+        aa.evaluate(model, x, y, version="custom", attacks=attacks, seed=0, batch_size=6,
+                    state_file=str(state), verbose=False, progress=calls.append)
+    assert calls == []  # refused before the clean pass
+    # SIGTERM in the middle: the state is written on the way out, and a rerun finishes it.
+    state.unlink()
+
+    def kill_after_first_batch(info):
+        if info["event"] == "batch":
+            os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        aa.evaluate(model, x, y, version="custom", attacks=attacks, seed=0, batch_size=6,
+                    state_file=str(state), verbose=False, progress=kill_after_first_batch)
+    saved = json.loads(state.read_text())
+    assert saved["current"] or saved["finished"]
+    resumed = aa.evaluate(model, x, y, version="custom", attacks=attacks, seed=0,
+                          batch_size=6, state_file=str(state), verbose=False)
+    straight = aa.evaluate(model, x, y, version="custom", attacks=attacks, seed=0,
+                           batch_size=6, verbose=False)
+    np.testing.assert_array_equal(resumed.robust_flags, straight.robust_flags)

@@ -78,6 +78,9 @@ def main(argv):
                              f"{sorted(data.DATASETS)}")
         if _SPLIT.value not in data.SPLITS:
             raise ValueError(f"unknown --split {_SPLIT.value!r}; use one of {list(data.SPLITS)}")
+        if _STATE_FILE.value:
+            from tf_st.attacks.autoattack.state import StateFile
+            StateFile(_STATE_FILE.value, 0).load()  # unreadable state: refused now
         model = load(_SAVED_MODEL.value)
         output = _OUTPUT.value or os.path.join(model.path, "evaluation.json")
         report.check_output_writable(output)

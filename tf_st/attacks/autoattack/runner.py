@@ -21,7 +21,11 @@ Design:
 * ``seed`` makes a run reproducible (``None``: drawn from the clock and recorded in
   the result).  Each batch gets the stateless seed ``(seed, hash(stage, batch))``.
 * ``state_file``: JSON with the robust flags, the finished stages and the points done
-  in the current stage, written atomically at most every ``state_interval`` seconds
+  in the current stage, written atomically after every batch (at most every
+  ``state_interval`` seconds when that is > 0) and when the run ends, also by SIGTERM or
+  SIGINT; it is bound to the model (logits on the first batch), the data (hash of the
+  images and labels) and the settings, and a file of another run or an unreadable one is
+  refused before any work
   (and at the end).  A restarted run with the same settings skips finished work.
   Adversarial examples found before a restart are not stored in the state file.
 * ``jit_compile`` defaults to False, decided by measurement: on CPU (TF 2.21, 2 cores)
@@ -149,7 +153,7 @@ def _print_progress(info):
 
 
 def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=None,
-             seed=None, batch_size=500, state_file=None, state_interval=60.0,
+             seed=None, batch_size=500, state_file=None, state_interval=0.0,
              progress=None, verbose=True, return_adversarials=True, jit_compile=False,
              checks=True, dataset=None, architecture=None, model_info=None,
              logger=print):
@@ -207,17 +211,24 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
         xb = np.asarray(x_np[full], np_dtype)
         return tf.constant(xb), tf.constant(y_np[full].astype(np.int32))
 
+    # A corrupt state file is refused before any work, naming the file.
+    state = st_lib.StateFile(state_file, state_interval)
+    prev = state.load()
+
     # ---- clean pass
     clean_fn = tf.function(lambda xb: losses.as_float(logits_fn(xb)), input_signature=[spec_x])
     clean = np.zeros(n, bool)
     n_classes = None
+    probe_logits = None
     for b0 in range(0, n, bs):
         idx = np.arange(b0, min(b0 + bs, n))
         xb, yb = batch_of(idx)
         z = clean_fn(xb).numpy()
         n_classes = z.shape[1]
-        if b0 == 0 and checks:
-            _check_outputs(z, clean_fn(xb).numpy(), collected)
+        if b0 == 0:
+            probe_logits = z[: len(idx)]
+            if checks:
+                _check_outputs(z, clean_fn(xb).numpy(), collected)
         clean[idx] = z[: len(idx)].argmax(1) == y_np[idx]
     clean_acc = float(clean.mean()) if n else 0.0
     log(f"[autoattack] clean accuracy: {clean_acc:.2%}")
@@ -242,16 +253,16 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
               "classes); results of APGD-T may be meaningless.", collected)
 
     # ---- state
-    fp = st_lib.fingerprint(n, epsilon, attacks, seed, y_np, bs)
-    state = st_lib.StateFile(state_file, state_interval)
+    fp = st_lib.fingerprint(n, epsilon, attacks, seed, y_np, bs, x=x_np,
+                            probe_logits=probe_logits)
     robust = clean.copy()
     finished, attack_logs = [], {}
     current, done_in_current = None, np.zeros(n, bool)
-    prev = state.load()
     if prev is not None:
-        if prev.get("fingerprint") != fp:
-            raise ValueError(f"state file {state_file!r} belongs to a different run "
-                             f"({prev.get('fingerprint')} != {fp})")
+        diff = st_lib.fingerprint_difference(prev.get("fingerprint"), fp)
+        if diff:
+            raise ValueError(f"state file {state_file!r} belongs to another run: its {diff} "
+                             "differs from this run's; delete it or pass another --state_file")
         robust = st_lib.flags_arr(prev["robust_flags"])
         finished = list(prev["finished"])
         attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
@@ -276,6 +287,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     queries = 0
     stages = st_lib.stages(attacks, n_targets)
     passes = {}
+    stop = st_lib.save_on_signals()
     try:
         for ai, a in enumerate(attacks):
             key = f"{ai}:{a.name}"
@@ -347,6 +359,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                 zero_grad = 0
     finally:
         state.save(payload(), force=True)
+        st_lib.restore_signals(stop)
 
     logs = [attack_logs[f"{ai}:{a.name}"] for ai, a in enumerate(attacks)
             if f"{ai}:{a.name}" in attack_logs]

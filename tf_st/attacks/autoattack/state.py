@@ -63,10 +63,57 @@ def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
                        reduce_retracing=False)
 
 
-def fingerprint(n, epsilon, attacks, seed, y, batch_size):
+def fingerprint(n, epsilon, attacks, seed, y, batch_size, x=None, probe_logits=None):
+    """What a state file is valid for: settings, the labels and images (hashes) and the
+    model (a hash of its logits on the first batch, rounded so that float noise between
+    processes does not count, a different model does)."""
     h = hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()[:16]
-    return dict(n=int(n), epsilon=float(epsilon), seed=int(seed), labels=h,
-                batch_size=int(batch_size), attacks=[repr(a) for a in attacks])
+    out = dict(n=int(n), epsilon=float(epsilon), seed=int(seed), labels=h,
+               batch_size=int(batch_size), attacks=[repr(a) for a in attacks])
+    if x is not None:
+        digest = hashlib.sha256()
+        for i in range(0, len(x), 1024):
+            digest.update(np.ascontiguousarray(x[i:i + 1024]).tobytes())
+        out["images"] = digest.hexdigest()[:16]
+    if probe_logits is not None:
+        z = np.round(np.asarray(probe_logits, np.float64), 3) + 0.0  # -0.0 -> 0.0
+        out["model"] = hashlib.sha256(z.tobytes()).hexdigest()[:16]
+    return out
+
+
+def fingerprint_difference(old, new):
+    """The first differing part, named for the message ('model', 'images', ...), or None."""
+    if not isinstance(old, dict):
+        return "fingerprint"
+    # Data first: other images also change the logits the model is recognised by.
+    for key in ("images", "labels", "n", "epsilon", "seed", "batch_size", "attacks", "model"):
+        if old.get(key) != new.get(key):
+            return {"model": "model (logits on the first batch)", "images": "images",
+                    "labels": "labels"}.get(key, f"setting {key!r}")
+    return None
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM during an evaluation: the state is saved on the way out."""
+
+
+def save_on_signals():
+    """Turns SIGTERM into an exception (SIGINT already is one), so the evaluation's
+    ``finally`` writes the state; returns what ``restore_signals`` puts back."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signum}")
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def restore_signals(previous):
+    import signal
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def flags_str(flags):
@@ -86,8 +133,15 @@ class StateFile:
     def load(self):
         if not self.path or not os.path.exists(self.path):
             return None
-        with open(self.path) as f:
-            return json.load(f)
+        try:
+            with open(self.path) as f:
+                payload = json.load(f)
+            for key in ("fingerprint", "robust_flags", "finished"):
+                payload[key]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"state file {self.path!r} is unreadable ({type(e).__name__}: "
+                             f"{e}); delete it or pass another --state_file") from None
+        return payload
 
     def save(self, payload, force=False):
         if not self.path:
