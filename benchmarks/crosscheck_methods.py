@@ -1,0 +1,417 @@
+r"""Float64 parity of tf_st's FAT early stop, CAT (TRADES + ALP) loss and step, and AWP
+perturb/restore with the official PyTorch code, on the same weights and batch.
+
+  python -m benchmarks.crosscheck_methods --reference_dir=/tmp/ref
+
+``--reference_dir`` holds checkouts of the official repositories, named
+``Friendly-Adversarial-Training`` (or ``FAT``), ``CAT`` and ``AWP``:
+zjfheart/Friendly-Adversarial-Training, liuxingbin/CAT, csdongxian/AWP
+(``git clone https://github.com/<owner>/<repo> <dir>/<name>``).  Their code is imported
+from there at run time, never copied here: FAT's ``earlystop.earlystop``, CAT's
+``trades.trades_loss`` and ``train_cat.attack_pgd``, AWP's ``AT_AWP/utils_awp.py:
+AdvWeightPerturb`` and ``trades_AWP/utils_awp.py:TradesAWP``.  CAT's loss is inline in
+``train_cat.py:main()``; its lines (261-286) are restated in ``_cat_reference_step``
+with the file's own line numbers.  ``.cuda()`` is made a no-op, ``tensorboardX`` and
+``torchvision`` (imported but unused on this path) are stubbed, and the official random
+draws (``torch.randn``, ``Tensor.uniform_``) are fed the noise tf_st draws, so both sides
+start from the same points.
+
+The network is a small conv -> BatchNorm -> ReLU -> dense classifier built twice with the
+same weights and BN statistics (Keras NHWC with PyTorch-semantics BatchNorm; PyTorch
+NCHW), so BatchNorm's batch statistics and running-statistic updates are compared too.
+Every quantity prints its largest absolute difference; the command exits 1 if any
+exceeds ``--tolerance`` and 2 if torch or a reference is missing.
+"""
+
+import contextlib
+import importlib
+import os
+import sys
+import types
+
+import numpy as np
+from absl import app, flags
+
+_REF = flags.DEFINE_string("reference_dir", "/tmp/ref", "Directory of the official checkouts.")
+_TOL = flags.DEFINE_float("tolerance", 1e-9, "Largest allowed absolute difference.")
+_EXAMPLES = flags.DEFINE_integer("examples", 8, "cifar10_mini test images in the batch.")
+
+EPS, STEP, K = 8 / 255, 2 / 255, 10
+
+
+def reference_path(root, *names):
+    for name in names:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    return None
+
+
+@contextlib.contextmanager
+def official_environment(torch, path):
+    """``path`` importable, ``.cuda()`` a no-op, unused third-party imports stubbed."""
+    saved = (torch.Tensor.cuda, torch.nn.Module.cuda, list(sys.path), dict(sys.modules))
+    torch.Tensor.cuda = lambda t, *a, **k: t
+    torch.nn.Module.cuda = lambda m, *a, **k: m
+    stubs = []
+
+    def _missing(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return lambda *a, **k: None
+
+    for name in ("tensorboardX", "torchvision", "torchvision.transforms",
+                 "torchvision.datasets"):
+        if name not in sys.modules:
+            stub = types.ModuleType(name)
+            stub.__getattr__ = _missing
+            sys.modules[name] = stub
+            stubs.append(name)
+    sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+    sys.path.insert(0, path)
+    for name in ("models", "utils", "trades", "earlystop", "train_cat", "utils_awp"):
+        sys.modules.pop(name, None)
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = saved[0], saved[1]
+        sys.path[:] = saved[2]
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None) or ""
+            if name in stubs or (name not in saved[3] and origin.startswith(path)):
+                del sys.modules[name]
+
+
+@contextlib.contextmanager
+def fed_noise(torch, normal=None, uniform=None):
+    """The official code's first ``torch.randn(shape)`` returns ``normal`` (later calls,
+    FAT's ``omega * randn`` with omega 0 here, get zeros), and ``tensor.uniform_(lo, hi)``
+    writes ``uniform`` (each a float64 array of that shape)."""
+    randn, uniform_ = torch.randn, torch.Tensor.uniform_
+    if normal is not None:
+        calls = []
+
+        def fake_randn(*shape, **k):
+            calls.append(shape)
+            if len(calls) == 1:
+                return torch.from_numpy(normal.copy())
+            return torch.zeros(*shape)
+        torch.randn = fake_randn
+    if uniform is not None:
+        def fill(t, *a, **k):
+            with torch.no_grad():
+                t.copy_(torch.from_numpy(uniform))
+            return t
+        torch.Tensor.uniform_ = fill
+    try:
+        yield
+    finally:
+        torch.randn, torch.Tensor.uniform_ = randn, uniform_
+
+
+def twin_networks(torch, seed):
+    """The same classifier in Keras (float64, NHWC) and PyTorch (float64, NCHW)."""
+    import keras
+
+    from tf_st.models.layers import TorchBatchNorm
+    rng = np.random.RandomState(seed)
+    k = rng.randn(3, 3, 3, 4) * 0.4
+    gamma, beta = rng.uniform(0.5, 1.5, 4), rng.randn(4) * 0.1
+    mean, var = rng.randn(4) * 0.1, rng.uniform(0.5, 2, 4)
+    w, b = rng.randn(32 * 32 * 4, 10) / 40, rng.randn(10) * 0.1
+    inp = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inp)
+    h = keras.layers.ReLU()(TorchBatchNorm(name="bn")(h))
+    model = keras.Model(inp, keras.layers.Dense(10, name="fc")(keras.layers.Flatten()(h)))
+    model.get_layer("conv").set_weights([k])
+    model.get_layer("bn").set_weights([gamma, beta, mean, var])
+    model.get_layer("fc").set_weights([w, b])
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.fc = torch.nn.Linear(32 * 32 * 4, 10)
+            t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+            with torch.no_grad():
+                self.conv.weight.copy_(t(k.transpose(3, 2, 0, 1)))
+                self.bn.weight.copy_(t(gamma))
+                self.bn.bias.copy_(t(beta))
+                self.bn.running_mean.copy_(t(mean))
+                self.bn.running_var.copy_(t(var))
+                self.fc.weight.copy_(t(w.T))
+                self.fc.bias.copy_(t(b))
+
+        def forward(self, x):
+            h = torch.relu(self.bn(self.conv(x)))
+            return self.fc(h.permute(0, 2, 3, 1).reshape(len(x), -1))
+
+    return model, Net()
+
+
+def nchw(torch, x):
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+
+
+def nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def keras_state(model):
+    """Weights and BN statistics in the PyTorch names of ``twin_networks``."""
+    conv, bn, fc = (model.get_layer(n).get_weights() for n in ("conv", "bn", "fc"))
+    return {"conv.weight": conv[0].transpose(3, 2, 0, 1), "bn.weight": bn[0], "bn.bias": bn[1],
+            "bn.running_mean": bn[2], "bn.running_var": bn[3], "fc.weight": fc[0].T,
+            "fc.bias": fc[1]}
+
+
+def torch_state(net):
+    return {k: v.detach().numpy() for k, v in net.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def state_diff(model, net):
+    a, b = keras_state(model), torch_state(net)
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+# ------------------------------------------------------------------------------- FAT
+
+
+def check_fat(torch, ref, x, y, rows):
+    import tensorflow as tf
+
+    from tf_st.attacks import losses
+    from tf_st.attacks.specs import PGD
+    with official_environment(torch, ref):
+        earlystop = importlib.import_module("earlystop").earlystop
+        for loss_fn in ("cent", "kl"):
+            for tau in (0, 1, 3):
+                model, net = twin_networks(torch, 1)
+                noise = np.random.RandomState(tau).randn(*nchw(torch, x).shape) * 1.0
+                with fed_noise(torch, normal=noise):
+                    adv, target, natural, count = earlystop(
+                        net, nchw(torch, x), torch.from_numpy(y), step_size=STEP, epsilon=EPS,
+                        perturb_steps=K, tau=tau,
+                        randominit_type="normal_distribution_randominit", loss_fn=loss_fn,
+                        rand_init=True, omega=0)
+                start = np.clip(x + 0.001 * noise.transpose(0, 2, 3, 1), 0, 1)
+                fwd = lambda t: model(t, training=False)  # noqa: E731
+                z_nat = fwd(tf.constant(x))
+                loss = (losses.cross_entropy if loss_fn == "cent"
+                        else (lambda z, _: losses.kl_divergence(z_nat, z)))
+                ours, passes = PGD(epsilon=EPS, step_size=STEP, steps=K, tau=0, loss=loss) \
+                    .perturb_early_stopped(fwd, tf.constant(x), tf.constant(y),
+                                           x_init=tf.constant(start), tau=tau)
+                # The reference returns finished examples first: match rows by their x.
+                order = [int(np.argmin(np.abs(x - n).reshape(len(x), -1).sum(1)))
+                         for n in nhwc(natural)]
+                diff = float(np.abs(ours.numpy()[order] - nhwc(adv)).max())
+                rows.append((f"FAT earlystop {loss_fn}, tau={tau}: x_adv", diff))
+                rows.append((f"FAT earlystop {loss_fn}, tau={tau}: backward count "
+                             f"({count} official)", float(abs(int(passes.numpy().sum()) - count))))
+
+
+# ------------------------------------------------------------------------------- CAT
+
+
+def _cat_reference_step(torch, model1, model2, X, y, x_adv1, x_adv2, opt1, opt2):
+    """train_cat.py main(), lines 261-286 (the loss, one backward, both steps) and 289
+    (the extra train-mode forward of model1), restated; returns the loss terms."""
+    F = torch.nn.functional
+    criterion = torch.nn.CrossEntropyLoss()
+    criterion_kl = torch.nn.KLDivLoss(reduction="batchmean")
+    clean_logit1 = model1(X)                                                  # 261
+    adv_logit1 = model1(x_adv1)                                               # 262
+    loss_natural = F.cross_entropy(clean_logit1, y)                           # 263
+    loss_robust = criterion_kl(F.log_softmax(adv_logit1, dim=1),              # 264
+                               F.softmax(clean_logit1, dim=1))
+    loss1 = loss_natural + 6.0 * loss_robust                                  # 266
+    adv_logit2 = model2(x_adv2)                                               # 268
+    clean_logit2 = model2(X)                                                  # 269
+    loss2 = 0.5 * (criterion(adv_logit2, y) + criterion(clean_logit2, y)) \
+        + F.mse_loss(adv_logit2, clean_logit2)                                # 270-271
+    adv_logit12 = model1(x_adv2)                                              # 274
+    adv_logit21 = model2(x_adv1)                                              # 275
+    loss3 = criterion_kl(F.log_softmax(adv_logit1, dim=1), F.softmax(adv_logit21, dim=1).detach()) \
+        + criterion_kl(F.log_softmax(adv_logit2, dim=1), F.softmax(adv_logit12, dim=1).detach())
+    robust_loss = 1.0 / 20 * (loss1 + loss2) + 19.0 / 20 * loss3              # 281
+    opt1.zero_grad()
+    opt2.zero_grad()
+    robust_loss.backward()                                                    # 284
+    grads = ([p.grad.detach().clone() for p in model1.parameters()],
+             [p.grad.detach().clone() for p in model2.parameters()])
+    opt1.step()                                                               # 285
+    opt2.step()                                                               # 286
+    model1(X)                                                                 # 289
+    return {"L1": loss1.item(), "L2": loss2.item(), "L3": loss3.item(),
+            "loss": robust_loss.item()}, grads
+
+
+def check_cat(torch, ref, x, y, rows):
+    import keras
+    import tensorflow as tf
+
+    from tf_st import methods
+    from tf_st.training.optim import TorchSGD
+    with official_environment(torch, ref):
+        trades_loss = importlib.import_module("trades").trades_loss
+        attack_pgd = importlib.import_module("train_cat").attack_pgd
+        m1, n1 = twin_networks(torch, 1)
+        m2, n2 = twin_networks(torch, 2)
+        X, Y = nchw(torch, x), torch.from_numpy(y)
+        normal = np.random.RandomState(7).randn(*X.shape)
+        uniform = np.random.RandomState(8).uniform(-EPS, EPS, X.shape)
+        n1.train()
+        n2.train()
+        with fed_noise(torch, normal=normal):
+            x_adv1 = trades_loss(n1, 0, X, Y, step_size=STEP, epsilon=EPS, perturb_steps=K)
+        with fed_noise(torch, uniform=uniform):
+            delta, _ = attack_pgd(n2, X, Y, EPS, STEP, K, 1, "l_inf", BNeval=True)
+        x_adv2 = torch.clamp(X + delta, 0, 1)
+
+        method = methods.build("cat", {"trades": m1, "alp": m2}, steps=K)
+        method.compile(optimizer={"trades": TorchSGD(0.1, momentum=0.9, coupled_weight_decay=5e-4),
+                                  "alp": TorchSGD(0.1, momentum=0.9, coupled_weight_decay=5e-4)})
+        init = {"trades": x + 0.001 * normal.transpose(0, 2, 3, 1),
+                "alp": np.clip(x + uniform.transpose(0, 2, 3, 1), 0, 1)}
+        gen = method.generate(tf.constant(x), tf.constant(y), init=init)
+        rows.append(("CAT TRADES attack (x_adv1)", float(np.abs(gen["trades"].numpy() - nhwc(x_adv1)).max())))
+        rows.append(("CAT PGD attack (x_adv2)", float(np.abs(gen["alp"].numpy() - nhwc(x_adv2)).max())))
+
+        opt1 = torch.optim.SGD(n1.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        opt2 = torch.optim.SGD(n2.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        theirs, (g1, g2) = _cat_reference_step(torch, n1, n2, X, Y, x_adv1.detach(),
+                                               x_adv2.detach(), opt1, opt2)
+        ours_gen = {"trades": tf.constant(nhwc(x_adv1)), "alp": tf.constant(nhwc(x_adv2))}
+        groups = method.optimizer_groups()
+        with tf.GradientTape(persistent=True) as tape:
+            terms = method.training_loss(tf.constant(x), tf.constant(y), ours_gen)
+        for name, key in (("L1", "trades_loss"), ("L2", "alp_loss"), ("L3", "collab"),
+                          ("loss", "loss")):
+            rows.append((f"CAT {name}", abs(float(terms[key]) - theirs[name])))
+        for (opt, variables), g_ref, net in zip(groups, (g1, g2), ("trades", "alp")):
+            grads = tape.gradient(terms["loss"], variables)
+            # Keras order: conv kernel, BN gamma, BN beta, fc kernel, fc bias; torch: the same.
+            diffs = []
+            for g, r in zip(grads, g_ref):
+                g = g.numpy()
+                r = r.numpy()
+                g = g.transpose(3, 2, 0, 1) if g.ndim == 4 else (g.T if g.ndim == 2 else g)
+                diffs.append(float(np.abs(g - r).max()))
+            rows.append((f"CAT parameter gradients ({net})", max(diffs)))
+            opt.apply(grads, variables)
+        method.after_apply(tf.constant(x), tf.constant(y), ours_gen)
+        rows.append(("CAT weights + BN statistics after the step (trades net)", state_diff(m1, n1)))
+        rows.append(("CAT weights + BN statistics after the step (alp net)", state_diff(m2, n2)))
+
+        # ALP alone (tf_st's "alp") against the ALP lines 268-271 on fresh twins.
+        m3, n3 = twin_networks(torch, 2)
+        n3.train()
+        F = torch.nn.functional
+        adv_logit2, clean_logit2 = n3(x_adv2.detach()), n3(X)
+        loss2 = 0.5 * (F.cross_entropy(adv_logit2, Y) + F.cross_entropy(clean_logit2, Y)) \
+            + F.mse_loss(adv_logit2, clean_logit2)
+        loss2.backward()
+        alp = methods.build("alp", m3)
+        with tf.GradientTape() as tape:
+            terms = alp.training_loss(tf.constant(x), tf.constant(y), {"adv": ours_gen["alp"]})
+        rows.append(("ALP loss", abs(float(terms["loss"]) - loss2.item())))
+        grads = tape.gradient(terms["loss"], m3.trainable_variables)
+        diffs = []
+        for g, p in zip(grads, n3.parameters()):
+            g = g.numpy()
+            g = g.transpose(3, 2, 0, 1) if g.ndim == 4 else (g.T if g.ndim == 2 else g)
+            diffs.append(float(np.abs(g - p.grad.numpy()).max()))
+        rows.append(("ALP parameter gradients", max(diffs)))
+        rows.append(("ALP BN statistics after its two forwards", state_diff(m3, n3)))
+        del keras
+
+
+# ------------------------------------------------------------------------------- AWP
+
+
+def check_awp(torch, ref, x, y, rows):
+    import tensorflow as tf
+
+    from tf_st import methods
+    from tf_st.methods.awp import AWP, perturbable
+    for variant, key, gamma, proxy_lr in (("AT_AWP", "madry", 0.01, 0.01),
+                                          ("trades_AWP", "trades", 0.005, 0.1)):
+        with official_environment(torch, os.path.join(ref, variant)):
+            mod = importlib.import_module("utils_awp")
+            model, net = twin_networks(torch, 3)
+            _, proxy = twin_networks(torch, 3)
+            x_adv = np.clip(x + np.random.RandomState(9).uniform(-EPS, EPS, x.shape), 0, 1)
+            X, XA, Y = nchw(torch, x), nchw(torch, x_adv), torch.from_numpy(y)
+            proxy_opt = torch.optim.SGD(proxy.parameters(), lr=proxy_lr)
+            net.train()
+            if key == "madry":
+                awp = mod.AdvWeightPerturb(model=net, proxy=proxy, proxy_optim=proxy_opt,
+                                           gamma=gamma)
+                diff = awp.calc_awp(inputs_adv=XA, targets=Y)
+            else:
+                awp = mod.TradesAWP(model=net, proxy=proxy, proxy_optim=proxy_opt, gamma=gamma)
+                diff = awp.calc_awp(inputs_adv=XA, inputs_clean=X, targets=Y, beta=6.0)
+            method = methods.build(key, model, steps=0)
+            method.compile(optimizer="sgd")
+            gen = {"adv": tf.constant(x_adv)}
+            ours = AWP(gamma, proxy_lr=proxy_lr).directions(method, tf.constant(x),
+                                                            tf.constant(y), gen)
+            names = {"conv/kernel": "conv.weight", "fc/kernel": "fc.weight"}
+            for w, d in zip(perturbable(method), ours):
+                d = d.numpy()
+                d = d.transpose(3, 2, 0, 1) if d.ndim == 4 else d.T
+                rows.append((f"AWP {variant} direction {names[w.path]}",
+                             float(np.abs(d - diff[names[w.path]].numpy()).max())))
+            rows.append((f"AWP {variant} BN statistics untouched by the proxy pass",
+                         state_diff(model, net)))
+            awp.perturb(diff)
+            hook = AWP(gamma, proxy_lr=proxy_lr)
+            hook.before_outer_gradient(method, tf.constant(x), tf.constant(y), gen)
+            rows.append((f"AWP {variant} perturbed weights", state_diff(model, net)))
+            hook.after_apply(method, tf.constant(x), tf.constant(y), gen)
+            awp.restore(diff)
+            rows.append((f"AWP {variant} restored weights", state_diff(model, net)))
+
+
+def main(argv):
+    del argv
+    try:
+        import torch
+    except ImportError:
+        print("error: torch is not installed (pip install torch==2.13.0, CPU build)",
+              file=sys.stderr)
+        return 2
+    root = _REF.value
+    refs = {"fat": reference_path(root, "Friendly-Adversarial-Training", "FAT"),
+            "cat": reference_path(root, "CAT"), "awp": reference_path(root, "AWP")}
+    missing = [k for k, v in refs.items() if v is None]
+    if missing:
+        print(f"error: no checkout of {missing} under --reference_dir={root} (expected "
+              "Friendly-Adversarial-Training/, CAT/, AWP/)", file=sys.stderr)
+        return 2
+    import keras
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    torch.set_default_dtype(torch.float64)
+    from tf_st import data
+    x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=_EXAMPLES.value)
+    x = x.astype(np.float64)
+    rows = []
+    check_fat(torch, refs["fat"], x, y, rows)
+    check_cat(torch, refs["cat"], x, y, rows)
+    check_awp(torch, refs["awp"], x, y, rows)
+    width = max(len(r[0]) for r in rows)
+    print(f"float64, {len(x)} cifar10_mini images, eps 8/255, step 2/255, K={K}")
+    print(f"| {'quantity':<{width}} | largest |diff| |")
+    print(f"|{'-' * (width + 2)}|-----------------|")
+    for name, diff in rows:
+        print(f"| {name:<{width}} | {diff:15.3e} |")
+    worst = max(d for _, d in rows)
+    print(f"largest difference {worst:.3e} (tolerance {_TOL.value:g})")
+    return 0 if worst <= _TOL.value else 1
+
+
+if __name__ == "__main__":
+    app.run(main)
