@@ -55,3 +55,22 @@ def small_bn_model(bn_seed=None):
         model.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 3), rng.randn(3) * 0.1,
                                            rng.randn(3) * 0.1, rng.uniform(0.5, 2, 3)])
     return model
+
+
+def numeric_grad(f, w, h=1e-6):
+    """Central finite differences of the scalar ``f`` at ``w``."""
+    g = np.zeros_like(w)
+    for idx in np.ndindex(w.shape):
+        wp, wm = w.copy(), w.copy()
+        wp[idx] += h
+        wm[idx] -= h
+        g[idx] = (f(wp) - f(wm)) / (2 * h)
+    return g
+
+
+def linear_ce_grad(w, b, x, y):
+    """d mean CE / d W of the affine classifier ``flatten(x) @ w + b``, by hand."""
+    flat = x.reshape(len(x), -1)
+    p = softmax(flat @ w + b)
+    p[np.arange(len(y)), y] -= 1
+    return flat.T @ p / len(y)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import linear_classifier, small_bn_model, softmax
+from tests.helpers import linear_ce_grad, linear_classifier, small_bn_model, softmax
 from tf_st import methods
 from tf_st.methods.awp import AWP, perturbable
 from trainers import train
@@ -18,13 +18,6 @@ from trainers import train
 def _batch(n=6, shape=(2, 2, 3)):
     rng = np.random.RandomState(1)
     return rng.uniform(0, 1, (n,) + shape), np.arange(n) % 3
-
-
-def _np_grad(w, b, x, y):
-    flat = x.reshape(len(x), -1)
-    p = softmax(flat @ w + b)
-    p[np.arange(len(y)), y] -= 1
-    return flat.T @ p / len(y)
 
 
 def test_direction_and_outer_step_by_hand(float64):
@@ -37,13 +30,13 @@ def test_direction_and_outer_step_by_hand(float64):
     method = methods.build("madry", model, steps=0, step_hooks=[hook])
     method.compile(optimizer=keras.optimizers.SGD(lr))
     x_adv = method.generate(tf.constant(x), tf.constant(y))["adv"].numpy()
-    g = _np_grad(w, b, x_adv, y)
+    g = linear_ce_grad(w, b, x_adv, y)
     diff = (w + 0.01 * g) - w
     d = np.linalg.norm(w) / (np.linalg.norm(diff) + 1e-20) * diff
     np.testing.assert_allclose(np.linalg.norm(gamma * d), gamma * np.linalg.norm(w), rtol=1e-12)
     # train_on_batch redraws the same start: the step's noise is keyed by the step count.
     method.train_on_batch(x, y)
-    expected = (w + gamma * d - lr * _np_grad(w + gamma * d, b, x_adv, y)) - gamma * d
+    expected = (w + gamma * d - lr * linear_ce_grad(w + gamma * d, b, x_adv, y)) - gamma * d
     np.testing.assert_allclose(model.layers[-1].kernel.numpy(), expected, rtol=1e-10)
     # The bias is not perturbed: its update is the plain gradient at the moved kernel.
     flat = x_adv.reshape(len(x), -1)

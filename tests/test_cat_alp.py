@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import linear_classifier, softmax
+from tests.helpers import linear_classifier, numeric_grad, softmax
 from tf_st import methods
 
 EPS = 8 / 255
@@ -18,16 +18,6 @@ def np_ce(z, y):
 
 def np_kl(p, q):
     return np.sum(p * (np.log(p) - np.log(q)), axis=1)
-
-
-def _numeric_grad(f, w, h=1e-6):
-    g = np.zeros_like(w)
-    for idx in np.ndindex(w.shape):
-        wp, wm = w.copy(), w.copy()
-        wp[idx] += h
-        wm[idx] -= h
-        g[idx] = (f(wp) - f(wm)) / (2 * h)
-    return g
 
 
 def _batch(B=5, shape=(2, 2, 3), seed=3, names=("trades", "alp", "madry", "adv")):
@@ -54,7 +44,7 @@ def test_alp_loss_and_gradient_by_hand(float64):
     f = lambda w_: np_alp(_z(gen["adv"], w_, b), _z(x, w_, b), y)  # noqa: E731
     assert terms["loss"].numpy() == pytest.approx(f(w), rel=1e-10)
     np.testing.assert_allclose(tape.gradient(terms["loss"], model.layers[-1].kernel).numpy(),
-                               _numeric_grad(f, w), atol=1e-7)
+                               numeric_grad(f, w), atol=1e-7)
 
 
 def _own(m, x, xa, y, w, b, beta=6.0):
@@ -103,12 +93,12 @@ def test_cat_loss_weights_and_detached_peers(float64, members):
             changed = {**params, m: (w_, b)}
             # The peers' targets keep the unchanged weights: detached.
             return np_cat(members, changed, x, y, gen, alpha, frozen=params)
-        np.testing.assert_allclose(g.numpy(), _numeric_grad(f, w), atol=1e-7)
+        np.testing.assert_allclose(g.numpy(), numeric_grad(f, w), atol=1e-7)
 
         def f_attached(w_, m=m, b=b):
             changed = {**params, m: (w_, b)}
             return np_cat(members, changed, x, y, gen, alpha)
-        assert not np.allclose(g.numpy(), _numeric_grad(f_attached, w), atol=1e-5)
+        assert not np.allclose(g.numpy(), numeric_grad(f_attached, w), atol=1e-5)
     assert set(terms) >= {f"{m}_loss" for m in members} | {"collab", "loss"}
 
 

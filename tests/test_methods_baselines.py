@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tf_st import methods
-from tests.helpers import linear_classifier, small_bn_model, softmax
+from tests.helpers import linear_classifier, numeric_grad, small_bn_model, softmax
 
 EPS, STEP = 8 / 255, 2 / 255
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,16 +89,6 @@ def _fixed_batch(B=5, shape=(2, 2, 3), seed=3):
     return x, y, gen
 
 
-def _numeric_grad(f, w, h=1e-6):
-    g = np.zeros_like(w)
-    for idx in np.ndindex(w.shape):
-        wp, wm = w.copy(), w.copy()
-        wp[idx] += h
-        wm[idx] -= h
-        g[idx] = (f(wp) - f(wm)) / (2 * h)
-    return g
-
-
 # ------------------------------------------------------------ loss values + gradients
 LOSS_CASES = [(k, "kl") for k in BASELINES] + [
     ("trades", r) for r in ("js", "l2", "symmetric_kl")] + [("trades2", "symmetric_kl")]
@@ -131,7 +121,7 @@ def test_loss_and_parameter_gradient_match_numpy(float64, key, reg):
         return np_loss(key, zs, y, beta, reg)
 
     assert terms["loss"].numpy() == pytest.approx(loss_at(w), rel=1e-10)
-    np.testing.assert_allclose(grad, _numeric_grad(loss_at, w), atol=1e-7)
+    np.testing.assert_allclose(grad, numeric_grad(loss_at, w), atol=1e-7)
     assert set(method.term_names) <= set(terms)
 
 
@@ -168,7 +158,7 @@ def test_trades_gradient_flows_through_the_kl_target(float64):
     assert np.abs(g_target).max() > 1e-6
     assert tape.gradient(terms["reg"], calls[0]) is None  # CE forward feeds only the CE
     grad = tape.gradient(terms["loss"], model.layers[-1].kernel).numpy()
-    detached = _numeric_grad(_trades_detached_loss(w, b, x, y, gen, 6.0), w)
+    detached = numeric_grad(_trades_detached_loss(w, b, x, y, gen, 6.0), w)
     assert not np.allclose(grad, detached, atol=1e-5)
 
 
@@ -185,14 +175,14 @@ def test_mart_weight_and_kl_target_receive_gradient(float64):
         _, rob = mart_terms(zn_t, tf.constant(za), tf.constant(y))
         rob = tf.reduce_mean(rob)
     g = tape.gradient(rob, zn_t).numpy()
-    full = _numeric_grad(lambda z: np_mart(z, za, y)[1], zn)
+    full = numeric_grad(lambda z: np_mart(z, za, y)[1], zn)
     np.testing.assert_allclose(g, full, atol=1e-8)
 
     def weight_frozen(z):
         pn, pa = softmax(z), softmax(za)
         kl = np.sum(pn * (np.log(pn) - np.log(pa + 1e-12)), axis=1)
         return np.mean(kl * (1.0000001 - softmax(zn)[np.arange(4), y]))
-    assert not np.allclose(g, _numeric_grad(weight_frozen, zn), atol=1e-4)
+    assert not np.allclose(g, numeric_grad(weight_frozen, zn), atol=1e-4)
 
 
 def test_mart_other_class_first_index_on_ties(float64):

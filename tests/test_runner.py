@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import linear_classifier, softmax
+from tests.helpers import linear_ce_grad, linear_classifier
 from tf_st import methods
 from tf_st.attacks import losses
 from tf_st.methods.base import AdversarialMethod, StepHook, batch_mean
@@ -50,14 +50,6 @@ def _batch(n=6, shape=(2, 2, 3), classes=3):
     return rng.uniform(0, 1, (n,) + shape), np.arange(n) % classes
 
 
-def _np_grad(w, b, x, y):
-    """d mean CE / d W of the affine classifier, by hand."""
-    flat = x.reshape(len(x), -1)
-    p = softmax(flat @ w + b)
-    p[np.arange(len(y)), y] -= 1
-    return flat.T @ p / len(y)
-
-
 def test_each_network_is_stepped_by_its_own_optimizer(float64):
     left, w, b = linear_classifier(seed=0)
     right, w2, _ = linear_classifier(seed=1)
@@ -67,7 +59,7 @@ def test_each_network_is_stepped_by_its_own_optimizer(float64):
                               "right": keras.optimizers.SGD(0.0)})
     assert method.optimizers["left"] is not method.optimizers["right"]
     logs = method.train_on_batch(x, y, return_dict=True)
-    np.testing.assert_allclose(left.layers[-1].kernel.numpy(), w - 0.5 * _np_grad(w, b, x, y),
+    np.testing.assert_allclose(left.layers[-1].kernel.numpy(), w - 0.5 * linear_ce_grad(w, b, x, y),
                                rtol=1e-10)
     np.testing.assert_array_equal(right.layers[-1].kernel.numpy(), w2)
     assert {"left_accuracy", "right_accuracy", "loss"} <= set(logs)
@@ -101,7 +93,7 @@ def test_step_hooks_take_the_gradient_at_the_moved_weights_and_restore(float64):
     method.train_on_batch(x, y)
     # w <- w - lr * grad(w + delta): the update uses the moved weights, the move is undone.
     np.testing.assert_allclose(model.layers[-1].kernel.numpy(),
-                               w - 0.5 * _np_grad(w + delta, b, x, y), rtol=1e-10)
+                               w - 0.5 * linear_ce_grad(w + delta, b, x, y), rtol=1e-10)
     assert hook.calls == ["before", "after"]
 
 
