@@ -185,8 +185,10 @@ def write_outputs(rows):
     for ax, (key, label) in zip(axes[0], panels):
         # Methods often land within a point of each other, so names go in a legend
         # (fixed colour per method across panels) rather than beside the points.
+        # tab20 and two marker shapes keep up to 40 methods apart.
         for i, r in enumerate(rows):
-            ax.scatter(100 * r["clean_acc"], 100 * r[key], s=40, color=f"C{i}",
+            ax.scatter(100 * r["clean_acc"], 100 * r[key], s=40,
+                       color=plt.get_cmap("tab20")(i % 20), marker="os"[i // 20 % 2],
                        label=r["method"])
         ax.legend(loc="upper left", fontsize=8)
         ax.set_xlim(0, 100 * max(r["clean_acc"] for r in rows) + 10)
