@@ -223,14 +223,13 @@ def _make_folder(root, sizes=None):
                 label = ["cat", "dog"].index(c)
                 img = np.full((6, 5, 3), 10 * label + i, np.uint8)
                 _write_png(os.path.join(root, split, c, f"{i:03d}.png"), img)
-    os.makedirs(os.path.join(root, "train", "empty_class"), exist_ok=True)
     return root
 
 
 def test_image_folder_png(tmp_path):
     root = _make_folder(str(tmp_path))
     tr = D.load("image_folder", "train", data_dir=root)
-    assert tr.class_names == ["cat", "dog", "empty_class"] and tr.num_classes == 3
+    assert tr.class_names == ["cat", "dog"] and tr.num_classes == 2
     assert tr.num_examples == 3
     x, y = D.as_numpy(tr)
     assert x.shape == (3, 6, 5, 3) and x.dtype == np.float32
@@ -275,3 +274,25 @@ def test_cifar10_jpeg_folder():
     assert te.num_examples == 10000 and te.num_classes == 10
     x, y = D.as_numpy(te, limit=3)
     assert x.shape == (3, 32, 32, 3) and list(y) == [0, 1, 2]  # classes interleaved
+
+
+def test_image_folder_refuses_empty_class_folders_and_broken_files(tmp_path):
+    import tensorflow as tf
+
+    from tf_st import data
+    img = tf.io.encode_png(tf.zeros((4, 4, 3), tf.uint8)).numpy()
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            (tmp_path / split / c / "0.png").write_bytes(img)
+    assert data.load("image_folder", "train", data_dir=str(tmp_path)).num_classes == 2
+    (tmp_path / "train" / "c").mkdir()
+    with pytest.raises(data.DatasetNotFoundError, match="c' has no images"):
+        data.load("image_folder", "train", data_dir=str(tmp_path))
+    (tmp_path / "train" / "c").rmdir()
+    (tmp_path / "train" / "a" / "1.jpg").write_bytes(b"")
+    with pytest.raises(data.DatasetNotFoundError, match="1.jpg is empty"):
+        data.load("image_folder", "train", data_dir=str(tmp_path))
+    (tmp_path / "train" / "a" / "1.jpg").write_bytes(b"<html>not an image</html>")
+    with pytest.raises(data.DatasetNotFoundError, match="1.jpg is not a valid image"):
+        data.load("image_folder", "train", data_dir=str(tmp_path))

@@ -143,3 +143,21 @@ def test_evaluation_cli_refuses_a_model_of_another_image_shape(tmp_path, capsys)
     assert cli.main(["evaluate", f"--saved_model={path}", "--attacks=clean,pgd2",
                      "--examples=8", f"--output={out}"]) == 0
     assert out.exists()
+
+
+def test_evaluation_cli_warns_about_probabilities_and_constant_outputs(tmp_path, capsys):
+    import keras
+
+    from export.saved_model import export_classifier
+    from tf_st.evaluation import cli
+    for name, head, message in (
+            ("softmax", lambda h: keras.layers.Dense(10, activation="softmax")(h),
+             "look like probabilities"),
+            ("constant", lambda h: keras.layers.Dense(10, kernel_initializer="zeros")(h),
+             "do not change when the input does")):
+        inp = keras.Input((32, 32, 3))
+        model = keras.Model(inp, head(keras.layers.Flatten()(inp)))
+        path = export_classifier(model, str(tmp_path / name), version=1)
+        assert cli.main(["evaluate", f"--saved_model={path}", "--attacks=clean",
+                         "--examples=4", f"--output={tmp_path / name}.json"]) == 0
+        assert message in capsys.readouterr().err

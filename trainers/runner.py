@@ -409,7 +409,10 @@ def run(settings, flagfile_text=None, log=print, overwrite=False):
     s = resolve(settings)
     # Data first: a missing dataset fails before anything is written.
     from tf_st import data
-    data.load(s.dataset, "train", data_dir=s.data_dir)
+    train_split = data.take(data.load(s.dataset, "train", data_dir=s.data_dir), s.train_examples)
+    if train_split.num_examples < s.batch_size:
+        raise ValueError(f"--batch_size={s.batch_size} exceeds the {train_split.num_examples} "
+                         f"training examples of {s.dataset}")
     with prepare_run_dir(s, flagfile_text, overwrite=overwrite):
         log(f"[{s.method}] run directory: {s.output_dir}")
         log(f"[{s.method}] settings: " + ", ".join(

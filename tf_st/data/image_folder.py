@@ -17,6 +17,23 @@ def _class_dirs(directory):
     return {e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")}
 
 
+MAGIC = {".jpg": (b"\xff\xd8",), ".jpeg": (b"\xff\xd8",), ".png": (b"\x89PNG",),
+         ".bmp": (b"BM",)}
+
+
+def check_image_headers(paths):
+    """Fails naming the file if one is empty or not the image its name says (a decode
+    error deep in an epoch would not name it).  Reads 8 bytes per file."""
+    for path in paths:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        magic = MAGIC[os.path.splitext(path)[1].lower()]
+        if not head.startswith(magic):
+            raise DatasetNotFoundError(
+                f"image_folder: {path} is {'empty' if not head else 'not a valid image'} "
+                f"(expected a {os.path.splitext(path)[1]} file); fix or remove it")
+
+
 def load_image_folder(data_dir, split, *, cache=False, name="image_folder"):
     """Split from ``data_dir/split/<class>/<file>`` (jpg/jpeg/png/bmp).
 
@@ -48,12 +65,19 @@ def load_image_folder(data_dir, split, *, cache=False, name="image_folder"):
     for i, c in enumerate(class_names):
         cdir = os.path.join(split_dir, c)
         if os.path.isdir(cdir):
-            per_class.append([(os.path.join(cdir, f), i) for f in _list_images(cdir)])
+            files = _list_images(cdir)
+            if not files:
+                # An empty class folder would silently add a class without data.
+                raise DatasetNotFoundError(
+                    f"image_folder: class folder {cdir!r} has no images "
+                    f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add its images")
+            per_class.append([(os.path.join(cdir, f), i) for f in files])
     # Classes are interleaved (1st file of every class, then the 2nd, ...), so that the
     # first N examples -- what --eval_examples and --train_examples take -- are balanced.
     order = sorted(((rank, label, path) for files in per_class
                     for rank, (path, label) in enumerate(files)))
     paths = [path for _, _, path in order]
+    check_image_headers(paths)
     labels = [label for _, label, _ in order]
     if not paths:
         raise DatasetNotFoundError(

@@ -94,6 +94,9 @@ def main(argv):
             data.DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    probe, _ = data.as_numpy(split, limit=16)
+    for message in report.sanity_warnings(model, probe):
+        print(f"warning: {message}", file=sys.stderr)
     report.evaluate_and_report(
         model, dataset=_DATASET.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
         attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,

@@ -22,6 +22,23 @@ def check_output_writable(output):
                               "writable directory")
 
 
+def sanity_warnings(logits_fn, x):
+    """Warnings about a model that every attack would evaluate wrongly: outputs that are
+    probabilities (gradients of the attacks' losses assume logits and vanish after a
+    softmax, overestimating robustness) or outputs that do not depend on the input."""
+    import numpy as np
+    z = np.asarray(logits_fn(x), np.float64)
+    out = []
+    if z.min() >= 0 and np.allclose(z.sum(1), 1.0, atol=1e-4):
+        out.append("the model's outputs look like probabilities (non-negative, rows summing "
+                   "to 1), not logits: attacks on them are weaker and robust accuracy is "
+                   "overestimated; export the pre-softmax outputs")
+    if len(x) > 1 and np.allclose(z, np.asarray(logits_fn(1.0 - x), np.float64), atol=1e-6):
+        out.append("the model's outputs do not change when the input does (x vs 1 - x): "
+                   "every attack will fail; check the model")
+    return out
+
+
 def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon, step_size,
                         examples, batch_size, seed, output=None, model_card=None,
                         state_file=None, verbose=True):
