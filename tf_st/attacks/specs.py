@@ -27,7 +27,11 @@ from typing import Any, Callable, Optional, Tuple, Union
 import tensorflow as tf
 
 from tf_st.attacks import losses, starts
+from tf_st.attacks.apgd import apgd, target_by_rank
 from tf_st.attacks.checks import check_unit_interval
+from tf_st.attacks.fab import fab_targeted
+from tf_st.attacks.pgd import early_stopped_pgd, fgsm, pgd, project
+from tf_st.attacks.square import square_linf
 
 LOSSES = {"ce": losses.cross_entropy, "cw": losses.cw_margin}
 
@@ -66,7 +70,6 @@ class _Attack:
         raise NotImplementedError
 
     def run(self, logits_fn, x, y, seed=None):
-        from tf_st.attacks.pgd import project
         x = tf.convert_to_tensor(x)
         x_adv = project(self.perturb(logits_fn, x, y, seed=seed), x, self.epsilon)
         return AttackResult(x_adv, _misclassified(logits_fn, x_adv, y))
@@ -94,7 +97,6 @@ class FGSM(_Attack):
     name = "fgsm"
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
-        from tf_st.attacks.pgd import fgsm
         return fgsm(logits_fn, x, y, self.epsilon, loss_fn=_loss(self.loss))
 
 
@@ -144,7 +146,6 @@ class PGD(_Attack):
                                    seed=seed)
 
     def _single(self, logits_fn, x, y, seed, x_init, tau=None, step_noise=None):
-        from tf_st.attacks.pgd import early_stopped_pgd, pgd
         x0 = self._start(x, seed) if x_init is None else x_init
         if self.tau is not None:
             x_adv, passes = early_stopped_pgd(
@@ -172,7 +173,6 @@ class PGD(_Attack):
         return x_adv, details["passes"]
 
     def run(self, logits_fn, x, y, seed=None):
-        from tf_st.attacks.pgd import project
         x = tf.convert_to_tensor(x)
         best, fooled, details = None, None, {}
         for r in range(self.restarts):
@@ -214,14 +214,12 @@ class APGD(_Attack):
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         """One AutoAttack stage batch: ``(x_adv, extra [B] float32)``."""
-        from tf_st.attacks.apgd import apgd
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss=self.loss, rho=self.rho, seed=seed,
                              return_details=True)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
-        from tf_st.attacks.apgd import apgd
         return apgd(logits_fn, x, y, epsilon=self.epsilon, n_iter=self.steps, loss=self.loss,
                     rho=self.rho, seed=seed, x_init=x_init)[0]
 
@@ -239,7 +237,6 @@ class APGDT(_Attack):
     extra = "zero_grad"
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
-        from tf_st.attacks.apgd import apgd, target_by_rank
         y_t = target_by_rank(logits_fn(x), rank)
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss="dlr-targeted", y_target=y_t,
@@ -265,7 +262,6 @@ class FABT(_Attack):
     extra = None
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
-        from tf_st.attacks.fab import fab_targeted
         x_adv, _ = fab_targeted(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                                 target_rank=rank, n_iter=self.steps, alpha_max=self.alpha_max,
                                 eta=self.eta, beta=self.beta, random_start=restart > 0,
@@ -288,7 +284,6 @@ class Square(_Attack):
     extra = "queries"
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
-        from tf_st.attacks.square import square_linf
         x_adv, _, det = square_linf(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                                     n_queries=self.steps, p_init=self.p_init, seed=seed,
                                     return_details=True)
@@ -330,7 +325,7 @@ class AutoAttack:
 
     def evaluate(self, logits_fn, x, y, **options):
         """``tf_st.attacks.autoattack.evaluate`` with this spec's settings."""
-        from tf_st.attacks import autoattack
+        from tf_st.attacks import autoattack  # its runner imports these specs
         return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon, version="custom",
                                    attacks=self.components, **options)
 
