@@ -1,7 +1,7 @@
 """The training runner every trainer shares, in four steps that can be called alone:
 
-  settings   ``resolve(method, overrides, hparams)``: flag values over paper presets
-  run dir    ``prepare_run_dir``: the directory and ``flags.txt``
+  settings   ``resolve(Settings(...))``: given values over paper presets, checked
+  run dir    ``prepare_run_dir``: locked, settings compared, then ``flags.txt``
   fit        ``fit``: strategy, networks, optimizers, one ``model.fit`` over all
              remaining epochs with the callbacks of ``tf_st.training.callbacks``
   export     ``export_best``: each network's best weights -> SavedModel + model card
