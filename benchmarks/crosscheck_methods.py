@@ -414,4 +414,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tf_st import cli
+    app.run(cli.guarded(main))

@@ -11,9 +11,30 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 
 import numpy as np
+
+
+_FAULT_COUNTS = {}
+
+
+def fault_point(name):
+    """Fault injection for ``tests/reliability``: with ``TF_ST_KILL_AT=<text>:<n>`` in
+    the environment, the process kills itself with SIGKILL (a preemption: no cleanup
+    runs) the n-th time it reaches a point whose name contains ``<text>``.  Points:
+    ``write:<directory>/<file name>`` just before an atomic write's rename (the temporary complete,
+    the final name not yet replaced) and ``checkpoint`` just after a checkpoint is
+    saved.  Without the variable this is a dictionary lookup."""
+    spec = os.environ.get("TF_ST_KILL_AT")
+    if not spec:
+        return
+    target, _, count = spec.rpartition(":")
+    if target and target in name:
+        _FAULT_COUNTS[target] = _FAULT_COUNTS.get(target, 0) + 1
+        if _FAULT_COUNTS[target] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -34,7 +55,8 @@ def atomic_path(path, directory=False):
         if not directory:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        elif os.path.isdir(path):
+        fault_point(f"write:{os.path.basename(parent)}/{base}")
+        if directory and os.path.isdir(path):
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
@@ -81,6 +103,7 @@ def atomic_save_weights(model, path):
         model.save_weights(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        fault_point("write:" + "/".join(os.path.abspath(path).split(os.sep)[-2:]))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -89,12 +112,14 @@ def atomic_save_weights(model, path):
 
 
 def remove_stale_temporaries(directory):
-    """Removes ``.tmp-*`` entries a killed writer left in ``directory``."""
+    """Removes the temporaries a killed writer left in ``directory`` (``.tmp-*`` and
+    ``*.tmp.weights.h5``); call it only where no other writer is active (a locked run
+    directory, the export directory before an export)."""
     if not os.path.isdir(directory):
         return []
     removed = []
     for name in os.listdir(directory):
-        if name.startswith(".tmp-"):
+        if name.startswith(".tmp-") or name.endswith(".tmp.weights.h5"):
             p = os.path.join(directory, name)
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
             removed.append(name)

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from tf_st import data
+from tf_st import cli, data
 
 # Its own flag registry, so that importing this module next to the trainers (tests, one
 # process) never defines --dataset or --output twice.
@@ -43,6 +43,7 @@ _EXAMPLES = flags.DEFINE_integer("examples", None, "Label at most N examples aft
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 500, "Inference batch size.", lower_bound=1,
                                    flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string("output", None, "Output .npz path.", flag_values=FLAGS)
+_VERBOSE = cli.define_verbose_errors(FLAGS)
 
 
 def pseudo_label(logits_fn, images_uint8, batch_size=500):
@@ -58,7 +59,12 @@ def pseudo_label(logits_fn, images_uint8, batch_size=500):
 
 
 def main(argv):
-    """Parses ``argv`` (program name first) and labels; returns the exit status."""
+    """Parses ``argv`` (program name first) and labels; returns the exit status
+    (``tf_st.cli``'s error policy)."""
+    return cli.guarded(_main, _VERBOSE)(argv)
+
+
+def _main(argv):
     FLAGS.unparse_flags()  # a second call in one process starts from the defaults
     try:
         rest = FLAGS(argv)
@@ -93,7 +99,8 @@ def main(argv):
     except (ValueError, FileNotFoundError, data.DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    labels, confidence = pseudo_label(model, images, _BATCH_SIZE.value)
+    with data.naming_bad_images(_DATASET.value, _DATA_DIR.value):
+        labels, confidence = pseudo_label(model, images, _BATCH_SIZE.value)
     atomic_write_npz(_OUTPUT.value, images=images, labels=labels, confidence=confidence,
                      true_labels=true_labels)
     print(f"wrote {len(labels)} pseudo-labelled images to {_OUTPUT.value}; pseudo-label "

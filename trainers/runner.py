@@ -158,11 +158,13 @@ def resolve(settings: Settings) -> Settings:
 @contextlib.contextmanager
 def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
     """Holds the run directory for the ``with`` block: locked, checked to have been
-    started with these settings (see ``tf_st.training.rundir``); only then is
-    ``flags.txt`` written."""
-    from tf_st.fileio import atomic_write_text
+    started with these settings (see ``tf_st.training.rundir``), cleared of a killed
+    run's temporaries; only then is ``flags.txt`` written."""
+    from tf_st.fileio import atomic_write_text, remove_stale_temporaries
     from tf_st.training.rundir import RunDirectory
     with RunDirectory(settings.output_dir, settings.as_json(), overwrite=overwrite):
+        # Ours alone now (locked): what a killed predecessor left half-written goes.
+        remove_stale_temporaries(settings.output_dir)
         if flagfile_text is not None:
             atomic_write_text(os.path.join(settings.output_dir, "flags.txt"), flagfile_text)
         yield settings.output_dir

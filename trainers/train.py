@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-from tf_st import data, methods, models
+from tf_st import cli, data, methods, models
 from tf_st.attacks.specs import parse as parse_attack
 from tf_st.methods.hparams import cli_fields, field_kind
 from trainers import runner
@@ -28,8 +28,7 @@ from trainers import runner
 FLAGS = flags.FLAGS
 
 _METHOD = flags.DEFINE_enum("method", None, sorted(methods.METHODS), "Training method.")
-_VERBOSE_ERRORS = flags.DEFINE_bool("verbose_errors", False,
-                                    "Print tracebacks of expected errors too.")
+_VERBOSE_ERRORS = cli.VERBOSE_ERRORS
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard a run in --output_dir that was "
                                "started with other settings (otherwise the run refuses).")
 
@@ -236,7 +235,6 @@ def main_for(default_method=None):
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        from tf_st.data import DatasetNotFoundError
         from tf_st.training.callbacks import NonFiniteLossError
         key = _METHOD.value or default_method
         # Both must happen before any TensorFlow op starts the runtime.
@@ -252,18 +250,16 @@ def main_for(default_method=None):
                 raise UsageError(f"--method={_METHOD.value} given to the {default_method} "
                                  f"trainer; use python -m trainers.train --method=...")
             settings = runner.resolve(settings_from_flags(key))
-            runner.run(settings, flagfile_text=flagfile_text(settings),
-                       overwrite=_OVERWRITE.value)
-        except (UsageError, ValueError, DatasetNotFoundError, FileNotFoundError) as e:
-            if _VERBOSE_ERRORS.value:
-                raise
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            with data.naming_bad_images(settings.dataset, settings.data_dir):
+                runner.run(settings, flagfile_text=flagfile_text(settings),
+                           overwrite=_OVERWRITE.value)
         except NonFiniteLossError as e:
-            if _VERBOSE_ERRORS.value:
+            if cli.verbose():
                 raise
             print(f"error: {e}", file=sys.stderr)
             return 3
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - cli.report re-raises bugs
+            return cli.report(e)
         return 0
 
     return main

@@ -329,6 +329,14 @@ class AutoAttack:
         return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon, version="custom",
                                    attacks=self.components, **options)
 
+    def check_state(self, logits_fn, x, y, *, state_file, seed, batch_size):
+        """Refuses now a ``state_file`` that ``evaluate`` would refuse (another model,
+        data or settings): ``tf_st.attacks.autoattack.check_state``."""
+        from tf_st.attacks import autoattack
+        autoattack.check_state(logits_fn, x, y, state_file=state_file, epsilon=self.epsilon,
+                               version="custom", attacks=self.components, seed=seed,
+                               batch_size=batch_size)
+
 
 def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
     """The spec an attack name denotes (see the module docstring)."""

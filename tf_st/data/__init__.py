@@ -30,8 +30,12 @@ per-example augmentation, batch, prefetch), :func:`eval_pipeline` (first ``limit
 order, last partial batch kept) and :func:`as_numpy`.
 """
 
+import contextlib
 import dataclasses
+import os
 from typing import Optional
+
+import tensorflow as tf
 
 from tf_st.data.image_folder import load_image_folder
 from tf_st.data.mini import MINI_PATH, MINI_TEST_NOTE, MINI_TRAIN_NOTE, _load_mini
@@ -95,6 +99,26 @@ def canonical_name(name):
 def _check_split(split):
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+@contextlib.contextmanager
+def naming_bad_images(name, data_dir):
+    """Turns a TF decode error raised while ``name`` is being read (in a training epoch,
+    a data pipeline) into a ``DatasetNotFoundError`` naming the first image folder file
+    that does not decode; other datasets and other errors pass unchanged."""
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        if name != "image_folder" or not data_dir:
+            raise
+        from tf_st.data.image_folder import first_undecodable
+        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(str(data_dir))
+                       for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+        bad = first_undecodable(paths)
+        if bad is None:
+            raise
+        raise DatasetNotFoundError(f"image_folder: {bad[0]} cannot be decoded ({bad[1]}); "
+                                   "fix or remove it") from e
 
 
 def load(name, split, data_dir=None):

@@ -21,17 +21,50 @@ MAGIC = {".jpg": (b"\xff\xd8",), ".jpeg": (b"\xff\xd8",), ".png": (b"\x89PNG",),
          ".bmp": (b"BM",)}
 
 
+# What a complete file ends with, within its last bytes (JPEG writers may pad after the
+# end-of-image marker; PNG's last chunk is IEND).
+TRAILER = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND"}
+
+
+def check_image_file(path):
+    """Fails naming ``path`` if it is empty, not the image its name says or truncated (a
+    decode error deep in an epoch would not name it).  Reads at most 72 bytes."""
+    ext = os.path.splitext(path)[1].lower()
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(max(0, size - 64))
+        tail = f.read(64)
+    problem = None
+    if not head:
+        problem = "empty"
+    elif not head.startswith(MAGIC[ext]):
+        problem = "not a valid image"
+    elif ext in TRAILER and TRAILER[ext] not in tail.rstrip(b"\x00\r\n "):
+        problem = "truncated (no end-of-image marker)"
+    elif ext == ".bmp" and (size < 6 or int.from_bytes(head[2:6], "little") > size):
+        problem = "truncated (shorter than its header says)"
+    if problem:
+        raise DatasetNotFoundError(f"image_folder: {path} is {problem} (expected a complete "
+                                   f"{ext} file); fix or remove it")
+
+
 def check_image_headers(paths):
-    """Fails naming the file if one is empty or not the image its name says (a decode
-    error deep in an epoch would not name it).  Reads 8 bytes per file."""
     for path in paths:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        magic = MAGIC[os.path.splitext(path)[1].lower()]
-        if not head.startswith(magic):
-            raise DatasetNotFoundError(
-                f"image_folder: {path} is {'empty' if not head else 'not a valid image'} "
-                f"(expected a {os.path.splitext(path)[1]} file); fix or remove it")
+        check_image_file(path)
+
+
+def first_undecodable(paths):
+    """``(path, reason)`` of the first file TF cannot decode to an image, else None.  Slow
+    (decodes everything): only called after a decode error, to name the file."""
+    for path in paths:
+        try:
+            check_image_file(path)
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except (DatasetNotFoundError, tf.errors.OpError) as e:
+            reason = getattr(e, "message", str(e)).strip().splitlines()[0]
+            return path, reason
+    return None
 
 
 def load_image_folder(data_dir, split, *, cache=False, name="image_folder"):

@@ -19,6 +19,8 @@ import sys
 
 from absl import flags
 
+from tf_st.cli import define_verbose_errors
+
 FLAGS = flags.FlagValues()
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel dir (or TF-Serving base "
                                    "dir).", flag_values=FLAGS)
@@ -45,6 +47,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSON report path (default: beside
 _STATE_FILE = flags.DEFINE_string("state_file", None, "AutoAttack resume state (JSON).",
                                   flag_values=FLAGS)
 
+
+_VERBOSE = define_verbose_errors(FLAGS)
+
 flags.register_validator("epsilon", lambda v: 0.0 <= v <= 1.0,
                          "--epsilon must be in [0, 1] (8/255 = 0.03137, not 8)", flag_values=FLAGS)
 flags.register_validator("step_size", lambda v: 0.0 < v <= 1.0, "--step_size must be in (0, 1]",
@@ -56,7 +61,14 @@ flags.register_validator("examples", lambda v: v is None or v > 0, "--examples m
 
 
 def main(argv):
-    """Parses ``argv`` (program name first) and evaluates; returns the exit status."""
+    """Parses ``argv`` (program name first) and evaluates; returns the exit status
+    (``tf_st.cli``'s error policy: 2 for bad input, 130 when interrupted, the report
+    then saying ``"partial": true`` if any attack had finished)."""
+    from tf_st import cli
+    return cli.guarded(_main, _VERBOSE)(argv)
+
+
+def _main(argv):
     from tf_st import data
     from tf_st.attacks.specs import parse
     from tf_st.evaluation import report
@@ -90,17 +102,23 @@ def main(argv):
                 or len(model.image_shape) != len(image_shape):
             raise ValueError(f"the SavedModel takes images of shape {model.image_shape}, "
                              f"{_DATASET.value}/{_SPLIT.value} has {image_shape}")
-    except (flags.Error, ValueError, FileNotFoundError, PermissionError,
-            data.DatasetNotFoundError) as e:
+    except flags.Error as e:  # before the flags are parsed, --verbose_errors is unknown
         print(f"error: {e}", file=sys.stderr)
         return 2
-    probe, _ = data.as_numpy(split, limit=16)
-    for message in report.sanity_warnings(model, probe):
-        print(f"warning: {message}", file=sys.stderr)
-    report.evaluate_and_report(
-        model, dataset=_DATASET.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
-        attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,
-        examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-        output=output, model_card=model.model_card, state_file=_STATE_FILE.value)
+    with data.naming_bad_images(_DATASET.value, _DATA_DIR.value):
+        probe, _ = data.as_numpy(split, limit=16)
+        for message in report.sanity_warnings(model, probe):
+            print(f"warning: {message}", file=sys.stderr)
+        try:
+            report.evaluate_and_report(
+                model, dataset=_DATASET.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
+                attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,
+                examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+                output=output, model_card=model.model_card, state_file=_STATE_FILE.value)
+        except KeyboardInterrupt as e:
+            raise KeyboardInterrupt(
+                f"{e or 'by the user'}; {output} holds the finished attacks, marked partial"
+                if os.path.exists(output) else f"{e or 'by the user'}; no attack had finished"
+            ) from None
     print(f"report written to {output}")
     return 0

@@ -44,39 +44,60 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
                         state_file=None, verbose=True):
     """Runs ``attacks`` (names or specs) on ``examples`` of ``dataset/split``, prints the
     table and writes the JSON report to ``output``; per-batch attacks first, then those
-    that evaluate the whole set (AutoAttack), each on every example."""
+    that evaluate the whole set (AutoAttack), each on every example.
+
+    The report is rewritten after every finished attack with ``"partial": true`` and the
+    attacks still ``"pending"``, so a run killed after hours keeps what it measured and
+    says it is incomplete; the final write has ``"partial": false``."""
     from tf_st import data as tf_st_data
 
-    # Bad names and unwritable outputs fail before any work.
+    # Bad names, unwritable outputs and a foreign AutoAttack state fail before any work.
     specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
              for a in attacks]
     check_output_writable(output)
     split_obj = tf_st_data.load(dataset, split, data_dir=data_dir)
     x, y = tf_st_data.as_numpy(split_obj, limit=examples)
+    batch = min(batch_size, len(x))
+    whole = [s for s in specs if not s.batched]
+    if state_file:
+        for spec in whole:
+            spec.check_state(logits_fn, x, y, state_file=state_file, seed=seed, batch_size=batch)
     started = time.time()
-    result = evaluate(logits_fn, (x, y), [s for s in specs if s.batched], epsilon=epsilon,
-                      step_size=step_size, batch_size=min(batch_size, len(x)), seed=seed,
-                      verbose=verbose)
-    report = {"dataset": dataset, "split": split, "data_note": split_obj.note,
-              "num_examples": int(len(x)), **result.to_json()}
-    rows = [(r.name, r.accuracy, r.seconds) for r in result.attacks.values()]
     card = model_card or {}
-    for spec in (s for s in specs if not s.batched):
-        aa = spec.evaluate(logits_fn, x, y, seed=seed, batch_size=min(batch_size, len(x)),
+    report = {"dataset": dataset, "split": split, "data_note": split_obj.note,
+              "num_examples": int(len(x))}
+    if model_card:
+        report["model"] = {k: model_card.get(k) for k in ("method", "arch", "dataset")}
+
+    def save(done, pending):
+        report.update(done)
+        report["seconds"] = round(time.time() - started, 2)
+        report["partial"] = bool(pending)
+        report["pending"] = [s.name for s in pending]
+        if output:
+            atomic_write_json(output, report, indent=1)
+
+    batched = [s for s in specs if s.batched]
+
+    def on_attack(res):
+        save(res.to_json(), batched[len(res.attacks):] + whole)
+
+    result = evaluate(logits_fn, (x, y), batched, epsilon=epsilon, step_size=step_size,
+                      batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack)
+    report.update(result.to_json())
+    rows = [(r.name, r.accuracy, r.seconds) for r in result.attacks.values()]
+    for i, spec in enumerate(whole):
+        aa = spec.evaluate(logits_fn, x, y, seed=seed, batch_size=batch,
                            state_file=state_file, verbose=verbose, return_adversarials=False,
                            dataset=dataset, architecture=card.get("arch"))
-        report["autoattack"] = aa.to_json()
         report["model_info"] = dict(aa.model_info)
         for log in aa.attacks:
             rows.append((f"{spec.name}:{log.name}", log.robust_accuracy, log.seconds))
         rows.append((spec.name, aa.robust_accuracy, aa.seconds))
-    report["seconds"] = round(time.time() - started, 2)
-    if model_card:
-        report["model"] = {k: model_card.get(k) for k in ("method", "arch", "dataset")}
+        save({"autoattack": aa.to_json()}, whole[i + 1:])
     print(format_table(rows, header=f"{dataset}/{split}, {len(x)} examples, eps={epsilon:.5f}"
                                     + (f" ({split_obj.note})" if split_obj.note else "")))
-    if output:
-        atomic_write_json(output, report, indent=1)
+    save({}, [])
     return report
 
 

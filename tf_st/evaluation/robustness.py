@@ -100,8 +100,11 @@ def _pad(x, y, size):
 
 
 def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, step_size=2 / 255,
-             batch_size=200, seed=0, dtype=tf.float32, verbose=True):
+             batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None):
     """Runs each attack over ``data`` and returns an ``EvaluationResult``.
+
+    ``on_attack(result)``: called after each attack with the ``EvaluationResult`` of the
+    attacks finished so far (the report writer saves partial reports with it).
 
     ``data``: ``(x, y)`` arrays (x float in [0, 1], NHWC) or a batched ``tf.data.Dataset``
     of such pairs; batches are padded to ``batch_size`` (the largest batch for a dataset).
@@ -131,8 +134,14 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
         correct = np.concatenate(flags) if flags else np.zeros(0, bool)
         results[spec.name] = AttackAccuracy(spec.name, float(correct.mean()) if len(correct) else 0.0,
                                           time.time() - start, correct)
+        if on_attack is not None:
+            on_attack(_result(results, epsilon, step_size, seed))
+    return _result(results, epsilon, step_size, seed)
+
+
+def _result(results, epsilon, step_size, seed):
     n = len(next(iter(results.values())).correct) if results else 0
-    return EvaluationResult(n, float(epsilon), float(step_size), int(seed), results)
+    return EvaluationResult(n, float(epsilon), float(step_size), int(seed), dict(results))
 
 
 class _Progress:

@@ -27,7 +27,13 @@ class LoadedClassifier:
 
     def __init__(self, path, signature="serving_default"):
         self.path = _resolve_version(path)
-        self._module = tf.saved_model.load(self.path)
+        try:
+            self._module = tf.saved_model.load(self.path)
+        except Exception as e:  # noqa: BLE001 - protobuf, OpError, OSError: all one answer
+            reason = (getattr(e, "message", None) or str(e)).strip().splitlines()
+            raise ValueError(f"cannot load the SavedModel at {self.path} "
+                             f"({type(e).__name__}: {reason[0] if reason else 'no detail'}); "
+                             "is it a complete export?") from e
         sigs = getattr(self._module, "signatures", {})
         if signature not in sigs:
             raise ValueError(f"SavedModel at {self.path} has no signature {signature!r} "
@@ -54,8 +60,11 @@ class LoadedClassifier:
         self.model_card = None
         card = os.path.join(self.path, MODEL_CARD)
         if os.path.exists(card):
-            with open(card) as f:
-                self.model_card = json.load(f)
+            try:
+                with open(card) as f:
+                    self.model_card = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"the model card {card} is unreadable ({e})") from None
 
     @property
     def image_shape(self):

@@ -76,7 +76,9 @@ class STHParams(HParams):
 
 class SqueezeTraining(AdversarialMethod):
     key = "st"
-    term_names = ("loss", "ce", "reg")
+    # ce_upper / ce_lower: CE of the up-role and low-role points (logged, not trained on;
+    # train_stat.py's statistics, ST paper Fig. 8).
+    term_names = ("loss", "ce", "reg", "ce_upper", "ce_lower")
     HParams = STHParams
 
     def __init__(self, networks, **kwargs):
@@ -145,5 +147,8 @@ class SqueezeTraining(AdversarialMethod):
         up, low = select_roles(z_nat, z_col, z_adv, y)
         zs = tf.stack([z_nat, z_col, z_adv], axis=1)
         ce = batch_mean(losses.cross_entropy(z_nat, y))
-        reg = batch_mean(self.reg_fn(gather_role(zs, up), gather_role(zs, low)))
-        return {"loss": ce + self.beta * reg, "ce": ce, "reg": reg, "clean_logits": z_nat}
+        z_up, z_low = gather_role(zs, up), gather_role(zs, low)
+        reg = batch_mean(self.reg_fn(z_up, z_low))
+        return {"loss": ce + self.beta * reg, "ce": ce, "reg": reg, "clean_logits": z_nat,
+                "ce_upper": batch_mean(losses.cross_entropy(tf.stop_gradient(z_up), y)),
+                "ce_lower": batch_mean(losses.cross_entropy(tf.stop_gradient(z_low), y))}

@@ -88,7 +88,9 @@ class TRADES2HParams(TRADESHParams):
 
 class TRADES(AdversarialMethod):
     key = "trades"
-    term_names = ("loss", "ce", "reg")
+    # col_ratio: fraction of inner maximisers (the first neighbour's) whose CE is below
+    # the benign CE, from the training forwards (logged only; ST paper Fig. 5).
+    term_names = ("loss", "ce", "reg", "col_ratio")
     HParams = TRADESHParams
 
     def __init__(self, networks, **kwargs):
@@ -118,8 +120,10 @@ class TRADES(AdversarialMethod):
         ce = batch_mean(losses.cross_entropy(z_nat, y))
         regs = [batch_mean(self.reg_fn(z_target, z_adv)) for z_adv in z_advs]
         reg = tf.add_n(regs) / tf.cast(len(regs), regs[0].dtype)
+        below = tf.less(losses.cross_entropy(tf.stop_gradient(z_advs[0]), y),
+                        losses.cross_entropy(tf.stop_gradient(z_nat), y))
         return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
-                "clean_logits": z_nat}
+                "clean_logits": z_nat, "col_ratio": batch_mean(tf.cast(below, ce.dtype))}
 
 
 class TRADES2(TRADES):

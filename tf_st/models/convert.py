@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Mapping
 
-from tf_st import models
+from tf_st import cli, models
 from tf_st.models.torch_import import DEFAULT_IGNORE_PREFIXES, load_torch_state_dict
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -67,14 +67,21 @@ def main(argv=None):
                         help="tolerate missing/unexpected keys (shape mismatches still fail)")
     parser.add_argument("--keep_sub_block1", action="store_true",
                         help="do not silently drop TRADES' unused sub_block1.* keys")
+    parser.add_argument("--verbose_errors", action="store_true",
+                        help="print tracebacks of expected errors too")
     args = parser.parse_args(argv)
     if not args.output.endswith(".weights.h5"):
         parser.error("--output must end with .weights.h5 (Keras 3 requirement)")
-    state_dict = load_torch_checkpoint(args.torch_checkpoint)
-    convert(args.arch, args.num_classes, state_dict, args.output, strict=not args.non_strict,
-            ignore_prefixes=() if args.keep_sub_block1 else DEFAULT_IGNORE_PREFIXES)
-    print(f"wrote {args.output} ({args.arch}, {args.num_classes} classes)")
+
+    def run(_):
+        state_dict = load_torch_checkpoint(args.torch_checkpoint)
+        convert(args.arch, args.num_classes, state_dict, args.output,
+                strict=not args.non_strict,
+                ignore_prefixes=() if args.keep_sub_block1 else DEFAULT_IGNORE_PREFIXES)
+        print(f"wrote {args.output} ({args.arch}, {args.num_classes} classes)")
+        return 0
+    return cli.guarded(run, args.verbose_errors)(None)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-from tf_st.fileio import atomic_save_weights
+from tf_st.fileio import atomic_save_weights, fault_point
 
 
 class RunCheckpoint:
@@ -51,7 +51,9 @@ class RunCheckpoint:
 
     def save(self, epochs_done):
         self.epoch.assign(epochs_done)
-        return self._manager.save(checkpoint_number=epochs_done)
+        path = self._manager.save(checkpoint_number=epochs_done)
+        fault_point("checkpoint")
+        return path
 
     def maybe_save_best(self, name, network, robust_acc, epoch, strict=False):
         """Keeps ``network``'s best weights by robust accuracy; ties go to the later

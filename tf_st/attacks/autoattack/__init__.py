@@ -7,8 +7,9 @@ settings (``APGD``, ``APGDT``, ``FABT``, ``Square``) are specs of
 """
 
 from tf_st.attacks.autoattack.runner import (VERSIONS, AttackLog, AutoAttackWarning, Result,
-                                             attacks_for, evaluate)
+                                             attacks_for, check_state, evaluate)
 from tf_st.attacks.specs import APGD, APGDT, FABT, STANDARD, Square
 
 __all__ = ["APGD", "APGDT", "FABT", "STANDARD", "Square", "VERSIONS", "AttackLog",
-           "AutoAttackWarning", "Result", "attacks_for", "evaluate"]
+           "AutoAttackWarning", "Result", "attacks_for", "check_state",
+           "evaluate"]

@@ -152,6 +152,41 @@ def _print_progress(info):
               file=sys.stderr, flush=True)
 
 
+def _refuse_foreign(state_file, prev, fp):
+    diff = st_lib.fingerprint_difference(prev.get("fingerprint"), fp)
+    if diff:
+        raise ValueError(f"state file {state_file!r} belongs to another run: its {diff} "
+                         "differs from this run's; delete it or pass another --state_file")
+
+
+def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standard",
+                attacks=None, seed, batch_size=500):
+    """Refuses (``ValueError`` naming the file and what differs) a state file that
+    ``evaluate`` with these arguments would refuse, at the cost of one forward pass of
+    the first batch; so a caller that runs other attacks first (``export.evaluate``)
+    finds out before them, not hours later.  No state file yet: nothing to check."""
+    prev = st_lib.StateFile(state_file, 0).load()
+    if prev is None:
+        return
+    attacks = tuple(dataclasses.replace(a, epsilon=float(epsilon))
+                    for a in attacks_for(version, attacks))
+    x_np = x.numpy() if isinstance(x, tf.Tensor) else x
+    y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
+    n = int(y_np.shape[0])
+    bs = max(1, min(int(batch_size), n))
+    dtype = tf.float64 if np.dtype(x_np.dtype) == np.float64 else tf.float32
+    first = np.arange(0, min(bs, n))
+    # The same padded batch through the same kind of function as evaluate's clean pass,
+    # so the probe logits (rounded in the fingerprint) are the ones it will compute.
+    clean_fn = tf.function(lambda xb: losses.as_float(logits_fn(xb)),
+                           input_signature=[tf.TensorSpec([bs, *x_np.shape[1:]], dtype)])
+    full = np.concatenate([first, np.full(bs - len(first), 0, first.dtype)])
+    z = clean_fn(tf.constant(np.asarray(x_np[full], dtype.as_numpy_dtype))).numpy()
+    fp = st_lib.fingerprint(n, epsilon, attacks, int(seed), y_np, bs, x=x_np,
+                            probe_logits=z[: len(first)])
+    _refuse_foreign(state_file, prev, fp)
+
+
 def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=None,
              seed=None, batch_size=500, state_file=None, state_interval=0.0,
              progress=None, verbose=True, return_adversarials=True, jit_compile=False,
@@ -259,10 +294,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     finished, attack_logs = [], {}
     current, done_in_current = None, np.zeros(n, bool)
     if prev is not None:
-        diff = st_lib.fingerprint_difference(prev.get("fingerprint"), fp)
-        if diff:
-            raise ValueError(f"state file {state_file!r} belongs to another run: its {diff} "
-                             "differs from this run's; delete it or pass another --state_file")
+        _refuse_foreign(state_file, prev, fp)
         robust = st_lib.flags_arr(prev["robust_flags"])
         finished = list(prev["finished"])
         attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
