@@ -133,6 +133,9 @@ def add_missing(text):
         else:
             lib = _library_for(path)
             m = re.search(r'name = "%s",\n    srcs = \[(.*?)\]' % re.escape(lib), text, re.S)
+            if m is None:
+                raise SystemExit(f"BUILD has no rule {lib!r} for {path}: add a py_library "
+                                 "for the new package, then rerun --fix")
             srcs = sorted(set(re.findall(r'"([\w/.]+)"', m.group(1))) | {path})
             text = text[:m.start(1)] + ", ".join(f'"{x}"' for x in srcs) + text[m.end(1):]
     return text
@@ -178,8 +181,9 @@ def main(argv):
     with open(path) as f:
         text = f.read()
     if "--fix" in argv:
+        fixed = fix(text)  # computed before the file is opened for writing: a failure keeps it
         with open(path, "w") as f:
-            f.write(fix(text))
+            f.write(fixed)
         print("BUILD deps rewritten")
         return 0
     found = problems(text)
