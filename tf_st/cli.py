@@ -2,7 +2,8 @@
 
 Expected failures -- bad flags or input, unreadable or unwritable files, a dataset that
 is not there, a corrupt image -- print one ``error: ...`` line on stderr and exit with
-status 2; an interruption (Ctrl-C, SIGTERM turned into ``KeyboardInterrupt``) prints one
+status 2 (an exception with an ``exit_code`` attribute exits with that code, e.g. 3 for
+a diverged training); an interruption (Ctrl-C, SIGTERM turned into ``KeyboardInterrupt``) prints one
 line and exits with 130.  Tracebacks are for bugs: they appear for any other exception,
 and for expected ones too with ``--verbose_errors`` or ``TF_ST_DEBUG=1``.
 
@@ -35,11 +36,28 @@ else:  # pragma: no cover - a module reload
     VERBOSE_ERRORS = flags.FLAGS["verbose_errors"]
 
 
+# Python errors of bad input; their whole message is shown.
+_INPUT_ERRORS = (ValueError, OSError, flags.Error, LookupError)
+
+
+def parse_flags(flag_values, argv):
+    """Parses ``argv`` (program name first) into ``flag_values`` from their defaults (a
+    second call in one process starts afresh); a bad flag or a stray argument raises,
+    which ``guarded`` reports as one line -- before ``--verbose_errors`` is known, so
+    without a traceback."""
+    flag_values.unparse_flags()
+    rest = flag_values(list(argv))
+    if len(rest) > 1:
+        raise ValueError(f"unexpected arguments: {rest[1:]}")
+
+
 def expected_error(e):
-    """Whether ``e`` is a user-facing failure (bad input, missing or unwritable files)
-    rather than a bug."""
+    """Whether ``e`` is a user-facing failure (bad input, missing or unwritable files, or
+    an error that carries its own ``exit_code``) rather than a bug."""
     import tensorflow as tf
-    if isinstance(e, (ValueError, OSError, flags.Error, LookupError)):
+    if hasattr(e, "exit_code"):
+        return True
+    if isinstance(e, _INPUT_ERRORS):
         # KeyError/IndexError are LookupErrors, and bugs as often as not: only ours.
         return not isinstance(e, LookupError) or type(e).__name__.endswith("NotFoundError")
     # tf.data's decode and file errors reach here as OpErrors (named by the loaders).
@@ -67,11 +85,11 @@ def report(e, verbose_flag=None):
     if verbose(verbose_flag) or not expected_error(e):
         raise e
     text = (getattr(e, "message", None) or str(e)).strip() or type(e).__name__
-    if not isinstance(e, (ValueError, OSError, flags.Error, LookupError)):
+    if not isinstance(e, _INPUT_ERRORS) and not hasattr(e, "exit_code"):
         # A TF OpError's text goes on with graph nodes; its first line is the reason.
         text = text.splitlines()[0]
     print(f"error: {text}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return getattr(e, "exit_code", EXIT_BAD_INPUT)
 
 
 def guarded(main, verbose_flag=None):

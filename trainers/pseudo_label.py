@@ -65,42 +65,30 @@ def main(argv):
 
 
 def _main(argv):
-    FLAGS.unparse_flags()  # a second call in one process starts from the defaults
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments: {rest[1:]}", file=sys.stderr)
-        return 2
+    cli.parse_flags(FLAGS, argv)
     from export.saved_model import load
     from tf_st.data import rst
     from tf_st.fileio import atomic_write_npz
 
-    try:
-        if not _SAVED_MODEL.value or not _OUTPUT.value:
-            raise ValueError("--saved_model and --output are required")
-        out_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
-        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-            raise ValueError(f"cannot write {_OUTPUT.value}: {out_dir} is not a writable "
-                             "directory")
-        model = load(_SAVED_MODEL.value)
-        split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
-        images, true_labels = rst.split_arrays(split)
-        if tuple(images.shape[1:]) != tuple(model.image_shape):
-            raise ValueError(f"the model takes {model.image_shape} images, the split has "
-                             f"{images.shape[1:]}")
-        end = None if _EXAMPLES.value is None else _SKIP.value + _EXAMPLES.value
-        images, true_labels = images[_SKIP.value:end], true_labels[_SKIP.value:end]
-        if not len(images):
-            raise ValueError(f"--skip={_SKIP.value} leaves no examples of {split.num_examples} in "
-                             f"{_DATASET.value}/{_SPLIT.value}")
-    except (ValueError, FileNotFoundError, data.DatasetNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not _SAVED_MODEL.value or not _OUTPUT.value:
+        raise ValueError("--saved_model and --output are required")
+    out_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        raise ValueError(f"cannot write {_OUTPUT.value}: {out_dir} is not a writable "
+                         "directory")
+    model = load(_SAVED_MODEL.value)
+    split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
     with data.naming_bad_images(_DATASET.value, _DATA_DIR.value):
-        labels, confidence = pseudo_label(model, images, _BATCH_SIZE.value)
+        images, true_labels = rst.split_arrays(split)  # decodes every image
+    if tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"the model takes {model.image_shape} images, the split has "
+                         f"{images.shape[1:]}")
+    end = None if _EXAMPLES.value is None else _SKIP.value + _EXAMPLES.value
+    images, true_labels = images[_SKIP.value:end], true_labels[_SKIP.value:end]
+    if not len(images):
+        raise ValueError(f"--skip={_SKIP.value} leaves no examples of {split.num_examples} in "
+                         f"{_DATASET.value}/{_SPLIT.value}")
+    labels, confidence = pseudo_label(model, images, _BATCH_SIZE.value)
     atomic_write_npz(_OUTPUT.value, images=images, labels=labels, confidence=confidence,
                      true_labels=true_labels)
     print(f"wrote {len(labels)} pseudo-labelled images to {_OUTPUT.value}; pseudo-label "

@@ -16,7 +16,6 @@ run before anything of that epoch is saved or exported); ``--verbose_errors`` sh
 traceback too.
 """
 
-import sys
 
 from absl import app, flags
 
@@ -28,7 +27,6 @@ from trainers import runner
 FLAGS = flags.FLAGS
 
 _METHOD = flags.DEFINE_enum("method", None, sorted(methods.METHODS), "Training method.")
-_VERBOSE_ERRORS = cli.VERBOSE_ERRORS
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard a run in --output_dir that was "
                                "started with other settings (otherwise the run refuses).")
 
@@ -235,7 +233,6 @@ def main_for(default_method=None):
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        from tf_st.training.callbacks import NonFiniteLossError
         key = _METHOD.value or default_method
         # Both must happen before any TensorFlow op starts the runtime.
         from tf_st.training.strategy import split_cpu
@@ -253,13 +250,8 @@ def main_for(default_method=None):
             with data.naming_bad_images(settings.dataset, settings.data_dir):
                 runner.run(settings, flagfile_text=flagfile_text(settings),
                            overwrite=_OVERWRITE.value)
-        except NonFiniteLossError as e:
-            if cli.verbose():
-                raise
-            print(f"error: {e}", file=sys.stderr)
-            return 3
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - cli.report re-raises bugs
-            return cli.report(e)
+            return cli.report(e)  # 2 for bad input, 3 (NonFiniteLossError.exit_code) diverged
         return 0
 
     return main

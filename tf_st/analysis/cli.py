@@ -13,7 +13,7 @@ from tf_st.analysis import SUBCOMMANDS, common
 
 def usage():
     return ("usage: python -m tf_st.analysis <name> [--flags]  (name: "
-            + ", ".join(SUBCOMMANDS) + "; <name> --helpfull lists its flags)")
+            + ", ".join(SUBCOMMANDS) + "; <name> --help lists its flags)")
 
 
 def main(argv):
@@ -31,16 +31,12 @@ def main(argv):
     fv = flags.FlagValues()
     common.define_shared(fv)
     module.define_flags(fv)
-    try:
-        rest = fv([f"{argv[0]} {name}"] + list(argv[2:]))
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments {rest[1:]}", file=sys.stderr)
-        return 2
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]):
+        print(fv.get_help())
+        return 0
 
     def run(_):
+        cli.parse_flags(fv, [f"{argv[0]} {name}"] + list(argv[2:]))
         module.run(fv)
         return 0
     return cli.guarded(run, fv["verbose_errors"])(argv)

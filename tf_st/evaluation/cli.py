@@ -19,7 +19,7 @@ import sys
 
 from absl import flags
 
-from tf_st.cli import define_verbose_errors
+from tf_st import cli
 
 FLAGS = flags.FlagValues()
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel dir (or TF-Serving base "
@@ -48,7 +48,7 @@ _STATE_FILE = flags.DEFINE_string("state_file", None, "AutoAttack resume state (
                                   flag_values=FLAGS)
 
 
-_VERBOSE = define_verbose_errors(FLAGS)
+_VERBOSE = cli.define_verbose_errors(FLAGS)
 
 flags.register_validator("epsilon", lambda v: 0.0 <= v <= 1.0,
                          "--epsilon must be in [0, 1] (8/255 = 0.03137, not 8)", flag_values=FLAGS)
@@ -64,7 +64,6 @@ def main(argv):
     """Parses ``argv`` (program name first) and evaluates; returns the exit status
     (``tf_st.cli``'s error policy: 2 for bad input, 130 when interrupted, the report
     then saying ``"partial": true`` if any attack had finished)."""
-    from tf_st import cli
     return cli.guarded(_main, _VERBOSE)(argv)
 
 
@@ -74,37 +73,30 @@ def _main(argv):
     from tf_st.evaluation import report
     from tf_st.evaluation.saved_model import load
 
-    FLAGS.unparse_flags()  # a second call in one process starts from the defaults
-    try:
-        rest = FLAGS(argv)
-        if len(rest) > 1:
-            raise ValueError(f"unexpected arguments: {rest[1:]}")
-        if not _SAVED_MODEL.value:
-            raise ValueError("--saved_model is required")
-        specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value)
-                 for a in _ATTACKS.value if a]
-        if not specs:
-            raise ValueError("--attacks is empty: name at least one attack (e.g. clean,pgd20)")
-        if _DATASET.value not in data.DATASETS:
-            raise ValueError(f"unknown --dataset {_DATASET.value!r}; use one of "
-                             f"{sorted(data.DATASETS)}")
-        if _SPLIT.value not in data.SPLITS:
-            raise ValueError(f"unknown --split {_SPLIT.value!r}; use one of {list(data.SPLITS)}")
-        if _STATE_FILE.value:
-            from tf_st.attacks.autoattack.state import StateFile
-            StateFile(_STATE_FILE.value, 0).load()  # unreadable state: refused now
-        model = load(_SAVED_MODEL.value)
-        output = _OUTPUT.value or os.path.join(model.path, "evaluation.json")
-        report.check_output_writable(output)
-        split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
-        image_shape = tuple(split.dataset.element_spec[0].shape)
-        if any(m is not None and m != d for m, d in zip(model.image_shape, image_shape)) \
-                or len(model.image_shape) != len(image_shape):
-            raise ValueError(f"the SavedModel takes images of shape {model.image_shape}, "
-                             f"{_DATASET.value}/{_SPLIT.value} has {image_shape}")
-    except flags.Error as e:  # before the flags are parsed, --verbose_errors is unknown
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cli.parse_flags(FLAGS, argv)
+    if not _SAVED_MODEL.value:
+        raise ValueError("--saved_model is required")
+    specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value)
+             for a in _ATTACKS.value if a]
+    if not specs:
+        raise ValueError("--attacks is empty: name at least one attack (e.g. clean,pgd20)")
+    if _DATASET.value not in data.DATASETS:
+        raise ValueError(f"unknown --dataset {_DATASET.value!r}; use one of "
+                         f"{sorted(data.DATASETS)}")
+    if _SPLIT.value not in data.SPLITS:
+        raise ValueError(f"unknown --split {_SPLIT.value!r}; use one of {list(data.SPLITS)}")
+    if _STATE_FILE.value:
+        from tf_st.attacks.autoattack.state import StateFile
+        StateFile(_STATE_FILE.value, 0).load()  # unreadable state: refused now
+    model = load(_SAVED_MODEL.value)
+    output = _OUTPUT.value or os.path.join(model.path, "evaluation.json")
+    report.check_output_writable(output)
+    split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
+    image_shape = tuple(split.dataset.element_spec[0].shape)
+    if any(m is not None and m != d for m, d in zip(model.image_shape, image_shape)) \
+            or len(model.image_shape) != len(image_shape):
+        raise ValueError(f"the SavedModel takes images of shape {model.image_shape}, "
+                         f"{_DATASET.value}/{_SPLIT.value} has {image_shape}")
     with data.naming_bad_images(_DATASET.value, _DATA_DIR.value):
         probe, _ = data.as_numpy(split, limit=16)
         for message in report.sanity_warnings(model, probe):
@@ -116,9 +108,9 @@ def _main(argv):
                 examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
                 output=output, model_card=model.model_card, state_file=_STATE_FILE.value)
         except KeyboardInterrupt as e:
-            raise KeyboardInterrupt(
-                f"{e or 'by the user'}; {output} holds the finished attacks, marked partial"
-                if os.path.exists(output) else f"{e or 'by the user'}; no attack had finished"
+            raise KeyboardInterrupt(f"{e or 'by the user'}; " + (
+                f"{output} holds the finished attacks, marked partial"
+                if report.is_partial(output) else "no attack of this run had finished")
             ) from None
     print(f"report written to {output}")
     return 0

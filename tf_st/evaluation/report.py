@@ -22,6 +22,17 @@ def check_output_writable(output):
                               "writable directory")
 
 
+def is_partial(output):
+    """Whether ``output`` is a report that says it is partial (an interrupted run's; a
+    complete report of an earlier run at the same path is not)."""
+    import json
+    try:
+        with open(output) as f:
+            return json.load(f).get("partial") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def sanity_warnings(logits_fn, x):
     """Warnings about a model that every attack would evaluate wrongly: outputs that are
     probabilities (gradients of the attacks' losses assume logits and vanish after a

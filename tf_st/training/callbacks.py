@@ -31,6 +31,7 @@ def metric_prefix(method, network):
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss term: the run stops before anything
     from that step is saved."""
+    exit_code = 3  # tf_st.cli: not bad input (2), not a bug (a traceback)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
