@@ -24,8 +24,8 @@ def fault_point(name):
     """Fault injection for ``tests/reliability``: with ``TF_ST_KILL_AT=<text>:<n>`` in
     the environment, the process kills itself with SIGKILL (a preemption: no cleanup
     runs) the n-th time it reaches a point whose name contains ``<text>``.  Points:
-    ``write:<directory>/<file name>`` just before an atomic write's rename (the temporary complete,
-    the final name not yet replaced) and ``checkpoint`` just after a checkpoint is
+    ``write:<directory>/<file name>`` just before an atomic write's rename (the temporary
+    complete, the final name not yet replaced) and ``checkpoint`` just after a checkpoint is
     saved.  Without the variable this is a dictionary lookup."""
     spec = os.environ.get("TF_ST_KILL_AT")
     if not spec:
@@ -35,6 +35,11 @@ def fault_point(name):
         _FAULT_COUNTS[target] = _FAULT_COUNTS.get(target, 0) + 1
         if _FAULT_COUNTS[target] == int(count):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _before_rename(path):
+    """The fault point of an atomic write of ``path``: ``write:<directory>/<name>``."""
+    fault_point("write:" + "/".join(os.path.abspath(path).split(os.sep)[-2:]))
 
 
 @contextlib.contextmanager
@@ -55,7 +60,7 @@ def atomic_path(path, directory=False):
         if not directory:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        fault_point(f"write:{os.path.basename(parent)}/{base}")
+        _before_rename(path)
         if directory and os.path.isdir(path):
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -103,7 +108,7 @@ def atomic_save_weights(model, path):
         model.save_weights(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        fault_point("write:" + "/".join(os.path.abspath(path).split(os.sep)[-2:]))
+        _before_rename(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

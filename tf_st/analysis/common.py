@@ -58,23 +58,38 @@ def run_settings(run_dir):
         return json.load(f)
 
 
+def labels(fv, dirs):
+    """``--label`` (one per directory), else the directories' names."""
+    given = list(fv["label"].value)
+    if given and len(given) != len(dirs):
+        raise ValueError(f"--label has {len(given)} entries for {len(dirs)} models/runs")
+    return given or [os.path.basename(os.path.normpath(d)) for d in dirs]
+
+
+def run_dirs(fv, command):
+    """``[(label, run_dir)]`` for the commands that read what runs logged (no model)."""
+    if fv["saved_model"].value:
+        raise ValueError(f"{command} reads run directories: use --run_dir")
+    dirs = list(fv["run_dir"].value)
+    if not dirs:
+        raise ValueError("give --run_dir (one or several, comma-separated)")
+    return list(zip(labels(fv, dirs), dirs))
+
+
 def sources(fv):
     """The models named by ``--run_dir`` / ``--saved_model``, checked to exist."""
-    run_dirs, saved = list(fv["run_dir"].value), list(fv["saved_model"].value)
-    if not run_dirs and not saved:
+    dirs, saved = list(fv["run_dir"].value), list(fv["saved_model"].value)
+    if not dirs and not saved:
         raise ValueError("give --run_dir or --saved_model")
     out = []
-    labels = list(fv["label"].value)
-    paths = [(os.path.join(r, "export"), r) for r in run_dirs] + [(p, None) for p in saved]
-    if labels and len(labels) != len(paths):
-        raise ValueError(f"--label has {len(labels)} entries for {len(paths)} models")
-    for i, (path, run_dir) in enumerate(paths):
+    paths = [(os.path.join(r, "export"), r) for r in dirs] + [(p, None) for p in saved]
+    names = labels(fv, [run_dir or path for path, run_dir in paths])
+    for (path, run_dir), label in zip(paths, names):
         if run_dir is not None:
             run_settings(run_dir)
             if not os.path.isdir(path):
                 raise FileNotFoundError(f"{run_dir} has no export yet (the run has not "
                                         "finished); analyse its --saved_model when it has")
-        label = labels[i] if labels else os.path.basename(os.path.normpath(run_dir or path))
         out.append(Source(path, label, run_dir))
     return out
 

@@ -64,18 +64,11 @@ def accuracy_columns(columns):
 
 
 def run(fv):
-    if fv["saved_model"].value:
-        raise ValueError("curves reads run directories: use --run_dir")
-    run_dirs = list(fv["run_dir"].value)
-    if not run_dirs:
-        raise ValueError("give --run_dir (one or several, comma-separated)")
-    labels = list(fv["label"].value) or [os.path.basename(os.path.normpath(r)) for r in run_dirs]
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"--label has {len(labels)} entries for {len(run_dirs)} runs")
+    runs = common.run_dirs(fv, "curves")
     out = common.output_dir(fv)
     wanted = list(fv["metrics"].value)
     series, rows = [], []
-    for label, rd in zip(labels, run_dirs):
+    for label, rd in runs:
         data = read_metrics(rd)
         columns = list(data[0]) if data else []
         epochs = np.array([r["epoch"] for r in data])

@@ -42,8 +42,7 @@ def two_models(fv):
         if len(exports) != 2:
             raise ValueError(f"{run_dirs[0]} does not hold two exports (export/<network>, "
                              "as CAT writes); give two --run_dir or --saved_model")
-        labels = list(fv["label"].value) or [os.path.basename(e) for e in exports]
-        return [common.Source(e, label) for e, label in zip(exports, labels)]
+        return [common.Source(e, label) for e, label in zip(exports, common.labels(fv, exports))]
     srcs = common.sources(fv)
     if len(srcs) != 2:
         raise ValueError(f"discrepancy compares two models; {len(srcs)} given")

@@ -47,16 +47,9 @@ def steps_per_example(run_dir):
 
 
 def run(fv):
-    if fv["saved_model"].value:
-        raise ValueError("fat_cost reads run directories: use --run_dir")
-    run_dirs = list(fv["run_dir"].value)
-    if not run_dirs:
-        raise ValueError("give --run_dir (one or several, comma-separated)")
-    labels = list(fv["label"].value) or [os.path.basename(os.path.normpath(r)) for r in run_dirs]
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"--label has {len(labels)} entries for {len(run_dirs)} runs")
+    runs = common.run_dirs(fv, "fat_cost")
     out = common.output_dir(fv)
-    series = [(label, *steps_per_example(rd)) for label, rd in zip(labels, run_dirs)]
+    series = [(label, *steps_per_example(rd)) for label, rd in runs]
     fixed = [s[3].max() for s in series if not s[4] and len(s[3])]
     ref = max(fixed) if fixed else None
     rows = [dict(run=label, method=method, epoch=int(e), steps_per_example=float(v),

@@ -117,11 +117,12 @@ class TRADES(AdversarialMethod):
         z_nat = self.forward_train(x)
         z_advs = [self.forward_train(generated[n]) for n in self.names]
         z_target = self.forward_train(x)
-        ce = batch_mean(losses.cross_entropy(z_nat, y))
+        ce_nat = losses.cross_entropy(z_nat, y)
+        ce = batch_mean(ce_nat)
         regs = [batch_mean(self.reg_fn(z_target, z_adv)) for z_adv in z_advs]
         reg = tf.add_n(regs) / tf.cast(len(regs), regs[0].dtype)
         below = tf.less(losses.cross_entropy(tf.stop_gradient(z_advs[0]), y),
-                        losses.cross_entropy(tf.stop_gradient(z_nat), y))
+                        tf.stop_gradient(ce_nat))
         return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
                 "clean_logits": z_nat, "col_ratio": batch_mean(tf.cast(below, ce.dtype))}
 

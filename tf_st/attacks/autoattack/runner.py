@@ -159,6 +159,36 @@ def _refuse_foreign(state_file, prev, fp):
                          "differs from this run's; delete it or pass another --state_file")
 
 
+def _inputs(x, y, epsilon, version, attacks, batch_size):
+    """What ``evaluate`` and ``check_state`` both derive from their arguments: the
+    components at ``epsilon``, numpy ``x`` and int64 ``y``, ``n``, the batch size and
+    the compute dtype (float64 inputs stay float64)."""
+    attacks = tuple(dataclasses.replace(a, epsilon=float(epsilon))
+                    for a in attacks_for(version, attacks))
+    x_np = x.numpy() if isinstance(x, tf.Tensor) else x
+    y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
+    n = int(y_np.shape[0])
+    if x_np.shape[0] != n:
+        raise ValueError("x and y have different lengths")
+    if n == 0:
+        raise ValueError("no examples to evaluate")
+    dtype = tf.float64 if np.dtype(x_np.dtype) == np.float64 else tf.float32
+    return attacks, x_np, y_np, n, max(1, min(int(batch_size), n)), dtype
+
+
+def _batch_of(x_np, y_np, idx, size, dtype):
+    """Batch of ``size`` for the indices ``idx`` (padded by repeating the first)."""
+    pad = size - len(idx)
+    full = np.concatenate([idx, np.full(pad, idx[0], idx.dtype)]) if pad else idx
+    xb = np.asarray(x_np[full], dtype.as_numpy_dtype)
+    return tf.constant(xb), tf.constant(y_np[full].astype(np.int32))
+
+
+def _clean_fn(logits_fn, x_np, bs, dtype):
+    return tf.function(lambda xb: losses.as_float(logits_fn(xb)),
+                       input_signature=[tf.TensorSpec([bs, *x_np.shape[1:]], dtype)])
+
+
 def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standard",
                 attacks=None, seed, batch_size=500):
     """Refuses (``ValueError`` naming the file and what differs) a state file that
@@ -168,20 +198,12 @@ def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standa
     prev = st_lib.StateFile(state_file, 0).load()
     if prev is None:
         return
-    attacks = tuple(dataclasses.replace(a, epsilon=float(epsilon))
-                    for a in attacks_for(version, attacks))
-    x_np = x.numpy() if isinstance(x, tf.Tensor) else x
-    y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
-    n = int(y_np.shape[0])
-    bs = max(1, min(int(batch_size), n))
-    dtype = tf.float64 if np.dtype(x_np.dtype) == np.float64 else tf.float32
+    attacks, x_np, y_np, n, bs, dtype = _inputs(x, y, epsilon, version, attacks, batch_size)
+    # evaluate's first clean batch, so the probe logits (rounded in the fingerprint) are
+    # the ones it will compute.
     first = np.arange(0, min(bs, n))
-    # The same padded batch through the same kind of function as evaluate's clean pass,
-    # so the probe logits (rounded in the fingerprint) are the ones it will compute.
-    clean_fn = tf.function(lambda xb: losses.as_float(logits_fn(xb)),
-                           input_signature=[tf.TensorSpec([bs, *x_np.shape[1:]], dtype)])
-    full = np.concatenate([first, np.full(bs - len(first), 0, first.dtype)])
-    z = clean_fn(tf.constant(np.asarray(x_np[full], dtype.as_numpy_dtype))).numpy()
+    xb, _ = _batch_of(x_np, y_np, first, bs, dtype)
+    z = _clean_fn(logits_fn, x_np, bs, dtype)(xb).numpy()
     fp = st_lib.fingerprint(n, epsilon, attacks, int(seed), y_np, bs, x=x_np,
                             probe_logits=z[: len(first)])
     _refuse_foreign(state_file, prev, fp)
@@ -208,22 +230,10 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     """
     t_start = time.time()
     # Every component attacks at this evaluation's epsilon.
-    attacks = tuple(dataclasses.replace(a, epsilon=float(epsilon))
-                    for a in attacks_for(version, attacks))
-    x_np = x.numpy() if isinstance(x, tf.Tensor) else x
-    y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
-    n = int(y_np.shape[0])
-    if x_np.shape[0] != n:
-        raise ValueError("x and y have different lengths")
-    if n == 0:
-        raise ValueError("no examples to evaluate")
+    attacks, x_np, y_np, n, bs, dtype = _inputs(x, y, epsilon, version, attacks, batch_size)
     if seed is None:
         seed = int(time.time() * 1000) % (2**31)
     seed = int(seed)
-    dtype = tf.float64 if np.dtype(x_np.dtype) == np.float64 else tf.float32
-    np_dtype = dtype.as_numpy_dtype
-    bs = max(1, min(int(batch_size), n))
-    spec_x = tf.TensorSpec([bs, *x_np.shape[1:]], dtype)
     if progress is None and verbose:
         progress = _print_progress
     log = logger if (logger is not None and verbose) else (lambda *a, **k: None)
@@ -240,18 +250,14 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
         return (tf.TensorSpec([size, *x_np.shape[1:]], dtype), tf.TensorSpec([size], tf.int32))
 
     def batch_of(idx, size=bs):
-        """Batch of ``size`` for the indices ``idx`` (padded by repeating the first)."""
-        pad = size - len(idx)
-        full = np.concatenate([idx, np.full(pad, idx[0], idx.dtype)]) if pad else idx
-        xb = np.asarray(x_np[full], np_dtype)
-        return tf.constant(xb), tf.constant(y_np[full].astype(np.int32))
+        return _batch_of(x_np, y_np, idx, size, dtype)
 
     # A corrupt state file is refused before any work, naming the file.
     state = st_lib.StateFile(state_file, state_interval)
     prev = state.load()
 
     # ---- clean pass
-    clean_fn = tf.function(lambda xb: losses.as_float(logits_fn(xb)), input_signature=[spec_x])
+    clean_fn = _clean_fn(logits_fn, x_np, bs, dtype)
     clean = np.zeros(n, bool)
     n_classes = None
     probe_logits = None
@@ -312,7 +318,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
 
     x_adv_all = None
     if return_adversarials:
-        x_adv_all = np.array(x_np, dtype=np_dtype, copy=True)
+        x_adv_all = np.array(x_np, dtype=dtype.as_numpy_dtype, copy=True)
 
     fns = {}
     zero_grad = 0
