@@ -29,7 +29,7 @@ def test_natural_model_is_not_robust_and_st_model_is():
                        batch_size=250, verbose=False)
         results[key] = (res.attacks["clean"].accuracy, res.attacks["pgd20"].accuracy)
     (nat_clean, nat_pgd), (st_clean, st_pgd) = results["natural"], results["st"]
-    assert nat_clean > 0.2, results  # it learned something
+    assert nat_clean > 0.15, results  # it learned something (chance: 0.1)
     assert nat_pgd < 0.05, results
     assert st_pgd > 0.1 and st_pgd > nat_pgd + 0.08, results
     assert st_pgd <= st_clean

@@ -75,6 +75,12 @@ class Settings:
     seed: int = 1
     strategy: str = "auto"
     mixed_precision: bool = False
+    # 'auto': float16 (with loss scaling) on GPUs, bfloat16 elsewhere (CPUs with AMX /
+    # AVX512-BF16, TPUs).
+    mixed_precision_dtype: str = "auto"
+    # BatchNorm statistics over the global batch under a multi-replica strategy (one
+    # all-reduce per BN); without it every replica normalises with its own slice.
+    sync_batchnorm: bool = False
     # Bit-exact CPU runs: op determinism, one thread per op and between ops, oneDNN off
     # (TF_ENABLE_ONEDNN_OPTS=0 must be set before TensorFlow is imported; the trainer CLI
     # does it).  Measured: op determinism alone still diverged between runs.
@@ -92,6 +98,16 @@ class Settings:
     def as_json(self):
         out = dataclasses.asdict(self)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def mixed_policy(dtype="auto"):
+    """The Keras mixed-precision policy for ``--mixed_precision_dtype``."""
+    import tensorflow as tf
+    if dtype == "auto":
+        dtype = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
+    if dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"--mixed_precision_dtype={dtype!r}: choose auto, float16 or bfloat16")
+    return f"mixed_{dtype}"
 
 
 def method_class(key):
@@ -244,7 +260,7 @@ def fit(settings, log=print):
         train_split, selection_split = holdout(train_split, s.holdout_examples)
     keras.utils.set_random_seed(s.seed)
     if s.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(mixed_policy(s.mixed_precision_dtype))
     eval_x, eval_y = data.as_numpy(selection_split, limit=s.eval_examples)
     image_shape = tuple(eval_x.shape[1:])
     steps_per_epoch = train_split.num_examples // s.batch_size
@@ -280,6 +296,9 @@ def fit(settings, log=print):
     with strategy.scope():
         networks = {name: models.build(arch, train_split.num_classes, input_shape=image_shape)
                     for name, arch in cls.network_archs(s.arch, s.hparams).items()}
+        if s.sync_batchnorm:
+            for net in networks.values():
+                models.set_batchnorm(net, synchronized=True)
         hooks = []
         if s.awp:
             from tf_st.methods.awp import AWP

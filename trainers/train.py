@@ -98,8 +98,15 @@ _RUN = {
     "deterministic": flags.DEFINE_bool(
         "deterministic", False, "Bit-exact CPU runs (op determinism, single-threaded ops, "
         "oneDNN off): slower (measure with benchmarks), same results after kill and resume."),
-    "mixed_precision": flags.DEFINE_bool("mixed_precision", False,
-                                         "mixed_float16 compute (GPU); logits stay float32."),
+    "mixed_precision": flags.DEFINE_bool(
+        "mixed_precision", False, "Mixed-precision compute, float32 master weights, logits "
+        "and losses (float16 with loss scaling on GPUs, bfloat16 otherwise)."),
+    "mixed_precision_dtype": flags.DEFINE_enum(
+        "mixed_precision_dtype", "auto", ["auto", "float16", "bfloat16"],
+        "Compute dtype of --mixed_precision (auto: float16 on GPUs, bfloat16 elsewhere)."),
+    "sync_batchnorm": flags.DEFINE_bool(
+        "sync_batchnorm", False, "BatchNorm statistics over the global batch across replicas "
+        "(equal to one device); default: per replica, as PyTorch DataParallel."),
     "jit_compile": flags.DEFINE_bool(
         "jit_compile", False, "XLA-compile the train step (Keras' 'auto' is off under strategies)."),
     "awp": flags.DEFINE_bool("awp", False, "Adversarial weight perturbation on top of the "

@@ -48,7 +48,6 @@ class ALP(MadryAT):
     HParams = ALPHParams
 
     def training_loss(self, x, y, generated):
-        z_adv = self.forward_train(generated["adv"])
-        z_nat = self.forward_train(x)
+        z_adv, z_nat = self.forward_groups([generated["adv"], x])
         ce, pair, loss = alp_loss(z_adv, z_nat, y, self.pairing_weight)
         return {"loss": loss, "ce": ce, "pair": pair, "clean_logits": z_nat}

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from tf_st.attacks import losses, starts
 from tf_st.methods.hparams import HParams
+from tf_st.models.layers import batch_groups
 
 
 class StepHook:
@@ -177,6 +178,30 @@ class AdversarialMethod(keras.Model):
         the would-be statistics, which are discarded; gradients still reach both the
         input and, inside a tape, the trainable variables."""
         return batch_stats_forward(self.primary, x)
+
+    # Forwards that BatchNorm keeps apart (each its own batch statistics) run as one
+    # forward of their concatenation with per-part statistics (``forward_groups``):
+    # the same numbers, larger convolutions.  False: separate forwards (benchmarks).
+    group_forwards = True
+
+    def forward_groups(self, xs, update_order=None, network=None):
+        """``[f(x) for x in xs]`` with train-mode BN, each ``x`` normalised with its own
+        batch statistics as in separate forwards, the moving statistics updated by the
+        parts listed in ``update_order`` in that order (default: all, in order; ``()``:
+        none, as ``forward_batch_stats``; a part listed twice updates twice, as a
+        reference that forwards the same batch twice).  Equal-sized parts only."""
+        net = network or self.primary
+        order = tuple(range(len(xs))) if update_order is None else tuple(update_order)
+        if not self.group_forwards:
+            zs = {}
+            for g in order:  # train-mode forwards in update order; a repeat only updates
+                z = net(xs[g], training=True)
+                zs.setdefault(g, z)
+            return [zs[i] if i in zs else batch_stats_forward(net, x) for i, x in enumerate(xs)]
+        with batch_groups(len(xs), order):
+            joined = tf.concat(xs, axis=0)
+            z = batch_stats_forward(net, joined) if not order else net(joined, training=True)
+        return tf.split(z, len(xs), axis=0)
 
     # ---------------------------------------------------------------------- noise
     def draw_seed(self, index):

@@ -77,8 +77,7 @@ class CollaborativeTraining(AdversarialMethod):
         return {"col": x_col}
 
     def training_loss(self, x, y, generated):
-        z_nat = self.forward_train(x)
-        z_col = self.forward_train(generated["col"])
+        z_nat, z_col = self.forward_groups([x, generated["col"]])
         ce = batch_mean(losses.cross_entropy(z_nat, y))
         target, other = (z_nat, z_col) if self.kl_direction == "nat_col" else (z_col, z_nat)
         reg = batch_mean(losses.kl_divergence(target, other))

@@ -163,8 +163,7 @@ class FATTRADES(FAT):
     attack_loss = "kl"
 
     def training_loss(self, x, y, generated):
-        z_nat = self.forward_train(x)
-        z_adv = self.forward_train(generated["adv"])
+        z_nat, z_adv = self.forward_groups([x, generated["adv"]])
         ce = batch_mean(losses.cross_entropy(z_nat, y))
         reg = batch_mean(losses.kl_divergence(z_nat, z_adv))
         return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
@@ -177,8 +176,7 @@ class FATMART(FAT):
     HParams = FATMARTHParams
 
     def training_loss(self, x, y, generated):
-        z_adv = self.forward_train(generated["adv"])
-        z_nat = self.forward_train(x)
+        z_adv, z_nat = self.forward_groups([generated["adv"], x])
         bce, rob = mart_terms(z_nat, z_adv, y)
         bce, kl = batch_mean(bce), batch_mean(rob)
         return {"loss": bce + losses.as_dtype(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,

@@ -76,8 +76,8 @@ class MadryAT(AdversarialMethod):
         return nb.pgd_neighbours(self, x, y, init, self.random_start, forward)
 
     def training_loss(self, x, y, generated):
-        ces = [batch_mean(losses.cross_entropy(self.forward_train(generated[n]), y))
-               for n in self.names]
+        ces = [batch_mean(losses.cross_entropy(z, y))
+               for z in self.forward_groups([generated[n] for n in self.names])]
         return {"loss": tf.add_n(ces) / tf.cast(len(ces), ces[0].dtype)}
 
 

@@ -95,8 +95,7 @@ class MART(AdversarialMethod):
         return nb.pgd_neighbours(self, x, y, init, start, forward)
 
     def training_loss(self, x, y, generated):
-        z_nat = self.forward_train(x)
-        z_advs = [self.forward_train(generated[n]) for n in self.names]
+        z_nat, *z_advs = self.forward_groups([x] + [generated[n] for n in self.names])
         bces, robs = [], []
         for z_adv in z_advs:
             bce, rob = mart_terms(z_nat, z_adv, y)

@@ -93,8 +93,14 @@ class SqueezeTraining(AdversarialMethod):
         return self._squeeze(x, y, tf.cast(init["adv"], x.dtype), tf.cast(init["col"], x.dtype))
 
     def _squeeze(self, x, y, x_adv, x_col):
-        fwd = self.forward_batch_stats
-        z_nat = tf.stop_gradient(fwd(x))
+        # The clean forward is the same in every iteration (same weights, same batch, so
+        # the same batch statistics): it runs once, its activations are kept, and an
+        # iteration that needs the clean point's input gradient runs only the backward
+        # pass (the reference forwards x again for it: one forward per iteration saved).
+        with tf.GradientTape(persistent=True) as nat_tape:
+            nat_tape.watch(x)
+            z_nat_live = self.forward_batch_stats(x)
+        z_nat = tf.stop_gradient(z_nat_live)
         step = losses.as_dtype(self.step_size, x.dtype)
 
         ctx = tf.distribute.get_replica_context()
@@ -106,19 +112,23 @@ class SqueezeTraining(AdversarialMethod):
             return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flag, tf.int32)) > 0
 
         def body(k, x_adv, x_col):
-            x0 = tf.identity(x)
+            z_nat_k = tf.identity(z_nat)
             with tf.GradientTape() as tape:
-                tape.watch([x0, x_col, x_adv])
-                z_col, z_adv = fwd(x_col), fwd(x_adv)
+                tape.watch([z_nat_k, x_col, x_adv])
+                # Two batch-statistics forwards (no moving-statistic update), as one.
+                z_col, z_adv = self.forward_groups([x_col, x_adv], update_order=())
                 up, low = select_roles(z_nat, z_col, z_adv, y)
-                use_nat = anywhere(tf.reduce_any((up == 0) | (low == 0)))
-                # The clean logits need an input gradient only when a row selects them.
-                z_nat_k = tf.cond(use_nat, lambda: fwd(x0), lambda: z_nat)
                 zs = tf.stack([z_nat_k, z_col, z_adv], axis=1)
                 inner = tf.reduce_sum(self.reg_fn(gather_role(zs, up), gather_role(zs, low)))
-            grads = tape.gradient(inner, [x0, x_col, x_adv],
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            gs = tf.stack(grads, axis=1)
+            g_z_nat, g_col_in, g_adv_in = tape.gradient(
+                inner, [z_nat_k, x_col, x_adv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            use_nat = anywhere(tf.reduce_any((up == 0) | (low == 0)))
+            # Where no row selects the clean point its gradient is zero (the reference's
+            # else branch); the backward pass is skipped then.
+            g_nat = tf.cond(use_nat,
+                            lambda: nat_tape.gradient(z_nat_live, x, output_gradients=g_z_nat),
+                            lambda: tf.zeros_like(x))
+            gs = tf.stack([g_nat, g_col_in, g_adv_in], axis=1)
             g_adv, g_col = gather_role(gs, up), gather_role(gs, low)
             xs = tf.stack([x, x_col, x_adv], axis=1)
             reassign = tf.logical_or(use_nat, self.follow_roles)
@@ -137,13 +147,11 @@ class SqueezeTraining(AdversarialMethod):
         return {"adv": x_adv, "col": x_col}
 
     def training_loss(self, x, y, generated):
-        z_col = self.forward_batch_stats(generated["col"])
-        if self.forward_order == "adv_nat":
-            z_adv = self.forward_train(generated["adv"])
-            z_nat = self.forward_train(x)
-        else:
-            z_nat = self.forward_train(x)
-            z_adv = self.forward_train(generated["adv"])
+        # One forward: the collaborative part with batch statistics and no update, then
+        # the updates of the clean and adversarial parts in the reference's order.
+        order = (2, 1) if self.forward_order == "adv_nat" else (1, 2)
+        z_col, z_nat, z_adv = self.forward_groups([generated["col"], x, generated["adv"]],
+                                                  update_order=order)
         up, low = select_roles(z_nat, z_col, z_adv, y)
         zs = tf.stack([z_nat, z_col, z_adv], axis=1)
         ce = batch_mean(losses.cross_entropy(z_nat, y))

@@ -114,9 +114,13 @@ class TRADES(AdversarialMethod):
                                  dataclasses.replace(self.attack, loss=inner))
 
     def training_loss(self, x, y, generated):
-        z_nat = self.forward_train(x)
-        z_advs = [self.forward_train(generated[n]) for n in self.names]
-        z_target = self.forward_train(x)
+        # The reference's three forwards f(x), f(x_adv), f(x) as one: the second clean
+        # forward equals the first (same weights, same batch), so it only repeats the
+        # moving-statistics update; gradients through it equal those through the first.
+        parts = [x] + [generated[n] for n in self.names]
+        z_nat, *z_advs = self.forward_groups(parts,
+                                             update_order=tuple(range(len(parts))) + (0,))
+        z_target = z_nat
         ce_nat = losses.cross_entropy(z_nat, y)
         ce = batch_mean(ce_nat)
         regs = [batch_mean(self.reg_fn(z_target, z_adv)) for z_adv in z_advs]

@@ -23,7 +23,7 @@ key                reference                                            PyTorch 
 (Parameter counts exclude TRADES' unused ``sub_block1`` and the BN running statistics.)
 """
 
-from tf_st.models.layers import TorchBatchNorm
+from tf_st.models.layers import TorchBatchNorm, batch_groups, set_batchnorm
 from tf_st.models.resnet import preact_resnet18, resnet18
 from tf_st.models.small_cnn import small_cnn
 from tf_st.models.torch_import import (StateDictMismatchError, keras_to_torch_state_dict,
@@ -71,6 +71,6 @@ def build(arch, num_classes, input_shape=(32, 32, 3), name=None):
 
 __all__ = [
     "ARCHS", "build", "wide_resnet", "resnet18", "preact_resnet18", "small_cnn",
-    "TorchBatchNorm", "load_torch_state_dict", "torch_state_dict_template",
+    "TorchBatchNorm", "batch_groups", "set_batchnorm", "load_torch_state_dict", "torch_state_dict_template",
     "keras_to_torch_state_dict", "StateDictMismatchError",
 ]

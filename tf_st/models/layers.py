@@ -1,8 +1,42 @@
 """Layers with PyTorch semantics, so that imported reference checkpoints and training
 dynamics match the official code (reference-implementations.md §7)."""
 
+import contextlib
+import threading
+
 import keras
+import tensorflow as tf
 from keras import ops
+
+# Trace-time setting of the calling thread (MirroredStrategy traces each replica in its
+# own thread): see ``batch_groups``.
+_local = threading.local()
+
+# FusedBatchNormV3 computes in these input dtypes (not float64: float64 models take the
+# composite path, which is what the float64 parity tests exercise).
+_FUSED_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@contextlib.contextmanager
+def batch_groups(groups, update_order=None):
+    """Within the block, a ``TorchBatchNorm`` in training mode splits its batch into
+    ``groups`` equal consecutive slices and normalises each with its own statistics,
+    exactly as ``groups`` separate forwards would; the moving statistics are then updated
+    with the groups' statistics in ``update_order`` (group indices, repeats allowed; by
+    default every group in order; ``()`` for none).
+
+    One forward of ``concat([a, b])`` inside ``batch_groups(2)`` thus equals ``f(a)`` then
+    ``f(b)`` in outputs, gradients and moving statistics, with convolutions twice as large
+    (faster on most hardware).  The setting is read when the layers are traced."""
+    order = tuple(range(groups)) if update_order is None else tuple(update_order)
+    if groups < 1 or any(not 0 <= g < groups for g in order):
+        raise ValueError(f"batch_groups({groups}, {update_order}): bad group index")
+    previous = getattr(_local, "groups", None)
+    _local.groups = (int(groups), order)
+    try:
+        yield
+    finally:
+        _local.groups = previous
 
 
 @keras.saving.register_keras_serializable(package="tf_st")
@@ -17,36 +51,99 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     Like every Keras BN, calling it with ``training=True`` assigns the moving
     statistics.  Code that needs batch statistics *without* an update (ST's inner
     loop) goes through ``Model.stateless_call`` and discards the returned state.
+
+    Speed: float32/16/bfloat16 NHWC inputs take TensorFlow's fused kernel
+    (``FusedBatchNormV3`` called with eps 1e-5 itself: ``tf.nn.fused_batch_norm`` would
+    raise eps to 1.001e-5), in training and in inference; it returns the unbiased batch
+    variance PyTorch's running-variance rule needs.  ``fused=False`` (or a float64 model)
+    takes the composite moments path, equal up to rounding.
+
+    ``synchronized=True`` (``--sync_batchnorm``): under a ``tf.distribute`` strategy the
+    batch statistics are those of the global batch (an all-reduce per BN), so replicas
+    normalise and update exactly as one device with the global batch would.  Without it
+    each replica uses the statistics of its own slice, as PyTorch ``DataParallel`` does.
     """
 
-    def __init__(self, momentum=0.9, epsilon=1e-5, unbiased_moving_variance=True, **kwargs):
+    def __init__(self, momentum=0.9, epsilon=1e-5, unbiased_moving_variance=True, fused=True,
+                 **kwargs):
         super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
         self.unbiased_moving_variance = unbiased_moving_variance
+        self.fused = fused
+
+    def _fusable(self, x):
+        return (self.fused and len(x.shape) == 4 and self.axis % 4 == 3 and self.center
+                and self.scale and keras.backend.standardize_dtype(x.dtype) in _FUSED_DTYPES)
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or self.renorm:
+        if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
-        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
-        inputs = ops.cast(inputs, compute_dtype)
-        reduction_axes = [a for a in range(len(inputs.shape)) if a != self.axis % len(inputs.shape)]
-        mean, variance = ops.moments(inputs, axes=reduction_axes)
-        moving_variance_update = variance
-        if self.unbiased_moving_variance:
-            n = ops.cast(ops.prod(ops.take(ops.shape(inputs), reduction_axes)), inputs.dtype)
-            moving_variance_update = variance * n / ops.maximum(n - 1.0, 1.0)
+        if not (training and self.trainable):
+            if self._fusable(inputs):
+                y = tf.raw_ops.FusedBatchNormV3(
+                    x=inputs, scale=ops.cast(self.gamma, "float32"),
+                    offset=ops.cast(self.beta, "float32"),
+                    mean=ops.cast(self.moving_mean, "float32"),
+                    variance=ops.cast(self.moving_variance, "float32"),
+                    epsilon=self.epsilon, data_format="NHWC", is_training=False)[0]
+                return ops.cast(y, self.compute_dtype)
+            return super().call(inputs, training=training, mask=mask)
+        groups, order = getattr(_local, "groups", None) or (1, (0,))
+        parts = tf.split(inputs, groups, axis=0) if groups > 1 else [inputs]
+        outputs, stats = zip(*(self._normalize(p) for p in parts))
         m = self.momentum
-        self.moving_mean.assign(
-            ops.cast(self.moving_mean, inputs.dtype) * m + mean * (1.0 - m))
-        self.moving_variance.assign(
-            ops.cast(self.moving_variance, inputs.dtype) * m + moving_variance_update * (1.0 - m))
-        outputs = ops.batch_normalization(
-            x=inputs, mean=mean, variance=variance, axis=self.axis,
-            offset=ops.cast(self.beta, inputs.dtype) if self.center else None,
-            scale=ops.cast(self.gamma, inputs.dtype) if self.scale else None,
+        for g in order:
+            mean, variance = stats[g]
+            self.moving_mean.assign(
+                self.moving_mean * m + ops.cast(mean, self.moving_mean.dtype) * (1.0 - m))
+            self.moving_variance.assign(
+                self.moving_variance * m
+                + ops.cast(variance, self.moving_variance.dtype) * (1.0 - m))
+        y = outputs[0] if groups == 1 else tf.concat(outputs, axis=0)
+        return ops.cast(y, self.compute_dtype)
+
+    def _normalize(self, x):
+        """One group: ``(normalised x, (batch mean, variance for the moving update))``."""
+        if self._fusable(x) and not self.synchronized:
+            y, mean, unbiased = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
+                mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
+                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+                is_training=True)[:3]
+            if self.unbiased_moving_variance:
+                return y, (mean, unbiased)
+            n = ops.cast(ops.prod(ops.shape(x)[:-1]), unbiased.dtype)
+            return y, (mean, unbiased * ops.maximum(n - 1.0, 1.0) / n)
+        compute_dtype = keras.backend.result_type(x.dtype, "float32")
+        x = ops.cast(x, compute_dtype)
+        axes = [a for a in range(len(x.shape)) if a != self.axis % len(x.shape)]
+        mean, variance = ops.moments(x, axes=axes, synchronized=self.synchronized)
+        moving_variance = variance
+        if self.unbiased_moving_variance:
+            n = ops.cast(ops.prod(ops.take(ops.shape(x), axes)), x.dtype)
+            if self.synchronized:
+                n = n * tf.distribute.get_strategy().num_replicas_in_sync
+            moving_variance = variance * n / ops.maximum(n - 1.0, 1.0)
+        y = ops.batch_normalization(
+            x=x, mean=mean, variance=variance, axis=self.axis,
+            offset=ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=ops.cast(self.gamma, x.dtype) if self.scale else None,
             epsilon=self.epsilon)
-        return ops.cast(outputs, self.compute_dtype)
+        return y, (mean, moving_variance)
 
     def get_config(self):
         config = super().get_config()
         config["unbiased_moving_variance"] = self.unbiased_moving_variance
+        config["fused"] = self.fused
         return config
+
+
+def set_batchnorm(model, **attributes):
+    """Sets ``fused`` / ``synchronized`` on every ``TorchBatchNorm`` of ``model`` (read
+    when the model is next traced)."""
+    unknown = set(attributes) - {"fused", "synchronized"}
+    if unknown:
+        raise ValueError(f"unknown BatchNorm setting(s) {sorted(unknown)}")
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, TorchBatchNorm):
+            for name, value in attributes.items():
+                setattr(layer, name, bool(value))

@@ -1,0 +1,301 @@
+r"""tf_st's training step against the official PyTorch step, side by side in one run.
+
+  python -m benchmarks.vs_reference --reference=st-at --reference_dir=DIR \
+      --arch=resnet18 --batch_size=32,128
+
+``--reference_dir`` is a checkout of the official repository (qizhangli/ST-AT for
+``st-at``, yaodongyu/TRADES for ``trades``); this benchmark imports its loss function and
+``models/resnet.py`` from there and never copies them.  The official code calls
+``.cuda()`` on its tensors; on a CPU-only machine that call is made the identity in the
+reference worker, nothing else of it is touched.
+
+What is timed, per side, is one optimizer step exactly as the training script runs it:
+* ST-AT ``train_stat.py``: ``zero_grad``; ``stat_loss(model, x, y, ...)`` (K inner
+  iterations, the three outer forwards); ``zero_grad``; ``backward``; ``SGD.step``.
+* TRADES ``train_trades_cifar10.py``: ``zero_grad``; ``trades_loss(...)``;
+  ``backward``; ``SGD.step``.
+* tf_st: the method's ``train_step`` as ``fit`` runs it (``train_on_batch`` on a
+  batch already in memory), compiled as ``trainers.*`` compile it.
+
+Both sides run in their own worker process (so neither library's thread pool or memory
+high-water mark is counted against the other) with the same thread count; the parent
+alternates their steps (one reference step, one tf_st step, ...) so that any drift of
+the machine affects both alike, and reports medians.  SGD(0.1, momentum 0.9, weight decay
+5e-4), K = 10, eps 8/255, step 2/255, beta 6 on both sides; random inputs in [0, 1].
+
+Also reported, from the same run: achieved FLOP/s of each step (analytic FLOPs of what
+each side computes, see ``FLOPS``) against the conv and matmul rates measured in the
+tf_st worker; each worker's peak resident memory; and the tf_st input pipeline's
+throughput alone (the bundled CIFAR-10 subset, crop+flip augmentation, this batch size)
+against the tf_st step's -- the pipeline must be much faster than the step.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REFERENCES = {
+    # reference -> (tf_st method key, file that must exist in the checkout)
+    "st-at": ("st", "losses.py"),
+    "trades": ("trades", "trades.py"),
+}
+
+_REFERENCE = flags.DEFINE_enum("reference", "st-at", sorted(REFERENCES), "Official code to race.")
+_REFERENCE_DIR = flags.DEFINE_string("reference_dir", None,
+                                     "Checkout of qizhangli/ST-AT or yaodongyu/TRADES.")
+_ARCH = flags.DEFINE_enum("arch", "resnet18", ["resnet18"], "Architecture (both sides).")
+_BATCH = flags.DEFINE_list("batch_size", ["32", "128"], "Batch sizes.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per side and batch size (alternating).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per side first (tracing).")
+_THREADS = flags.DEFINE_integer("threads", 0, "Threads per side (0: all cores).")
+_K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
+_JIT = flags.DEFINE_bool("jit_compile", False, "tf_st: XLA-compile the train step.")
+_TF_OPTIONS = flags.DEFINE_list(
+    "tf_options", [], "tf_st options key=value: fused_bn=false (composite BatchNorm), "
+    "group_forwards=false (separate forwards), or a method hyperparameter.")
+
+EPS, STEP, BETA, LR = 8 / 255, 2 / 255, 6.0, 0.1
+
+# Analytic FLOPs of one step, in units of one forward pass F (backward to the input ~F,
+# backward to input and weights ~2F).  Counted from what each side executes:
+#   ST-AT (either side): F (clean, no grad) + K (2F forwards + 2F input backward)
+#       + 3F outer forwards + 6F parameter backward = (4K + 10) F.  A lower bound: an
+#       iteration in which any row selects the clean point adds F + F.
+#   TRADES official: every inner iteration forwards x_adv *and* x (eval mode) and
+#       backpropagates to x_adv: K (3F) + 3F + 6F = (3K + 9) F.
+#   TRADES tf_st: the clean logits once, then K (F + F): F + 2K F + 9F = (2K + 10) F.
+FLOPS = {
+    ("st-at", "reference"): lambda k: 4 * k + 10,
+    ("st-at", "tf_st"): lambda k: 4 * k + 10,
+    ("trades", "reference"): lambda k: 3 * k + 9,
+    ("trades", "tf_st"): lambda k: 2 * k + 10,
+}
+
+
+# ---------------------------------------------------------------------- workers
+def _peak_rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reference_worker(conn, reference, reference_dir, threads, k):
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    if not torch.cuda.is_available():
+        # The official code moves every new tensor with .cuda(); here it stays on the CPU.
+        torch.Tensor.cuda = lambda self, *a, **kw: self
+        torch.nn.Module.cuda = lambda self, *a, **kw: self
+    sys.path.insert(0, reference_dir)
+    from models.resnet import ResNet18
+    if reference == "st-at":
+        from losses import stat_loss
+        model = ResNet18(num_classes=10)
+    else:
+        from trades import trades_loss
+        model = ResNet18()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
+
+    def step(x, y):
+        optimizer.zero_grad()
+        if reference == "st-at":
+            loss, *_ = stat_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
+                                 step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA,
+                                 loss_mode="symmkl")
+            optimizer.zero_grad()
+        else:
+            loss = trades_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
+                               step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA)
+        loss.backward()
+        optimizer.step()
+
+    _serve(conn, step, lambda b: (
+        torch.from_numpy(np.random.RandomState(b).uniform(0, 1, (b, 3, 32, 32)).astype("float32")),
+        torch.from_numpy(np.random.RandomState(b + 1).randint(0, 10, b))), {})
+
+
+def _tf_worker(conn, key, threads, k, jit_compile, options):
+    import numpy as np
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+    from benchmarks.flops import conv_flops_per_second, forward_flops, matmul_flops_per_second
+    from tf_st import methods, models
+    from tf_st.models.layers import set_batchnorm
+    from tf_st.training.optim import TorchSGD
+
+    keras.utils.set_random_seed(1)
+    clf = models.build("resnet18", 10)
+    options = dict(options)
+    set_batchnorm(clf, fused=options.pop("fused_bn", True))
+    group_forwards = options.pop("group_forwards", True)
+    method = methods.build(key, clf, steps=k, epsilon=EPS, step_size=STEP, beta=BETA, **options)
+    method.group_forwards = group_forwards
+    method.compile(optimizer=TorchSGD(LR, momentum=0.9, coupled_weight_decay=5e-4),
+                   jit_compile=jit_compile)
+
+    def step(x, y):
+        method.train_on_batch(x, y)
+
+    def batch(b):
+        rng = np.random.RandomState(b)
+        # NHWC, the same numbers as the reference's NCHW batch.
+        x = rng.uniform(0, 1, (b, 3, 32, 32)).astype("float32").transpose(0, 2, 3, 1)
+        return tf.constant(x), tf.constant(np.random.RandomState(b + 1).randint(0, 10, b))
+
+    extras = {"forward_flops": lambda: forward_flops(clf),
+              "matmul_rate": matmul_flops_per_second,
+              "conv_rate": conv_flops_per_second,
+              "pipeline": _pipeline_images_per_second}
+    _serve(conn, step, batch, extras)
+
+
+def _pipeline_images_per_second(batch_size, batches=40):
+    from tf_st import data
+    split = data.load("cifar10_mini", "train")
+    ds = data.train_pipeline(split, batch_size, "crop_flip", seed=0).repeat()
+    it = iter(ds)
+    next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def _serve(conn, step, make_batch, extras):
+    """Answers the parent's requests until ``stop``; every answer is ``(ok, value)``."""
+    batches = {}
+    while True:
+        request, *args = conn.recv()
+        try:
+            if request == "stop":
+                conn.send((True, None))
+                return
+            if request == "step":
+                b, n = args
+                if b not in batches:
+                    batches[b] = make_batch(b)
+                start = time.perf_counter()
+                for _ in range(n):
+                    step(*batches[b])
+                conn.send((True, (time.perf_counter() - start) / n))
+            elif request == "peak_rss_mb":
+                conn.send((True, _peak_rss_mb()))
+            else:
+                conn.send((True, extras[request](*args)))
+        except Exception as e:  # noqa: BLE001 - reported by the parent
+            import traceback
+            conn.send((False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+
+
+class _Worker:
+    def __init__(self, ctx, target, *args):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=target, args=(child,) + args, daemon=True)
+        self.process.start()
+
+    def ask(self, *request):
+        self.conn.send(request)
+        ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"worker failed on {request[0]!r}: {value}")
+        return value
+
+    def close(self):
+        try:
+            self.ask("stop")
+        finally:
+            self.process.join(timeout=30)
+
+
+# ------------------------------------------------------------------------- main
+def check_reference(reference, reference_dir):
+    """Raises ValueError saying what is missing (torch, the checkout, its files)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ValueError("this benchmark needs PyTorch to run the official code "
+                         "(pip install torch==2.13.0)") from None
+    if not reference_dir:
+        raise ValueError(f"--reference_dir: give a checkout of the official "
+                         f"{'qizhangli/ST-AT' if reference == 'st-at' else 'yaodongyu/TRADES'}"
+                         f" repository")
+    for name in (REFERENCES[reference][1], os.path.join("models", "resnet.py")):
+        if not os.path.isfile(os.path.join(reference_dir, name)):
+            raise ValueError(f"--reference_dir={reference_dir} is not a {reference} checkout: "
+                             f"{name} is missing")
+
+
+def main(argv):
+    del argv
+    import multiprocessing
+    reference, reference_dir = _REFERENCE.value, _REFERENCE_DIR.value
+    check_reference(reference, reference_dir)
+    batch_sizes = [int(b) for b in _BATCH.value]
+    if any(b < 1 for b in batch_sizes):
+        raise ValueError(f"--batch_size: positive integers, got {_BATCH.value}")
+    options = {}
+    for item in _TF_OPTIONS.value:
+        name, _, value = item.partition("=")
+        options[name] = {"true": True, "false": False}.get(value.lower(), value)
+    threads = _THREADS.value or os.cpu_count()
+    key = REFERENCES[reference][0]
+    ctx = multiprocessing.get_context("spawn")
+    ref = _Worker(ctx, _reference_worker, reference, os.path.abspath(reference_dir), threads,
+                  _K.value)
+    ours = _Worker(ctx, _tf_worker, key, threads, _K.value, _JIT.value, options)
+    try:
+        forward = ours.ask("forward_flops")
+        conv_rate, matmul_rate = ours.ask("conv_rate"), ours.ask("matmul_rate")
+        print(f"machine: {os.cpu_count()} cores, {threads} threads per side; measured "
+              f"float32 rates (TF): conv {conv_rate / 1e9:.1f} GFLOP/s, "
+              f"matmul {matmul_rate / 1e9:.1f} GFLOP/s", flush=True)
+        rows = []
+        for b in batch_sizes:
+            for worker in (ref, ours):
+                worker.ask("step", b, _WARMUP.value)
+            times = {"reference": [], "tf_st": []}
+            for _ in range(_STEPS.value):
+                times["reference"].append(ref.ask("step", b, 1))
+                times["tf_st"].append(ours.ask("step", b, 1))
+            pipeline = ours.ask("pipeline", b)
+            sec = {side: statistics.median(t) for side, t in times.items()}
+            rows.append((b, sec, pipeline))
+            print(f"  batch {b}: reference {sec['reference']:.2f} s/step, "
+                  f"tf_st {sec['tf_st']:.2f} s/step", flush=True)
+        rss = {"reference": ref.ask("peak_rss_mb"), "tf_st": ours.ask("peak_rss_mb")}
+    finally:
+        ref.close()
+        ours.close()
+
+    opts = ", ".join(_TF_OPTIONS.value) or "defaults"
+    print(f"\n{reference} vs tf_st {key} ({opts}{', jit_compile' if _JIT.value else ''}), "
+          f"{_ARCH.value}, K={_K.value}, {threads} threads, median of {_STEPS.value} "
+          f"alternating steps")
+    print("| batch | official img/s | tf_st img/s | tf_st / official | official GFLOP/s "
+          "(% conv rate) | tf_st GFLOP/s (% conv rate) | tf_st pipeline img/s (x step) |")
+    print("|---|---|---|---|---|---|---|")
+    for b, sec, pipeline in rows:
+        gflops = {side: forward * b * FLOPS[(reference, side)](_K.value) / sec[side] / 1e9
+                  for side in sec}
+        ips = {side: b / s for side, s in sec.items()}
+        print(f"| {b} | {ips['reference']:.2f} | {ips['tf_st']:.2f} | "
+              f"**{ips['tf_st'] / ips['reference']:.2f}** | {gflops['reference']:.1f} "
+              f"({100 * gflops['reference'] * 1e9 / conv_rate:.0f}%) | {gflops['tf_st']:.1f} "
+              f"({100 * gflops['tf_st'] * 1e9 / conv_rate:.0f}%) | {pipeline:.0f} "
+              f"({pipeline / ips['tf_st']:.0f}x) |")
+    print(f"\npeak resident memory per worker (all batch sizes): official "
+          f"{rss['reference']:.0f} MB, tf_st {rss['tf_st']:.0f} MB")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    from tf_st import cli
+    app.run(cli.guarded(main))

@@ -1,0 +1,201 @@
+"""The speed paths compute what the plain paths compute.
+
+* ``batch_groups`` / ``AdversarialMethod.forward_groups``: one forward of concatenated
+  batches with per-part BatchNorm statistics equals separate forwards (float64: logits,
+  input gradients, parameter gradients, moving statistics, update order included).
+* ST's kept clean forward (input gradient by backward pass only) and grouped inner
+  forwards give the same inner trajectory as separate forwards (float64).
+* The fused BatchNorm kernel equals the composite one (float32, to rounding).
+* A training step traces once per input shape.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import small_bn_model
+from tf_st import methods, models
+from tf_st.methods.base import batch_stats_forward
+from tf_st.models.layers import TorchBatchNorm, batch_groups, set_batchnorm
+
+
+def _batches(n, size=4, seed=0):
+    rng = np.random.RandomState(seed)
+    return [tf.constant(rng.uniform(0, 1, (size, 4, 4, 2))) for _ in range(n)]
+
+
+def _bn_state(model):
+    bn = model.get_layer("bn")
+    return np.concatenate([bn.moving_mean.numpy(), bn.moving_variance.numpy()])
+
+
+def _separate(model, xs, order):
+    """Reference: one forward per part, train mode (moving-statistics update) in
+    ``order``, batch statistics without update for the parts not in it."""
+    zs = {}
+    for g in order:
+        z = model(xs[g], training=True)
+        zs.setdefault(g, z)
+    return [zs[i] if i in zs else batch_stats_forward(model, x) for i, x in enumerate(xs)]
+
+
+def _grouped(model, xs, order):
+    with batch_groups(len(xs), order):
+        joined = tf.concat(xs, axis=0)
+        z = batch_stats_forward(model, joined) if not order else model(joined, training=True)
+    return tf.split(z, len(xs), axis=0)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2), (2, 1), (0, 1, 0), ()])
+def test_grouped_forward_equals_separate_forwards(float64, order):
+    results = []
+    for forward in (_separate, _grouped):
+        keras.utils.set_random_seed(0)
+        model = small_bn_model(bn_seed=3)
+        xs = _batches(3)
+        w = np.random.RandomState(5).randn(3, 3)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(xs)
+            zs = forward(model, xs, order)
+            # A loss that weighs the parts differently, so swapped parts would show.
+            loss = sum(tf.reduce_sum(tf.tanh(z) * w[i]) for i, z in enumerate(zs))
+        results.append({"logits": [z.numpy() for z in zs],
+                        "input_grads": [g.numpy() for g in tape.gradient(loss, xs)],
+                        "param_grads": [g.numpy() for g in
+                                        tape.gradient(loss, model.trainable_variables)],
+                        "moving": _bn_state(model)})
+    separate, grouped = results
+    for key in separate:
+        for a, b in zip(grouped[key], separate[key]):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12, err_msg=key)
+    keras.utils.set_random_seed(0)
+    initial = _bn_state(small_bn_model(bn_seed=3))
+    assert np.array_equal(grouped["moving"], initial) == (order == ())
+
+
+def test_batch_groups_rejects_bad_group_index():
+    with pytest.raises(ValueError, match="group index"):
+        with batch_groups(2, (0, 2)):
+            pass
+
+
+@pytest.mark.parametrize("key", ["st", "trades", "mart", "madry2", "alp", "col", "fat_trades"])
+def test_method_step_with_and_without_grouped_forwards(float64, key):
+    """A whole train step (generate, loss, update) gives the same weights and moving
+    statistics with ``group_forwards`` on and off."""
+    out = []
+    for grouped in (True, False):
+        keras.utils.set_random_seed(0)
+        model = small_bn_model(bn_seed=1)
+        kwargs = {"tau": 1} if key.startswith("fat") else {}
+        method = methods.build(key, model, steps=3, **kwargs)
+        method.group_forwards = grouped
+        method.compile(optimizer=keras.optimizers.SGD(0.5))
+        x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
+        method.train_on_batch(x, y)
+        out.append([v.numpy() for v in model.weights])
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_st_inner_loop_equals_separate_forwards_with_clean_recomputed(float64):
+    """ST's fast inner loop (grouped col/adv forward, the clean forward kept and only
+    back-propagated) against a plain transcription of the reference loop."""
+    from tf_st.attacks.pgd import project
+    from tf_st.methods.squeeze import gather_role, select_roles
+    keras.utils.set_random_seed(0)
+    model = small_bn_model(bn_seed=2)
+    method = methods.build("st", model, steps=4)
+    x = _batches(1, size=8)[0]
+    y = tf.constant(np.arange(8) % 3)
+    rng = np.random.RandomState(1)
+    init = {k: x + 0.001 * rng.randn(*x.shape) for k in ("adv", "col")}
+    fast = method.generate(x, y, init=init)
+
+    fwd = lambda v: batch_stats_forward(model, v)  # noqa: E731
+    x_adv, x_col = init["adv"], init["col"]
+    z_nat = fwd(x)
+    used_nat = 0
+    for _ in range(4):
+        x0 = tf.identity(x)
+        with tf.GradientTape() as tape:
+            tape.watch([x0, x_col, x_adv])
+            z_col, z_adv = fwd(x_col), fwd(x_adv)
+            up, low = select_roles(z_nat, z_col, z_adv, y)
+            use_nat = bool(tf.reduce_any((up == 0) | (low == 0)))
+            z_n = fwd(x0) if use_nat else z_nat
+            zs = tf.stack([z_n, z_col, z_adv], axis=1)
+            inner = tf.reduce_sum(method.reg_fn(gather_role(zs, up), gather_role(zs, low)))
+        grads = tape.gradient(inner, [x0, x_col, x_adv],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        used_nat += use_nat
+        gs = tf.stack(grads, axis=1)
+        xs = tf.stack([x, x_col, x_adv], axis=1)
+        base_adv = gather_role(xs, up) if use_nat else x_adv
+        base_col = gather_role(xs, low) if use_nat else x_col
+        x_col = project(base_col + method.step_size * tf.sign(gather_role(gs, low)), x,
+                        method.epsilon)
+        x_adv = project(base_adv + method.step_size * tf.sign(gather_role(gs, up)), x,
+                        method.epsilon)
+    assert used_nat >= 1  # the kept clean forward was exercised
+    np.testing.assert_array_equal(fast["adv"].numpy(), x_adv.numpy())
+    np.testing.assert_array_equal(fast["col"].numpy(), x_col.numpy())
+
+
+def test_fused_batchnorm_equals_composite_float32():
+    """FusedBatchNormV3 (float32 default) against the composite path: outputs, input and
+    parameter gradients in training and inference, moving statistics (unbiased)."""
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.normal(1.0, 2.0, (6, 5, 5, 4)).astype("float32"))
+    results = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((5, 5, 4))
+        out = keras.layers.Dense(3)(keras.layers.Flatten()(TorchBatchNorm(name="bn")(inp)))
+        model = keras.Model(inp, out)
+        bn = model.get_layer("bn")
+        bn.set_weights([rng.uniform(0.5, 1.5, 4).astype("float32"),
+                        rng.randn(4).astype("float32"), np.zeros(4, "float32"),
+                        np.ones(4, "float32")])
+        rng = np.random.RandomState(0)  # same draws for both builds
+        rng.normal(1.0, 2.0, (6, 5, 5, 4))
+        set_batchnorm(model, fused=fused)
+        row = {}
+        for training in (True, False):
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.sin(model(x, training=training)))
+            row[f"in_{training}"] = tape.gradient(loss, x).numpy()
+            row[f"par_{training}"] = [g.numpy() for g in
+                                      tape.gradient(loss, model.trainable_variables)]
+            row[f"moving_{training}"] = [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+        results.append(row)
+    for key in results[0]:
+        for a, b in zip(results[0][key], results[1][key]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=key)
+    # PyTorch's running-variance rule: unbiased batch variance, momentum 0.1.
+    n = 6 * 5 * 5
+    var = np.var(x.numpy(), axis=(0, 1, 2)) * n / (n - 1)
+    np.testing.assert_allclose(results[0]["moving_True"][1], 0.9 + 0.1 * var, rtol=1e-5)
+
+
+def test_train_step_traces_once_per_shape():
+    keras.utils.set_random_seed(0)
+    model = models.build("small_cnn", 3, input_shape=(8, 8, 3))
+    method = methods.build("st", model, steps=2)
+    method.compile(optimizer=keras.optimizers.SGD(0.1))
+    traces = []
+    step = method.train_step
+
+    def counting_step(data):  # Python runs only while TensorFlow traces
+        traces.append(data[0].shape[0])
+        return step(data)
+
+    method.train_step = counting_step
+    rng = np.random.RandomState(0)
+    batch = lambda n: (rng.uniform(0, 1, (n, 8, 8, 3)).astype("float32"),  # noqa: E731
+                       rng.randint(0, 3, n))
+    for n in (4, 4, 4, 6, 6, 4):
+        method.train_on_batch(*batch(n))
+    assert len(traces) <= 2, traces
