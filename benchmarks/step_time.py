@@ -9,9 +9,10 @@ estimated from the forward cost F per image (benchmarks/flops.py):
   ST (K inner steps): F (clean forward) + K * (2F forwards + 2F input backwards)
                       + 3F (final forwards) + 6F (parameter backward) = (4K + 10) F
   This is a lower bound: in an iteration where any row of the batch selects the clean
-  point (ST-AT's "if" branch; at batch 128 that is almost every iteration) the clean
-  forward and its input backward are added, (6K + 10) F in the worst case.
-  TRADES-like (K steps, eval-BN attack): F + K * (F + F) + 3F + 6F = (2K + 10) F
+  point (ST-AT's "if" branch; at batch 128 that is almost every iteration) the input
+  backward of the kept clean forward is added, (5K + 10) F in the worst case.
+  TRADES (K steps, eval-BN attack, the repeated clean forward only a statistics update):
+  F + K * (F + F) + 2F + 4F = (2K + 7) F
 """
 
 import os
@@ -31,7 +32,7 @@ _K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
 FLOP_FACTORS = {
     "natural": lambda k: 3,
     "st": lambda k: 4 * k + 10,
-    "trades": lambda k: 2 * k + 10,
+    "trades": lambda k: 2 * k + 7,
     "madry": lambda k: 2 * k + 3,
     "mart": lambda k: 2 * k + 6,
 }

@@ -52,9 +52,16 @@ _ARCH = flags.DEFINE_enum("arch", "resnet18", ["resnet18"], "Architecture (both 
 _BATCH = flags.DEFINE_list("batch_size", ["32", "128"], "Batch sizes.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per side and batch size (alternating).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per side first (tracing).")
-_THREADS = flags.DEFINE_integer("threads", 0, "Threads per side (0: all cores).")
+_THREADS = flags.DEFINE_integer("threads", 0, "Threads per side (0: all cores): PyTorch's "
+                                "torch.set_num_threads, TensorFlow's intra-op pool.")
+_INTER = flags.DEFINE_integer("inter_op_threads", 0, "tf_st's inter-op pool (0: the trainer's "
+                              "default, 1 on a one-device CPU host).")
 _K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "tf_st: XLA-compile the train step.")
+_MIXED = flags.DEFINE_enum(
+    "mixed_precision", None, ["bfloat16", "float16"],
+    "tf_st in this mixed precision (not the reference's float32 numbers: reported, not "
+    "comparable).")
 _TF_OPTIONS = flags.DEFINE_list(
     "tf_options", [], "tf_st options key=value: fused_bn=false (composite BatchNorm), "
     "group_forwards=false (separate forwards), or a method hyperparameter.")
@@ -62,18 +69,23 @@ _TF_OPTIONS = flags.DEFINE_list(
 EPS, STEP, BETA, LR = 8 / 255, 2 / 255, 6.0, 0.1
 
 # Analytic FLOPs of one step, in units of one forward pass F (backward to the input ~F,
-# backward to input and weights ~2F).  Counted from what each side executes:
-#   ST-AT (either side): F (clean, no grad) + K (2F forwards + 2F input backward)
-#       + 3F outer forwards + 6F parameter backward = (4K + 10) F.  A lower bound: an
-#       iteration in which any row selects the clean point adds F + F.
+# backward to input and weights ~2F), from what each side executes; n = inner iterations
+# in which some row selects the clean point (counted on the reference: its forward calls
+# per step are 2K + 4 + n; taken as the same for tf_st, whose data and model are alike).
+#   ST-AT official: F (clean, no grad) + K (2F forwards + 2F input backward)
+#       + n (F forward + F backward of the clean batch) + 3F outer forwards
+#       + 6F parameter backward = (4K + 10 + 2n) F.
+#   ST tf_st: the clean forward is kept, so n adds only its backward: (4K + 10 + n) F.
 #   TRADES official: every inner iteration forwards x_adv *and* x (eval mode) and
 #       backpropagates to x_adv: K (3F) + 3F + 6F = (3K + 9) F.
-#   TRADES tf_st: the clean logits once, then K (F + F): F + 2K F + 9F = (2K + 10) F.
+#   TRADES tf_st: the clean logits once, then K (F + F), and two outer forwards (the
+#       third, a repeat of the clean one, is only a statistics update) with their
+#       parameter backward: F + 2K F + 2F + 4F = (2K + 7) F.
 FLOPS = {
-    ("st-at", "reference"): lambda k: 4 * k + 10,
-    ("st-at", "tf_st"): lambda k: 4 * k + 10,
-    ("trades", "reference"): lambda k: 3 * k + 9,
-    ("trades", "tf_st"): lambda k: 2 * k + 10,
+    ("st-at", "reference"): lambda k, n: 4 * k + 10 + 2 * n,
+    ("st-at", "tf_st"): lambda k, n: 4 * k + 10 + n,
+    ("trades", "reference"): lambda k, n: 3 * k + 9,
+    ("trades", "tf_st"): lambda k, n: 2 * k + 7,
 }
 
 
@@ -101,6 +113,10 @@ def _reference_worker(conn, reference, reference_dir, threads, k):
         from trades import trades_loss
         model = ResNet18()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
+    # Forward passes per step, counted (ST-AT forwards the clean batch again in every
+    # iteration in which any row selects it, so its cost depends on the data).
+    forwards = [0]
+    model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
 
     def step(x, y):
         optimizer.zero_grad()
@@ -117,15 +133,18 @@ def _reference_worker(conn, reference, reference_dir, threads, k):
 
     _serve(conn, step, lambda b: (
         torch.from_numpy(np.random.RandomState(b).uniform(0, 1, (b, 3, 32, 32)).astype("float32")),
-        torch.from_numpy(np.random.RandomState(b + 1).randint(0, 10, b))), {})
+        torch.from_numpy(np.random.RandomState(b + 1).randint(0, 10, b))),
+        {"forwards": lambda: forwards[0]})
 
 
-def _tf_worker(conn, key, threads, k, jit_compile, options):
+def _tf_worker(conn, key, threads, inter_op, k, jit_compile, options, mixed):
     import numpy as np
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from tf_st.training.strategy import set_threads
+    set_threads(threads, inter_op)
     import keras
+    if mixed:
+        keras.mixed_precision.set_global_policy(f"mixed_{mixed}")
     from benchmarks.flops import conv_flops_per_second, forward_flops, matmul_flops_per_second
     from tf_st import methods, models
     from tf_st.models.layers import set_batchnorm
@@ -250,7 +269,8 @@ def main(argv):
     ctx = multiprocessing.get_context("spawn")
     ref = _Worker(ctx, _reference_worker, reference, os.path.abspath(reference_dir), threads,
                   _K.value)
-    ours = _Worker(ctx, _tf_worker, key, threads, _K.value, _JIT.value, options)
+    ours = _Worker(ctx, _tf_worker, key, threads, _INTER.value, _K.value, _JIT.value, options,
+                   _MIXED.value)
     try:
         forward = ours.ask("forward_flops")
         conv_rate, matmul_rate = ours.ask("conv_rate"), ours.ask("matmul_rate")
@@ -262,28 +282,34 @@ def main(argv):
             for worker in (ref, ours):
                 worker.ask("step", b, _WARMUP.value)
             times = {"reference": [], "tf_st": []}
+            calls = ref.ask("forwards")
             for _ in range(_STEPS.value):
                 times["reference"].append(ref.ask("step", b, 1))
                 times["tf_st"].append(ours.ask("step", b, 1))
+            calls = (ref.ask("forwards") - calls) / _STEPS.value
             pipeline = ours.ask("pipeline", b)
             sec = {side: statistics.median(t) for side, t in times.items()}
-            rows.append((b, sec, pipeline))
-            print(f"  batch {b}: reference {sec['reference']:.2f} s/step, "
-                  f"tf_st {sec['tf_st']:.2f} s/step", flush=True)
+            clean_iterations = max(calls - 2 * _K.value - 4, 0) if reference == "st-at" else 0
+            rows.append((b, sec, pipeline, clean_iterations))
+            print(f"  batch {b}: reference {sec['reference']:.2f} s/step "
+                  f"({calls:.1f} forward calls per step), tf_st {sec['tf_st']:.2f} s/step",
+                  flush=True)
         rss = {"reference": ref.ask("peak_rss_mb"), "tf_st": ours.ask("peak_rss_mb")}
     finally:
         ref.close()
         ours.close()
 
-    opts = ", ".join(_TF_OPTIONS.value) or "defaults"
-    print(f"\n{reference} vs tf_st {key} ({opts}{', jit_compile' if _JIT.value else ''}), "
+    opts = ", ".join(_TF_OPTIONS.value + ([f"mixed_{_MIXED.value}"] if _MIXED.value else [])) \
+        or "defaults"
+    print(f"\n{reference} vs tf_st {key} ({opts}{', jit_compile' if _JIT.value else ''}"
+          f"{f', inter_op_threads={_INTER.value}' if _INTER.value else ''}), "
           f"{_ARCH.value}, K={_K.value}, {threads} threads, median of {_STEPS.value} "
           f"alternating steps")
     print("| batch | official img/s | tf_st img/s | tf_st / official | official GFLOP/s "
           "(% conv rate) | tf_st GFLOP/s (% conv rate) | tf_st pipeline img/s (x step) |")
     print("|---|---|---|---|---|---|---|")
-    for b, sec, pipeline in rows:
-        gflops = {side: forward * b * FLOPS[(reference, side)](_K.value) / sec[side] / 1e9
+    for b, sec, pipeline, n in rows:
+        gflops = {side: forward * b * FLOPS[(reference, side)](_K.value, n) / sec[side] / 1e9
                   for side in sec}
         ips = {side: b / s for side, s in sec.items()}
         print(f"| {b} | {ips['reference']:.2f} | {ips['tf_st']:.2f} | "

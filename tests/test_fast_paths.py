@@ -199,3 +199,59 @@ def test_train_step_traces_once_per_shape():
     for n in (4, 4, 4, 6, 6, 4):
         method.train_on_batch(*batch(n))
     assert len(traces) <= 2, traces
+
+
+def test_mixed_bfloat16_step_trains_float32_master_weights():
+    """--mixed_precision off-GPU: bfloat16 compute (fused BN included), float32 variables,
+    logits and loss; the master weights move."""
+    from trainers.runner import mixed_policy
+    from tf_st.training.optim import TorchSGD
+    assert mixed_policy("auto") == "mixed_bfloat16"  # no GPU here
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(mixed_policy("bfloat16"))
+    try:
+        keras.utils.set_random_seed(0)
+        model = models.build("small_cnn", 3, input_shape=(16, 16, 3))
+        method = methods.build("st", model, steps=2)
+        method.compile(optimizer=TorchSGD(0.05, momentum=0.9, coupled_weight_decay=5e-4))
+        rng = np.random.RandomState(0)
+        x = rng.uniform(0, 1, (8, 16, 16, 3)).astype("float32")
+        y = rng.randint(0, 3, 8)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        for _ in range(2):
+            logs = method.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+        assert {v.dtype for v in model.weights} == {"float32"}
+        convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
+        assert convs and all(la.compute_dtype == "bfloat16" for la in convs)
+        assert model(x).dtype == tf.float32
+        moved = [float(np.abs(v.numpy() - b).max()) for v, b in
+                 zip(model.trainable_variables, before)]
+        assert min(moved) > 0  # every variable, BN included, was updated in float32
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def test_random_starts_change_every_step_without_a_prebuilt_optimizer():
+    """The stateless start noise is keyed by the optimizer step read when the step runs:
+    two steps on the same batch with the weights held still (lr 0) start elsewhere.
+    (Where the optimizer is built only while the step is traced -- under
+    MultiWorkerMirroredStrategy -- a trace-time check froze the key at 0;
+    test_multi_worker catches that.)"""
+    keras.utils.set_random_seed(0)
+    model = models.build("small_cnn", 3, input_shape=(8, 8, 3))
+    seen = tf.Variable(tf.zeros((2, 4, 8, 8, 3)))
+    count = tf.Variable(0)
+
+    class Spy(methods.StepHook):
+        def before_outer_gradient(self, method, x, y, generated):
+            seen.scatter_nd_update([[count]], [generated["adv"] - x])
+            count.assign_add(1)
+
+    method = methods.build("madry", model, steps=1, step_hooks=[Spy()])
+    method.compile(optimizer=keras.optimizers.SGD(0.0))  # not built before the first step
+    x = np.random.RandomState(0).uniform(0, 1, (4, 8, 8, 3)).astype("float32")
+    y = np.arange(4) % 3
+    method.fit(tf.data.Dataset.from_tensors((x, y)).repeat(2), epochs=1, verbose=0)
+    first, second = seen.numpy()
+    assert np.abs(first).max() > 0 and not np.allclose(first, second)

@@ -334,6 +334,7 @@ import numpy as np
 keras.config.set_floatx("float64")
 from tf_st import methods
 from tf_st.methods.awp import AWP
+from tf_st.models.layers import TorchBatchNorm
 
 CASES = json.loads(sys.argv[1])
 rng = np.random.RandomState(0)
@@ -346,9 +347,12 @@ def weights_after_step(strategy, key, kwargs):
         keras.utils.set_random_seed(1)
         inp = keras.Input((4, 4, 2))
         h = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(inp)
+        kwargs = dict(kwargs)
+        bn = kwargs.pop("bn", None)
+        if bn:  # a BatchNorm model, statistics over the global batch or per replica
+            h = TorchBatchNorm(synchronized=bn == "sync", name="bn")(h)
         out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
         model = keras.Model(inp, out)
-        kwargs = dict(kwargs)
         awp = kwargs.pop("awp", None)
         hooks = [AWP(awp, proxy_lr=0.1)] if awp else []
         method = methods.build(key, model, steps=3, step_hooks=hooks, **kwargs)
@@ -357,7 +361,7 @@ def weights_after_step(strategy, key, kwargs):
     # fit, not train_on_batch: under MirroredStrategy Keras 3's train_on_batch hands the
     # whole batch to every replica instead of splitting it.
     method.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0)
-    return before, [v.numpy() for v in model.trainable_variables]
+    return before, [v.numpy() for v in model.weights]
 
 
 one = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -380,6 +384,12 @@ MIRRORED_CASES.update({"st": ("st", {}), "st_follow_roles": ("st", {"follow_role
                        "trades_awp": ("trades", {"awp": 0.005}),
                        "st_awp": ("st", {"awp": 0.005}), "fat": ("fat", {"tau": 1}),
                        "fat_trades": ("fat_trades", {}), "fat_mart": ("fat_mart", {})})
+# --sync_batchnorm: BatchNorm statistics over the global batch, so weights *and* moving
+# statistics equal one device's, for every method.
+MIRRORED_CASES.update({f"{k}_sync_bn": (k, {"bn": "sync", **({"tau": 1} if k == "fat" else {})})
+                       for k in ("st", "natural", "madry", "trades", "mart", "col", "madry2",
+                                 "trades2", "mart2", "alp", "fat", "fat_trades", "fat_mart")})
+MIRRORED_CASES["trades_replica_bn"] = ("trades", {"bn": "replica"})
 
 
 @pytest.fixture(scope="module")
@@ -393,11 +403,17 @@ def mirrored_results():
     return json.loads(lines[-1][len("RESULT"):])
 
 
-@pytest.mark.parametrize("name", sorted(MIRRORED_CASES))
+@pytest.mark.parametrize("name", sorted(set(MIRRORED_CASES) - {"trades_replica_bn"}))
 def test_two_replicas_match_one_device(mirrored_results, name):
     r = mirrored_results[name]
     assert r["moved"] > 1e-6  # the step did something
     assert r["diff"] < 1e-10, r
+
+
+def test_per_replica_batchnorm_differs_from_one_device(mirrored_results):
+    """Without --sync_batchnorm each replica normalises with its own half batch (as
+    PyTorch DataParallel): the step is not the one-device step, by design."""
+    assert mirrored_results["trades_replica_bn"]["diff"] > 1e-6
 
 
 def test_col_kl_direction_option(float64):

@@ -95,6 +95,11 @@ _RUN = {
     "cpu_devices": flags.DEFINE_integer(
         "cpu_devices", 1, "Split the CPU into N logical devices (with --strategy=auto or "
         "mirrored: MirroredStrategy over them).", lower_bound=1),
+    "intra_op_threads": flags.DEFINE_integer(
+        "intra_op_threads", 0, "Threads within an op (0: all cores).", lower_bound=0),
+    "inter_op_threads": flags.DEFINE_integer(
+        "inter_op_threads", 0, "Ops run at once (0: 1 on a one-device CPU host, where "
+        "it measured faster; TensorFlow's default otherwise).", lower_bound=0),
     "deterministic": flags.DEFINE_bool(
         "deterministic", False, "Bit-exact CPU runs (op determinism, single-threaded ops, "
         "oneDNN off): slower (measure with benchmarks), same results after kill and resume."),
@@ -241,9 +246,11 @@ def main_for(default_method=None):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         key = _METHOD.value or default_method
-        # Both must happen before any TensorFlow op starts the runtime.
-        from tf_st.training.strategy import split_cpu
+        # All must happen before any TensorFlow op starts the runtime.
+        from tf_st.training.strategy import set_threads, split_cpu
         split_cpu(_RUN["cpu_devices"].value)
+        set_threads(_RUN["intra_op_threads"].value, _RUN["inter_op_threads"].value,
+                    _RUN["cpu_devices"].value)
         if _RUN["deterministic"].value:
             runner.make_deterministic()
         try:

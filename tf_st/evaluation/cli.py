@@ -46,6 +46,12 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSON report path (default: beside
                               flag_values=FLAGS)
 _STATE_FILE = flags.DEFINE_string("state_file", None, "AutoAttack resume state (JSON).",
                                   flag_values=FLAGS)
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored"],
+                              "Replicas that attack different batches at once (auto: every "
+                              "GPU, or the --cpu_devices); per-example results as one device.",
+                              flag_values=FLAGS)
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.",
+                                    lower_bound=1, flag_values=FLAGS)
 
 
 _VERBOSE = cli.define_verbose_errors(FLAGS)
@@ -74,6 +80,9 @@ def _main(argv):
     from tf_st.evaluation.saved_model import load
 
     cli.parse_flags(FLAGS, argv)
+    from tf_st.training.strategy import make_strategy, set_threads, split_cpu
+    split_cpu(_CPU_DEVICES.value)
+    set_threads(cpu_devices=_CPU_DEVICES.value)
     if not _SAVED_MODEL.value:
         raise ValueError("--saved_model is required")
     specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value)
@@ -88,7 +97,9 @@ def _main(argv):
     if _STATE_FILE.value:
         from tf_st.attacks.autoattack.state import StateFile
         StateFile(_STATE_FILE.value, 0).load()  # unreadable state: refused now
-    model = load(_SAVED_MODEL.value)
+    strategy = make_strategy(_STRATEGY.value)
+    with strategy.scope():  # variables replicated on every device
+        model = load(_SAVED_MODEL.value)
     output = _OUTPUT.value or os.path.join(model.path, "evaluation.json")
     report.check_output_writable(output)
     split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
@@ -106,7 +117,8 @@ def _main(argv):
                 model, dataset=_DATASET.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
                 attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,
                 examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-                output=output, model_card=model.model_card, state_file=_STATE_FILE.value)
+                output=output, model_card=model.model_card, state_file=_STATE_FILE.value,
+                strategy=strategy)
         except KeyboardInterrupt as e:
             raise KeyboardInterrupt(f"{e or 'by the user'}; " + (
                 f"{output} holds the finished attacks, marked partial"

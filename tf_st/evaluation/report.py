@@ -52,14 +52,17 @@ def sanity_warnings(logits_fn, x):
 
 def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon, step_size,
                         examples, batch_size, seed, output=None, model_card=None,
-                        state_file=None, verbose=True):
+                        state_file=None, verbose=True, strategy=None):
     """Runs ``attacks`` (names or specs) on ``examples`` of ``dataset/split``, prints the
     table and writes the JSON report to ``output``; per-batch attacks first, then those
     that evaluate the whole set (AutoAttack), each on every example.
 
     The report is rewritten after every finished attack with ``"partial": true`` and the
     attacks still ``"pending"``, so a run killed after hours keeps what it measured and
-    says it is incomplete; the final write has ``"partial": false``."""
+    says it is incomplete; the final write has ``"partial": false``.
+
+    ``strategy``: replicas attack different batches at the same time, with the
+    per-example results of one device (``robustness.evaluate``)."""
     from tf_st import data as tf_st_data
 
     # Bad names, unwritable outputs and a foreign AutoAttack state fail before any work.
@@ -94,13 +97,14 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
         save(res.to_json(), batched[len(res.attacks):] + whole)
 
     result = evaluate(logits_fn, (x, y), batched, epsilon=epsilon, step_size=step_size,
-                      batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack)
+                      batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack,
+                      strategy=strategy)
     report.update(result.to_json())
     rows = [(r.name, r.accuracy, r.seconds) for r in result.attacks.values()]
     for i, spec in enumerate(whole):
         aa = spec.evaluate(logits_fn, x, y, seed=seed, batch_size=batch,
                            state_file=state_file, verbose=verbose, return_adversarials=False,
-                           dataset=dataset, architecture=card.get("arch"))
+                           dataset=dataset, architecture=card.get("arch"), strategy=strategy)
         report["model_info"] = dict(aa.model_info)
         for log in aa.attacks:
             rows.append((f"{spec.name}:{log.name}", log.robust_accuracy, log.seconds))

@@ -100,7 +100,8 @@ def _pad(x, y, size):
 
 
 def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, step_size=2 / 255,
-             batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None):
+             batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None,
+             strategy=None):
     """Runs each attack over ``data`` and returns an ``EvaluationResult``.
 
     ``on_attack(result)``: called after each attack with the ``EvaluationResult`` of the
@@ -108,7 +109,12 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
 
     ``data``: ``(x, y)`` arrays (x float in [0, 1], NHWC) or a batched ``tf.data.Dataset``
     of such pairs; batches are padded to ``batch_size`` (the largest batch for a dataset).
+
+    ``strategy``: a one-host ``tf.distribute`` strategy whose replicas attack different
+    batches at the same time (each batch whole, with its own seed: the per-example
+    results are those of one device).
     """
+    from tf_st.training.strategy import run_sharded
     check_unit_interval("epsilon", epsilon)
     specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
              for a in attacks]
@@ -116,19 +122,28 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
         if not spec.batched:
             raise ValueError(f"{spec.name} evaluates a whole dataset, not batches: use "
                              "tf_st.evaluation.report.evaluate_and_report or spec.evaluate")
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     results = {}
     for index, spec in enumerate(specs):
         run = make_batch_attack(logits_fn, spec)
         flags, start = [], time.time()
         progress = _Progress(spec.name, data) if verbose else None
-        for b, (x, y) in enumerate(_batches(data, batch_size)):
-            size = max(batch_size, len(x))
-            xp, yp, n = _pad(np.asarray(x), np.asarray(y), size)
-            seed_t = tf.constant([seed, b * 1009 + index], tf.int64)
-            correct = run(tf.constant(xp, dtype), tf.constant(yp, tf.int64), seed_t).numpy()[:n]
-            flags.append(correct)
-            if progress is not None:
-                progress.update(n, float(np.concatenate(flags).mean()))
+        batches = enumerate(_batches(data, batch_size))
+        while True:
+            group = [b for _, b in zip(range(replicas), batches)]
+            if not group:
+                break
+            calls, counts = [], []
+            for b, (x, y) in group:
+                size = max(batch_size, len(x))
+                xp, yp, n = _pad(np.asarray(x), np.asarray(y), size)
+                calls.append((tf.constant(xp, dtype), tf.constant(yp, tf.int64),
+                              tf.constant([seed, b * 1009 + index], tf.int64)))
+                counts.append(n)
+            for correct, n in zip(run_sharded(strategy, run, calls), counts):
+                flags.append(correct.numpy()[:n])
+                if progress is not None:
+                    progress.update(n, float(np.concatenate(flags).mean()))
         if progress is not None:
             progress.close()
         correct = np.concatenate(flags) if flags else np.zeros(0, bool)

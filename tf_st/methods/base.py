@@ -208,7 +208,10 @@ class AdversarialMethod(keras.Model):
         """Stateless seed for the ``index``-th random draw of the current step."""
         step = tf.constant(0, tf.int64)
         optimizer = getattr(self, "optimizer", None)
-        if optimizer is not None and optimizer.built:
+        # ``iterations`` exists from the optimizer's construction; its value is read when
+        # the step runs (a check of ``optimizer.built`` here was made at trace time, and
+        # an optimizer first built inside the traced step froze every step's draw at 0).
+        if optimizer is not None:
             step = tf.cast(optimizer.iterations, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), step * 64 + int(index)])
 
@@ -246,7 +249,16 @@ class AdversarialMethod(keras.Model):
             opt.apply(tape.gradient(loss, variables), variables)
         del tape
         self.after_apply(x, y, generated)
-        return self._update_metrics(y, terms)
+        return self._global_logs(self._update_metrics(y, terms))
+
+    def _global_logs(self, logs):
+        """Keras 3.15 averages logs across workers with ``strategy.reduce("MEAN", v,
+        axis=0)``, which fails on scalars (one face of the Keras 3 multi-worker gap,
+        keras-team/keras#20585): under several workers each log gets a leading axis of
+        one, which that reduction averages away."""
+        if not _multi_worker():
+            return logs
+        return {k: tf.expand_dims(v, 0) for k, v in logs.items()}
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -259,7 +271,7 @@ class AdversarialMethod(keras.Model):
                     tf.reduce_mean(losses.cross_entropy(logits, y)))
             out[self._accuracies[name].name] = self._accuracies[name].result()
         out["loss"] = self._trackers["loss"].result()
-        return out
+        return self._global_logs(out)
 
     def _update_metrics(self, y, terms):
         clean_logits = terms.pop("clean_logits", None)
@@ -275,9 +287,31 @@ class AdversarialMethod(keras.Model):
                 out[metric.name] = metric.result()
         return out
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3.15 builds compiled metrics from a first batch, which under a strategy
+        it gets with ``strategy.reduce("MEAN", batch)`` -- a call that fails under
+        MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)", the
+        Keras 3 multi-worker gap of keras-team/keras#20585).  Only the batch's structure
+        and shapes matter there, so this hands it the first local replica's slice."""
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and strategy is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         return list(self._trackers.values()) + list(self._accuracies.values())
+
+
+def _multi_worker():
+    from tf_st.training.strategy import num_workers
+    return num_workers(tf.distribute.get_strategy()) > 1
 
 
 def batch_mean(values):

@@ -29,6 +29,12 @@ Deviations and additions:
   under ``tf.distribute``, as under ST-AT's ``nn.DataParallel``: it is all-reduced across
   replicas.  Collectives cannot run inside a ``tf.while_loop`` under MirroredStrategy,
   so with more than one replica the K inner iterations are unrolled in the graph.
+* Speed, with the same numbers (float64 equality in ``tests/test_fast_paths.py``): the
+  clean forward runs once per step under a persistent tape, and an iteration that needs
+  the clean point's input gradient back-propagates it (the reference forwards x again);
+  the collaborative and adversarial forwards of each iteration run as one forward of
+  their concatenation with per-part BatchNorm statistics, as do the three outer forwards
+  (``AdversarialMethod.forward_groups``).
 * ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start and
   ``forward_order='adv_nat'`` its adversarial-then-clean outer forwards (§1.6); both are
   the ``--unlabeled`` (RST) presets.
@@ -124,10 +130,13 @@ class SqueezeTraining(AdversarialMethod):
                 inner, [z_nat_k, x_col, x_adv], unconnected_gradients=tf.UnconnectedGradients.ZERO)
             use_nat = anywhere(tf.reduce_any((up == 0) | (low == 0)))
             # Where no row selects the clean point its gradient is zero (the reference's
-            # else branch); the backward pass is skipped then.
-            g_nat = tf.cond(use_nat,
-                            lambda: nat_tape.gradient(z_nat_live, x, output_gradients=g_z_nat),
-                            lambda: tf.zeros_like(x))
+            # else branch); the backward pass is skipped then -- on one replica: with
+            # several, it may hold collectives (--sync_batchnorm), which cannot run
+            # inside a tf.cond, so it runs and yields exact zeros.
+            def nat_gradient():
+                return nat_tape.gradient(z_nat_live, x, output_gradients=g_z_nat)
+            g_nat = nat_gradient() if replicas > 1 else tf.cond(
+                use_nat, nat_gradient, lambda: tf.zeros_like(x))
             gs = tf.stack([g_nat, g_col_in, g_adv_in], axis=1)
             g_adv, g_col = gather_role(gs, up), gather_role(gs, low)
             xs = tf.stack([x, x_col, x_adv], axis=1)

@@ -52,10 +52,10 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     statistics.  Code that needs batch statistics *without* an update (ST's inner
     loop) goes through ``Model.stateless_call`` and discards the returned state.
 
-    Speed: float32/16/bfloat16 NHWC inputs take TensorFlow's fused kernel
-    (``FusedBatchNormV3`` called with eps 1e-5 itself: ``tf.nn.fused_batch_norm`` would
-    raise eps to 1.001e-5), in training and in inference; it returns the unbiased batch
-    variance PyTorch's running-variance rule needs.  ``fused=False`` (or a float64 model)
+    Speed: in training mode, float32/16/bfloat16 NHWC inputs take TensorFlow's fused
+    kernel (``FusedBatchNormV3`` called with eps 1e-5 itself: ``tf.nn.fused_batch_norm``
+    would raise eps to 1.001e-5); it returns the unbiased batch variance PyTorch's
+    running-variance rule needs.  ``fused=False`` (or a float64 model)
     takes the composite moments path, equal up to rounding.
 
     ``synchronized=True`` (``--sync_batchnorm``): under a ``tf.distribute`` strategy the
@@ -78,14 +78,8 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
         if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
         if not (training and self.trainable):
-            if self._fusable(inputs):
-                y = tf.raw_ops.FusedBatchNormV3(
-                    x=inputs, scale=ops.cast(self.gamma, "float32"),
-                    offset=ops.cast(self.beta, "float32"),
-                    mean=ops.cast(self.moving_mean, "float32"),
-                    variance=ops.cast(self.moving_variance, "float32"),
-                    epsilon=self.epsilon, data_format="NHWC", is_training=False)[0]
-                return ops.cast(y, self.compute_dtype)
+            # Inference: Keras' affine form; on CPU the fused kernel was slower here once
+            # its gradient is needed (attacks back-propagate through it).
             return super().call(inputs, training=training, mask=mask)
         groups, order = getattr(_local, "groups", None) or (1, (0,))
         parts = tf.split(inputs, groups, axis=0) if groups > 1 else [inputs]

@@ -10,6 +10,26 @@ import tensorflow as tf
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 
+def set_threads(intra_op=0, inter_op=0, cpu_devices=1):
+    """TensorFlow's thread pools (before its runtime starts; 0 = TensorFlow's default).
+
+    ``inter_op=0`` on a host with one CPU device and no GPU means 1: the step's ops then
+    run one at a time, each on all cores, as PyTorch runs them -- independent branches of
+    the backward pass otherwise run side by side with ``intra_op`` threads each and
+    oversubscribe the cores (measured with ``benchmarks.vs_reference --inter_op_threads``).
+    With several devices the default stays: replicas need ops running concurrently."""
+    if inter_op == 0 and cpu_devices <= 1 and not tf.config.list_physical_devices("GPU"):
+        inter_op = 1
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(int(intra_op))
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(int(inter_op))
+    except RuntimeError:
+        raise RuntimeError("thread settings must be made before TensorFlow starts its "
+                           "runtime") from None
+
+
 def split_cpu(devices):
     """Splits the CPU into ``devices`` logical devices (MirroredStrategy on one CPU: tests,
     trying a multi-device run here).  Must run before TensorFlow starts its runtime."""
@@ -29,6 +49,10 @@ def split_cpu(devices):
 def make_strategy(name="auto"):
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+    if name == "multi_worker":
+        # First: collectives must be configured before the runtime starts (listing
+        # logical devices starts it).
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         cpus = tf.config.list_logical_devices("CPU")
@@ -40,4 +64,83 @@ def make_strategy(name="auto"):
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    raise AssertionError(name)
+
+
+def num_workers(strategy):
+    """Worker processes of ``strategy`` (1 unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return 1
+    return len(resolver.cluster_spec().as_dict().get("worker", [])) + \
+        len(resolver.cluster_spec().as_dict().get("chief", []))
+
+
+def worker_index(strategy):
+    """This process's index among the workers (the chief first), 0 on one host."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if num_workers(strategy) == 1:
+        return 0
+    spec = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return 0
+    return int(resolver.task_id) + (1 if spec.get("chief") else 0)
+
+
+def distribute_batches(strategy, dataset, global_batch):
+    """``dataset`` (of *global* batches of ``global_batch`` rows) as ``fit`` should get it
+    under ``strategy``.
+
+    On one worker it is returned unchanged: Keras splits every global batch across the
+    local replicas in contiguous slices.  With several workers every worker reads the
+    same global batches and keeps its own contiguous block of every batch (worker ``w``
+    of ``W``: rows ``[w B/W, (w+1) B/W)``), exactly what its replicas get in a
+    one-process run -- so the stateless noise drawn over the global batch (see
+    ``AdversarialMethod.start``) lines up.  tf.data's auto-sharding would deal the
+    examples round-robin to the workers instead.  (TF behaviour this relies on, observed:
+    with auto-sharding off, each step a worker takes the next ``B/W`` rows of its own
+    dataset; ``tests/test_multi_worker.py`` checks the outcome.)  Give ``fit``
+    ``steps_per_epoch``: the last batch is padded."""
+    workers = num_workers(strategy)
+    if workers == 1:
+        return dataset
+    if global_batch % workers:
+        raise ValueError(f"global batch {global_batch} is not divisible by {workers} workers")
+    block, first = global_batch // workers, worker_index(strategy) * (global_batch // workers)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    mine = dataset.map(lambda *batch: tuple(t[first:first + block] for t in batch))
+    # Padding rows complete the last global batch; they are never trained on when
+    # ``fit`` is given ``steps_per_epoch`` (the trainers always give it).
+    padding = mine.take(1).unbatch().repeat(workers - 1)
+    return mine.unbatch().concatenate(padding).batch(
+        global_batch, drop_remainder=True).with_options(options)
+
+
+def run_sharded(strategy, fn, calls):
+    """``[fn(*args) for args in calls]``, ``num_replicas_in_sync`` calls at a time, each
+    call whole on one replica (evaluation sharded by batches: every batch keeps its
+    examples, padding and seed, so per-example results equal one device's).
+
+    ``strategy`` None or with one replica: plain calls.  Outputs are nests of tensors."""
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return [fn(*args) for args in calls]
+    if num_workers(strategy) > 1:
+        raise ValueError("sharded evaluation runs on one host (MirroredStrategy); "
+                         "evaluate on one worker")
+    replicas = strategy.num_replicas_in_sync
+    out = []
+    for start in range(0, len(calls), replicas):
+        group = list(calls[start:start + replicas])
+        padded = group + [group[-1]] * (replicas - len(group))
+        args = tuple(
+            strategy.experimental_distribute_values_from_function(
+                lambda ctx, j=j: padded[ctx.replica_id_in_sync_group][j])
+            for j in range(len(padded[0])))
+        # A Python function per replica (a tf.function handed to ``run`` directly would
+        # be called once with the distributed values).
+        results = strategy.run(lambda *a: fn(*a), args=args)
+        leaves = [strategy.experimental_local_results(v) for v in tf.nest.flatten(results)]
+        for r in range(len(group)):
+            out.append(tf.nest.pack_sequence_as(results, [v[r] for v in leaves]))
+    return out

@@ -176,6 +176,17 @@ def _inputs(x, y, epsilon, version, attacks, batch_size):
     return attacks, x_np, y_np, n, max(1, min(int(batch_size), n)), dtype
 
 
+def _replica_groups(sizes, replicas):
+    """Consecutive batch indices, at most ``replicas`` a group, one padded size each."""
+    groups = []
+    for bi, size in enumerate(sizes):
+        if groups and len(groups[-1]) < replicas and sizes[groups[-1][0]] == size:
+            groups[-1].append(bi)
+        else:
+            groups.append([bi])
+    return groups
+
+
 def _batch_of(x_np, y_np, idx, size, dtype):
     """Batch of ``size`` for the indices ``idx`` (padded by repeating the first)."""
     pad = size - len(idx)
@@ -213,7 +224,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
              seed=None, batch_size=500, state_file=None, state_interval=0.0,
              progress=None, verbose=True, return_adversarials=True, jit_compile=False,
              checks=True, dataset=None, architecture=None, model_info=None,
-             logger=print):
+             logger=print, strategy=None):
     """AutoAttack evaluation of ``logits_fn`` on ``(x, y)``.
 
     ``x``: ``[N, H, W, C]`` in [0, 1] (numpy, memmap or tensor; read batch by batch);
@@ -227,7 +238,13 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     examples found in this process substituted; None if not ``return_adversarials``),
     ``warnings`` and ``model_info`` (RobustBench fields).  ``result.to_json()`` is the
     JSON report.
+
+    ``strategy``: a one-host ``tf.distribute`` strategy whose replicas attack different
+    batches of a stage at the same time (each batch whole, with its own seed: the
+    per-example results are those of one device).
     """
+    from tf_st.training.strategy import run_sharded
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     t_start = time.time()
     # Every component attacks at this evaluation's epsilon.
     attacks, x_np, y_np, n, bs, dtype = _inputs(x, y, epsilon, version, attacks, batch_size)
@@ -345,39 +362,46 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                     current, done_in_current = st.key, np.zeros(n, bool)
                 todo = np.nonzero(robust & ~done_in_current)[0]
                 n_batches = -(-len(todo) // bs)
-                for bi in range(n_batches):
-                    idx = todo[bi * bs:(bi + 1) * bs]
-                    size = bucket(len(idx))
-                    if (fn_key, size) not in fns:
-                        fns[(fn_key, size)] = st_lib.make_stage_fn(logits_fn, a, jit_compile,
-                                                             *spec(size))
-                    fn = fns[(fn_key, size)]
-                    xb, yb = batch_of(idx, size)
-                    x_out, fooled, extra = fn(xb, yb, tf.constant(st_lib.batch_seed(seed, st.key, bi)),
-                                              tf.constant(st.target_rank, tf.int32),
-                                              tf.constant(st.restart, tf.int32))
-                    k = len(idx)
-                    fooled = fooled.numpy()[:k]
-                    extra = extra.numpy()[:k]
-                    if a.extra == "zero_grad":
-                        zero_grad += int(extra.sum())
-                    if a.extra == "queries":
-                        queries += int(extra.sum())
-                    hit = idx[fooled]
-                    robust[hit] = False
-                    done_in_current[idx] = True
-                    attacked += k
-                    fooled_total += int(fooled.sum())
-                    if x_adv_all is not None and len(hit):
-                        x_adv_all[hit] = x_out.numpy()[:k][fooled]
-                    attack_logs[key] = AttackLog(a.name, float(robust.mean()),
-                                                 time.time() - t_att, attacked, fooled_total)
-                    state.save(payload())
-                    if progress:
-                        progress(dict(event="batch", stage=st.key, attack=a.name,
-                                      batch=bi + 1, batches=n_batches,
-                                      robust=int(robust.sum()), n=n,
-                                      seconds=time.time() - t_att))
+                # Up to one batch per replica at a time: a stage's batches are
+                # independent (its points were fixed when it started).
+                for group in _replica_groups([bucket(len(todo[bi * bs:(bi + 1) * bs]))
+                                              for bi in range(n_batches)], replicas):
+                    calls = []
+                    for bi in group:
+                        idx = todo[bi * bs:(bi + 1) * bs]
+                        size = bucket(len(idx))
+                        if (fn_key, size) not in fns:
+                            fns[(fn_key, size)] = st_lib.make_stage_fn(
+                                logits_fn, a, jit_compile, *spec(size))
+                        calls.append((*batch_of(idx, size),
+                                      tf.constant(st_lib.batch_seed(seed, st.key, bi)),
+                                      tf.constant(st.target_rank, tf.int32),
+                                      tf.constant(st.restart, tf.int32)))
+                    outputs = run_sharded(strategy, fns[(fn_key, size)], calls)
+                    for bi, (x_out, fooled, extra) in zip(group, outputs):
+                        idx = todo[bi * bs:(bi + 1) * bs]
+                        k = len(idx)
+                        fooled = fooled.numpy()[:k]
+                        extra = extra.numpy()[:k]
+                        if a.extra == "zero_grad":
+                            zero_grad += int(extra.sum())
+                        if a.extra == "queries":
+                            queries += int(extra.sum())
+                        hit = idx[fooled]
+                        robust[hit] = False
+                        done_in_current[idx] = True
+                        attacked += k
+                        fooled_total += int(fooled.sum())
+                        if x_adv_all is not None and len(hit):
+                            x_adv_all[hit] = x_out.numpy()[:k][fooled]
+                        attack_logs[key] = AttackLog(a.name, float(robust.mean()),
+                                                     time.time() - t_att, attacked, fooled_total)
+                        state.save(payload())
+                        if progress:
+                            progress(dict(event="batch", stage=st.key, attack=a.name,
+                                          batch=bi + 1, batches=n_batches,
+                                          robust=int(robust.sum()), n=n,
+                                          seconds=time.time() - t_att))
                 finished.append(st.key)
                 current, done_in_current = None, np.zeros(n, bool)
             attack_logs[key] = AttackLog(a.name, float(robust.mean()) if n else 0.0,
