@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import sys
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -349,6 +351,8 @@ def fit(settings, log=print):
         else:
             train_ds = data.train_epochs(train_split, s.batch_size, s.augment, s.seed,
                                          start_epoch, s.epochs, steps_per_epoch)
+        from tf_st.training.strategy import distribute_batches
+        train_ds = distribute_batches(strategy, train_ds, s.batch_size)
         method.fit(train_ds, epochs=s.epochs, initial_epoch=start_epoch,
                    steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                    shuffle=False, verbose=1 if sys.stdout.isatty() else 0)
@@ -439,14 +443,46 @@ def run(settings, flagfile_text=None, log=print, overwrite=False):
     if train_split.num_examples < s.batch_size:
         raise ValueError(f"--batch_size={s.batch_size} exceeds the {train_split.num_examples} "
                          f"training examples of {s.dataset}")
-    with prepare_run_dir(s, flagfile_text, overwrite=overwrite):
-        log(f"[{s.method}] run directory: {s.output_dir}")
-        log(f"[{s.method}] settings: " + ", ".join(
-            f"{k}={v}" for k, v in sorted(s.as_json().items())
-            if k not in ("output_dir", "hparams")))
-        log(f"[{s.method}] hparams: {s.hparams}")
-        trained = fit(s, log=log)
-        exports = export_best(s, trained, log=log)
-        if not s.final_attacks:
-            return {name: card for name, (_, card) in exports.items()}
-        return final_evaluation(s, exports)
+    worker_dir = None
+    if s.strategy == "multi_worker":
+        from tf_st.training.strategy import make_strategy, worker_index
+        index = worker_index(make_strategy("multi_worker"))
+        if index:
+            # Only the chief writes the run directory.  Another worker trains in a private
+            # copy of the chief's checkpoints (resuming where the chief resumes; a shared
+            # file system is assumed) and leaves nothing behind.
+            worker_dir = _worker_copy(s.output_dir, index)
+            log(f"[{s.method}] worker {index}: private run directory {worker_dir}")
+            s = dataclasses.replace(s, output_dir=worker_dir, final_attacks=())
+    try:
+        with prepare_run_dir(s, flagfile_text, overwrite=overwrite):
+            if worker_dir:
+                fit(s, log=log)
+                return {}
+            return _run_in(s, log)
+    finally:
+        if worker_dir:
+            shutil.rmtree(worker_dir, ignore_errors=True)
+
+
+def _worker_copy(chief_dir, index):
+    private = tempfile.mkdtemp(prefix=f"tf_st-worker{index}-")
+    source = os.path.join(chief_dir, "checkpoints")
+    if os.path.isdir(source):
+        shutil.copytree(source, os.path.join(private, "checkpoints"),
+                        ignore=shutil.ignore_patterns("*.tmp*", ".tmp-*"))
+    return private
+
+
+def _run_in(s, log):
+    """The chief's (or the only process's) run: train, export the best model, evaluate."""
+    log(f"[{s.method}] run directory: {s.output_dir}")
+    log(f"[{s.method}] settings: " + ", ".join(
+        f"{k}={v}" for k, v in sorted(s.as_json().items())
+        if k not in ("output_dir", "hparams")))
+    log(f"[{s.method}] hparams: {s.hparams}")
+    trained = fit(s, log=log)
+    exports = export_best(s, trained, log=log)
+    if not s.final_attacks:
+        return {name: card for name, (_, card) in exports.items()}
+    return final_evaluation(s, exports)

@@ -251,6 +251,9 @@ def main_for(default_method=None):
         split_cpu(_RUN["cpu_devices"].value)
         set_threads(_RUN["intra_op_threads"].value, _RUN["inter_op_threads"].value,
                     _RUN["cpu_devices"].value)
+        if _RUN["strategy"].value == "multi_worker":
+            from tf_st.training.strategy import make_strategy
+            make_strategy("multi_worker")  # reads TF_CONFIG; before any op runs
         if _RUN["deterministic"].value:
             runner.make_deterministic()
         try:

@@ -8,6 +8,7 @@ promised."""
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+_MULTI_WORKER = None
 
 
 def set_threads(intra_op=0, inter_op=0, cpu_devices=1):
@@ -51,8 +52,11 @@ def make_strategy(name="auto"):
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
     if name == "multi_worker":
         # First: collectives must be configured before the runtime starts (listing
-        # logical devices starts it).
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # logical devices starts it), and only once per process.
+        global _MULTI_WORKER
+        if _MULTI_WORKER is None:
+            _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        return _MULTI_WORKER
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         cpus = tf.config.list_logical_devices("CPU")
