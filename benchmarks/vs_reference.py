@@ -54,8 +54,8 @@ _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per side and batch size (
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per side first (tracing).")
 _THREADS = flags.DEFINE_integer("threads", 0, "Threads per side (0: all cores): PyTorch's "
                                 "torch.set_num_threads, TensorFlow's intra-op pool.")
-_INTER = flags.DEFINE_integer("inter_op_threads", 0, "tf_st's inter-op pool (0: the trainer's "
-                              "default, 1 on a one-device CPU host).")
+_INTER = flags.DEFINE_integer("inter_op_threads", 0, "tf_st's inter-op pool (0: TensorFlow's "
+                              "default, as the trainers).")
 _K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "tf_st: XLA-compile the train step.")
 _MIXED = flags.DEFINE_enum(

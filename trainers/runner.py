@@ -88,8 +88,7 @@ class Settings:
     # does it).  Measured: op determinism alone still diverged between runs.
     deterministic: bool = False
     cpu_devices: int = 1
-    # TensorFlow thread pools, 0 = default (inter-op: 1 on a one-device CPU host, see
-    # tf_st.training.strategy.set_threads).
+    # TensorFlow thread pools, 0 = TensorFlow's default.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     jit_compile: bool = False
@@ -257,7 +256,7 @@ def fit(settings, log=print):
     s, tag = settings, settings.method
     from tf_st.training.strategy import set_threads, split_cpu
     split_cpu(s.cpu_devices)
-    set_threads(s.intra_op_threads, s.inter_op_threads, s.cpu_devices)
+    set_threads(s.intra_op_threads, s.inter_op_threads)
     if s.deterministic:
         make_deterministic(log)
     train_split = data.take(data.load(s.dataset, "train", data_dir=s.data_dir), s.train_examples)

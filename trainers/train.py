@@ -98,8 +98,7 @@ _RUN = {
     "intra_op_threads": flags.DEFINE_integer(
         "intra_op_threads", 0, "Threads within an op (0: all cores).", lower_bound=0),
     "inter_op_threads": flags.DEFINE_integer(
-        "inter_op_threads", 0, "Ops run at once (0: 1 on a one-device CPU host, where "
-        "it measured faster; TensorFlow's default otherwise).", lower_bound=0),
+        "inter_op_threads", 0, "Ops run at once (0: TensorFlow's default).", lower_bound=0),
     "deterministic": flags.DEFINE_bool(
         "deterministic", False, "Bit-exact CPU runs (op determinism, single-threaded ops, "
         "oneDNN off): slower (measure with benchmarks), same results after kill and resume."),
@@ -249,8 +248,7 @@ def main_for(default_method=None):
         # All must happen before any TensorFlow op starts the runtime.
         from tf_st.training.strategy import set_threads, split_cpu
         split_cpu(_RUN["cpu_devices"].value)
-        set_threads(_RUN["intra_op_threads"].value, _RUN["inter_op_threads"].value,
-                    _RUN["cpu_devices"].value)
+        set_threads(_RUN["intra_op_threads"].value, _RUN["inter_op_threads"].value)
         if _RUN["strategy"].value == "multi_worker":
             from tf_st.training.strategy import make_strategy
             make_strategy("multi_worker")  # reads TF_CONFIG; before any op runs

@@ -80,9 +80,8 @@ def _main(argv):
     from tf_st.evaluation.saved_model import load
 
     cli.parse_flags(FLAGS, argv)
-    from tf_st.training.strategy import make_strategy, set_threads, split_cpu
+    from tf_st.training.strategy import make_strategy, split_cpu
     split_cpu(_CPU_DEVICES.value)
-    set_threads(cpu_devices=_CPU_DEVICES.value)
     if not _SAVED_MODEL.value:
         raise ValueError("--saved_model is required")
     specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value)

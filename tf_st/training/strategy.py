@@ -11,16 +11,11 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 _MULTI_WORKER = None
 
 
-def set_threads(intra_op=0, inter_op=0, cpu_devices=1):
+def set_threads(intra_op=0, inter_op=0):
     """TensorFlow's thread pools (before its runtime starts; 0 = TensorFlow's default).
-
-    ``inter_op=0`` on a host with one CPU device and no GPU means 1: the step's ops then
-    run one at a time, each on all cores, as PyTorch runs them -- independent branches of
-    the backward pass otherwise run side by side with ``intra_op`` threads each and
-    oversubscribe the cores (measured with ``benchmarks.vs_reference --inter_op_threads``).
-    With several devices the default stays: replicas need ops running concurrently."""
-    if inter_op == 0 and cpu_devices <= 1 and not tf.config.list_physical_devices("GPU"):
-        inter_op = 1
+    ``inter_op=1`` runs the step's ops one at a time, each on ``intra_op`` threads, as
+    PyTorch does; on the 2-core benchmark machine it was not reliably faster
+    (``benchmarks/RESULTS.md``), so the default stays TensorFlow's."""
     try:
         if intra_op:
             tf.config.threading.set_intra_op_parallelism_threads(int(intra_op))
