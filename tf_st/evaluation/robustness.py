@@ -16,6 +16,7 @@ Batches are padded to a fixed size so that each attack traces once.
 """
 
 import dataclasses
+import itertools
 import time
 
 import numpy as np
@@ -129,10 +130,8 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
         flags, start = [], time.time()
         progress = _Progress(spec.name, data) if verbose else None
         batches = enumerate(_batches(data, batch_size))
-        while True:
-            group = [b for _, b in zip(range(replicas), batches)]
-            if not group:
-                break
+        # One batch per replica at a time, streamed (a dataset need not fit in memory).
+        while group := list(itertools.islice(batches, replicas)):
             calls, counts = [], []
             for b, (x, y) in group:
                 size = max(batch_size, len(x))

@@ -69,10 +69,8 @@ def make_strategy(name="auto"):
 def num_workers(strategy):
     """Worker processes of ``strategy`` (1 unless multi-worker)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return 1
-    return len(resolver.cluster_spec().as_dict().get("worker", [])) + \
-        len(resolver.cluster_spec().as_dict().get("chief", []))
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
 
 
 def worker_index(strategy):

@@ -364,12 +364,12 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                 n_batches = -(-len(todo) // bs)
                 # Up to one batch per replica at a time: a stage's batches are
                 # independent (its points were fixed when it started).
-                for group in _replica_groups([bucket(len(todo[bi * bs:(bi + 1) * bs]))
-                                              for bi in range(n_batches)], replicas):
+                batches = [todo[bi * bs:(bi + 1) * bs] for bi in range(n_batches)]
+                sizes = [bucket(len(idx)) for idx in batches]
+                for group in _replica_groups(sizes, replicas):
                     calls = []
                     for bi in group:
-                        idx = todo[bi * bs:(bi + 1) * bs]
-                        size = bucket(len(idx))
+                        idx, size = batches[bi], sizes[bi]
                         if (fn_key, size) not in fns:
                             fns[(fn_key, size)] = st_lib.make_stage_fn(
                                 logits_fn, a, jit_compile, *spec(size))
@@ -379,7 +379,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
                                       tf.constant(st.restart, tf.int32)))
                     outputs = run_sharded(strategy, fns[(fn_key, size)], calls)
                     for bi, (x_out, fooled, extra) in zip(group, outputs):
-                        idx = todo[bi * bs:(bi + 1) * bs]
+                        idx = batches[bi]
                         k = len(idx)
                         fooled = fooled.numpy()[:k]
                         extra = extra.numpy()[:k]
