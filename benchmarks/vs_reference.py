@@ -37,6 +37,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks.tf_step import BETA, EPS, LR, STEP, build_tf_st, parse_options, random_batch
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REFERENCES = {
@@ -64,9 +66,15 @@ _MIXED = flags.DEFINE_enum(
     "comparable).")
 _TF_OPTIONS = flags.DEFINE_list(
     "tf_options", [], "tf_st options key=value: fused_bn=false (composite BatchNorm), "
-    "group_forwards=false (separate forwards), or a method hyperparameter.")
+    "group_forwards=false (separate forwards), fold_bn=true (inference-mode BN folded into "
+    "the convolutions), jit_compile=true (XLA on the whole step), jit_attack=true (XLA "
+    "on the inner attack only), inter_op_threads=N (as the flag), or a method "
+    "hyperparameter.")
+_ABLATE = flags.DEFINE_list(
+    "ablate", [], "Also time tf_st with these options added (key=value, as --tf_options) in a "
+    "third worker, its steps alternating with the other two: a lever's effect measured in "
+    "one run.")
 
-EPS, STEP, BETA, LR = 8 / 255, 2 / 255, 6.0, 0.1
 
 # Analytic FLOPs of one step, in units of one forward pass F (backward to the input ~F,
 # backward to input and weights ~2F), from what each side executes; n = inner iterations
@@ -138,42 +146,24 @@ def _reference_worker(conn, reference, reference_dir, threads, k):
 
 
 def _tf_worker(conn, key, threads, inter_op, k, jit_compile, options, mixed):
-    import numpy as np
-    import tensorflow as tf
     from tf_st.training.strategy import set_threads
-    set_threads(threads, inter_op)
+    options = dict(options)
+    set_threads(threads, int(options.pop("inter_op_threads", inter_op)))
     import keras
     if mixed:
         keras.mixed_precision.set_global_policy(f"mixed_{mixed}")
     from benchmarks.flops import conv_flops_per_second, forward_flops, matmul_flops_per_second
-    from tf_st import methods, models
-    from tf_st.models.layers import set_batchnorm
-    from tf_st.training.optim import TorchSGD
 
-    keras.utils.set_random_seed(1)
-    clf = models.build("resnet18", 10)
-    options = dict(options)
-    set_batchnorm(clf, fused=options.pop("fused_bn", True))
-    group_forwards = options.pop("group_forwards", True)
-    method = methods.build(key, clf, steps=k, epsilon=EPS, step_size=STEP, beta=BETA, **options)
-    method.group_forwards = group_forwards
-    method.compile(optimizer=TorchSGD(LR, momentum=0.9, coupled_weight_decay=5e-4),
-                   jit_compile=jit_compile)
+    clf, method = build_tf_st(key, k, jit_compile, options)
 
     def step(x, y):
         method.train_on_batch(x, y)
-
-    def batch(b):
-        rng = np.random.RandomState(b)
-        # NHWC, the same numbers as the reference's NCHW batch.
-        x = rng.uniform(0, 1, (b, 3, 32, 32)).astype("float32").transpose(0, 2, 3, 1)
-        return tf.constant(x), tf.constant(np.random.RandomState(b + 1).randint(0, 10, b))
 
     extras = {"forward_flops": lambda: forward_flops(clf),
               "matmul_rate": matmul_flops_per_second,
               "conv_rate": conv_flops_per_second,
               "pipeline": _pipeline_images_per_second}
-    _serve(conn, step, batch, extras)
+    _serve(conn, step, random_batch, extras)
 
 
 def _pipeline_images_per_second(batch_size, batches=40):
@@ -260,10 +250,7 @@ def main(argv):
     batch_sizes = [int(b) for b in _BATCH.value]
     if any(b < 1 for b in batch_sizes):
         raise ValueError(f"--batch_size: positive integers, got {_BATCH.value}")
-    options = {}
-    for item in _TF_OPTIONS.value:
-        name, _, value = item.partition("=")
-        options[name] = {"true": True, "false": False}.get(value.lower(), value)
+    options, ablated = parse_options(_TF_OPTIONS.value), parse_options(_ABLATE.value)
     threads = _THREADS.value or os.cpu_count()
     key = REFERENCES[reference][0]
     ctx = multiprocessing.get_context("spawn")
@@ -271,6 +258,10 @@ def main(argv):
                   _K.value)
     ours = _Worker(ctx, _tf_worker, key, threads, _INTER.value, _K.value, _JIT.value, options,
                    _MIXED.value)
+    workers = {"reference": ref, "tf_st": ours}
+    if ablated:
+        workers["ablated"] = _Worker(ctx, _tf_worker, key, threads, _INTER.value, _K.value,
+                                     _JIT.value, {**options, **ablated}, _MIXED.value)
     try:
         forward = ours.ask("forward_flops")
         conv_rate, matmul_rate = ours.ask("conv_rate"), ours.ask("matmul_rate")
@@ -279,25 +270,26 @@ def main(argv):
               f"matmul {matmul_rate / 1e9:.1f} GFLOP/s", flush=True)
         rows = []
         for b in batch_sizes:
-            for worker in (ref, ours):
+            for worker in workers.values():
                 worker.ask("step", b, _WARMUP.value)
-            times = {"reference": [], "tf_st": []}
+            times = {side: [] for side in workers}
             calls = ref.ask("forwards")
             for _ in range(_STEPS.value):
-                times["reference"].append(ref.ask("step", b, 1))
-                times["tf_st"].append(ours.ask("step", b, 1))
+                for side, worker in workers.items():
+                    times[side].append(worker.ask("step", b, 1))
             calls = (ref.ask("forwards") - calls) / _STEPS.value
             pipeline = ours.ask("pipeline", b)
             sec = {side: statistics.median(t) for side, t in times.items()}
             clean_iterations = max(calls - 2 * _K.value - 4, 0) if reference == "st-at" else 0
             rows.append((b, sec, pipeline, clean_iterations))
             print(f"  batch {b}: reference {sec['reference']:.2f} s/step "
-                  f"({calls:.1f} forward calls per step), tf_st {sec['tf_st']:.2f} s/step",
-                  flush=True)
-        rss = {"reference": ref.ask("peak_rss_mb"), "tf_st": ours.ask("peak_rss_mb")}
+                  f"({calls:.1f} forward calls per step), tf_st {sec['tf_st']:.2f} s/step"
+                  + (f", tf_st with {','.join(_ABLATE.value)} {sec['ablated']:.2f} s/step"
+                     if ablated else ""), flush=True)
+        rss = {side: worker.ask("peak_rss_mb") for side, worker in workers.items()}
     finally:
-        ref.close()
-        ours.close()
+        for worker in workers.values():
+            worker.close()
 
     opts = ", ".join(_TF_OPTIONS.value + ([f"mixed_{_MIXED.value}"] if _MIXED.value else [])) \
         or "defaults"
@@ -310,15 +302,23 @@ def main(argv):
     print("|---|---|---|---|---|---|---|")
     for b, sec, pipeline, n in rows:
         gflops = {side: forward * b * FLOPS[(reference, side)](_K.value, n) / sec[side] / 1e9
-                  for side in sec}
+                  for side in ("reference", "tf_st")}
         ips = {side: b / s for side, s in sec.items()}
         print(f"| {b} | {ips['reference']:.2f} | {ips['tf_st']:.2f} | "
               f"**{ips['tf_st'] / ips['reference']:.2f}** | {gflops['reference']:.1f} "
               f"({100 * gflops['reference'] * 1e9 / conv_rate:.0f}%) | {gflops['tf_st']:.1f} "
               f"({100 * gflops['tf_st'] * 1e9 / conv_rate:.0f}%) | {pipeline:.0f} "
               f"({pipeline / ips['tf_st']:.0f}x) |")
+    if ablated:
+        print(f"\nin the same run, tf_st with {','.join(_ABLATE.value)}:")
+        print("| batch | img/s | / official | / tf_st |")
+        print("|---|---|---|---|")
+        for b, sec, _, _ in rows:
+            print(f"| {b} | {b / sec['ablated']:.2f} | **{sec['reference'] / sec['ablated']:.2f}** "
+                  f"| {sec['tf_st'] / sec['ablated']:.2f} |")
     print(f"\npeak resident memory per worker (all batch sizes): official "
-          f"{rss['reference']:.0f} MB, tf_st {rss['tf_st']:.0f} MB")
+          f"{rss['reference']:.0f} MB, tf_st {rss['tf_st']:.0f} MB"
+          + (f", tf_st with {','.join(_ABLATE.value)} {rss['ablated']:.0f} MB" if ablated else ""))
     sys.stdout.flush()
 
 

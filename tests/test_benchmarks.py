@@ -1,9 +1,12 @@
-"""The comparison report is rebuilt from results.json exactly as the full run writes it."""
+"""Benchmark helpers: the comparison report is rebuilt from results.json exactly as the
+full run writes it; op_profile's trace arithmetic; the --tf_options parser."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,3 +35,41 @@ def test_report_only_rewrites_table_and_plot(tmp_path):
                   "600", "3", "72"]
     assert (tmp_path / "clean_vs_robust.png").stat().st_size > 1000
     assert json.load(open(tmp_path / "results.json"))["rows"] == rows
+
+
+def test_op_profile_self_times_subtract_nested_ops(tmp_path):
+    """benchmarks.op_profile reads the profiler's XSpace: an op's self time is its
+    duration minus the ops nested in it, loop/call ops are dropped, the executor's own
+    events (no op type) and other threads are ignored."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from benchmarks.op_profile import op_self_times
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    kinds = {1: ("while:While", "While"), 2: ("a/conv:Conv2D", "Conv2D"),
+             3: ("a/relu:Relu", "Relu"), 4: ("ExecutorState::Process", ""),
+             5: ("b/conv:Conv2D", "Conv2D")}
+    for i, (name, display) in kinds.items():
+        plane.event_metadata[i].id = i
+        plane.event_metadata[i].name = name
+        plane.event_metadata[i].display_name = display
+    ms = 10 ** 9  # picoseconds
+    compute = plane.lines.add(name="tf_Compute/1")
+    for meta, start, length in ((4, 0, 100), (1, 0, 50), (2, 5, 20), (3, 30, 10), (2, 60, 30)):
+        compute.events.add(metadata_id=meta, offset_ps=start * ms, duration_ps=length * ms)
+    other = plane.lines.add(name="tf_numa_-1_Eigen/1")
+    other.events.add(metadata_id=5, offset_ps=0, duration_ps=1000 * ms)
+    path = tmp_path / "t.xplane.pb"
+    path.write_bytes(space.SerializeToString())
+    times = op_self_times(str(path))
+    assert set(times) == {"Conv2D", "Relu"}
+    assert times["Conv2D"][0] == 2 and abs(times["Conv2D"][1] - 0.050) < 1e-12
+    assert times["Relu"][0] == 1 and abs(times["Relu"][1] - 0.010) < 1e-12
+
+
+def test_benchmark_options_are_key_value():
+    from benchmarks.tf_step import parse_options
+    assert parse_options(["fold_bn=true", "group_forwards=false", "beta=3"]) == {
+        "fold_bn": True, "group_forwards": False, "beta": "3"}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_options(["fold_bn"])

@@ -6,6 +6,8 @@
 * ST's kept clean forward (input gradient by backward pass only) and grouped inner
   forwards give the same inner trajectory as separate forwards (float64).
 * The fused BatchNorm kernel equals the composite one (float32, to rounding).
+* Inference-mode BN folded into the convolution before it (``fold_batchnorm``) gives the
+  same logits and gradients (float64) and the same training steps.
 * A training step traces once per input shape.
 """
 
@@ -232,6 +234,54 @@ def test_mixed_bfloat16_step_trains_float32_master_weights():
         keras.config.set_dtype_policy(old)
 
 
+def _float16_step(optimizer, policy):
+    """One natural-training step of a small CNN under ``policy`` (no attack, whose sign
+    steps would flip between precisions); returns (method, model, weights before)."""
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        model = models.build("small_cnn", 3, input_shape=(8, 8, 3))
+        method = methods.build("natural", model)
+        method.compile(optimizer=optimizer)
+        rng = np.random.RandomState(0)
+        x = rng.uniform(0, 1, (8, 8, 8, 3)).astype("float32")
+        y = rng.randint(0, 3, 8)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        method.train_on_batch(x, y)
+        return method, model, before
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def test_mixed_float16_loss_scaling_in_the_custom_train_step():
+    """The GPU path, run on the CPU: under mixed_float16 the step scales the float32 loss
+    (``scale_loss``), unscales the float16 gradients and updates float32 master weights
+    as a float32 run does, to float16 precision; a scale that overflows the float16
+    gradients skips the update and halves the scale (dynamic loss scaling)."""
+    method, model, before = _float16_step(keras.optimizers.SGD(0.5), "mixed_float16")
+    assert isinstance(method.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert any(la.compute_dtype == "float16" for la in model.layers
+               if isinstance(la, keras.layers.Conv2D))
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
+    _, reference, _ = _float16_step(keras.optimizers.SGD(0.5), "float32")
+    for v, r, b in zip(model.trainable_variables, reference.trainable_variables, before):
+        # float16 activations move single entries by up to ~20%; the update's direction
+        # and size are those of float32 (a missing unscale would make it 2**15 too large).
+        update, expected = (v.numpy() - b).ravel(), (r.numpy() - b).ravel()
+        norm = np.linalg.norm(expected)
+        assert norm > 0
+        assert np.dot(update, expected) / (np.linalg.norm(update) * norm) > 0.99, v.path
+        assert np.linalg.norm(update) / norm == pytest.approx(1.0, abs=0.03), v.path
+
+    overflowing = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.5),
+                                                      initial_scale=2.0 ** 60)
+    method, model, before = _float16_step(overflowing, "mixed_float16")
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert float(method.optimizer.dynamic_scale.numpy()) == 2.0 ** 59
+
+
 def test_random_starts_change_every_step_without_a_prebuilt_optimizer():
     """The stateless start noise is keyed by the optimizer step read when the step runs:
     two steps on the same batch with the weights held still (lr 0) start elsewhere.
@@ -255,3 +305,77 @@ def test_random_starts_change_every_step_without_a_prebuilt_optimizer():
     method.fit(tf.data.Dataset.from_tensors((x, y)).repeat(2), epochs=1, verbose=0)
     first, second = seen.numpy()
     assert np.abs(first).max() > 0 and not np.allclose(first, second)
+
+
+def _randomize_batchnorms(model, seed):
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, TorchBatchNorm):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.randn(c) * 0.2,
+                               rng.randn(c) * 0.2, rng.uniform(0.5, 2, c)])
+
+
+@pytest.mark.parametrize("arch, pairs", [("resnet18", 20), ("preact_resnet18", 8),
+                                         ("small_cnn", 4)])
+def test_folded_batchnorm_equals_inference_forward(float64, arch, pairs):
+    """conv -> BN folded into one biased conv: the same logits, input gradients and
+    parameter gradients as Keras' inference-mode BN; a BN after a ReLU stays a BN."""
+    from tf_st.models.folding import conv_bn_pairs, fold_batchnorm
+    keras.utils.set_random_seed(0)
+    model = models.build(arch, 10)
+    _randomize_batchnorms(model, seed=1)
+    assert len(conv_bn_pairs(model)) == pairs
+    folded = fold_batchnorm(model)
+    x = tf.constant(np.random.RandomState(2).uniform(0, 1, (3, 32, 32, 3)))
+    weights = tf.constant(np.random.RandomState(3).randn(3, 10))
+    out = []
+    for forward in (lambda t: model(t, training=False), folded):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            z = forward(x)
+            loss = tf.reduce_sum(tf.tanh(z) * weights)
+        out.append([z.numpy(), tape.gradient(loss, x).numpy()]
+                   + [g.numpy() for g in tape.gradient(loss, model.trainable_variables)])
+    assert out[0][0].dtype == np.float64
+    for a, b in zip(*out):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-11 * max(1.0, np.abs(a).max()))
+    # The folded function reads the weights when called: it follows training.
+    bn = [la for la in model.layers if isinstance(la, TorchBatchNorm)][0]
+    bn.moving_mean.assign(bn.moving_mean + 1.0)
+    np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-11)
+
+
+def test_fold_batchnorm_leaves_shared_or_branching_convs_alone():
+    from tf_st.models.folding import conv_bn_pairs, fold_batchnorm
+    inp = keras.Input((4, 4, 2))
+    conv = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")
+    h = conv(inp)
+    branch = TorchBatchNorm(name="bn")(h)
+    out = keras.layers.Add()([branch, h])  # the conv's output is used twice: no fold
+    model = keras.Model(inp, out)
+    assert conv_bn_pairs(model) == {}
+    x = tf.constant(np.random.RandomState(0).uniform(0, 1, (2, 4, 4, 2)), tf.float32)
+    np.testing.assert_array_equal(fold_batchnorm(model)(x).numpy(),
+                                  model(x, training=False).numpy())
+
+
+@pytest.mark.parametrize("key", ["trades", "madry", "fat_mart", "cat"])
+def test_method_step_with_and_without_folded_batchnorm(float64, key):
+    """Eval-mode attacks through the folded forward: the same step."""
+    out = []
+    for fold in (True, False):
+        keras.utils.set_random_seed(0)
+        if key == "cat":
+            nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
+            method = methods.build("cat", nets, members="trades,alp", steps=3)
+        else:
+            kwargs = {"tau": 1} if key.startswith("fat") else {}
+            method = methods.build(key, small_bn_model(bn_seed=1), steps=3, **kwargs)
+        method.fold_batchnorm = fold
+        method.compile(optimizer=keras.optimizers.SGD(0.5))
+        x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
+        method.train_on_batch(x, y)
+        out.append([v.numpy() for net in method.networks.values() for v in net.weights])
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)

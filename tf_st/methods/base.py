@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from tf_st.attacks import losses, starts
 from tf_st.methods.hparams import HParams
+from tf_st.models.folding import fold_batchnorm
 from tf_st.models.layers import batch_groups
 
 
@@ -168,9 +169,21 @@ class AdversarialMethod(keras.Model):
         ``model.train()``)."""
         return self.primary(x, training=True)
 
-    def forward_eval(self, x):
+    # True: inference-mode forwards fold every conv -> BN pair into one biased
+    # convolution (``tf_st.models.folding``; the same function and gradients up to
+    # rounding, float64 test in tests/test_fast_paths.py).  Off: on this project's CPU
+    # it was not faster (benchmarks/RESULTS.md); worth measuring on a GPU.
+    fold_batchnorm = False
+
+    def forward_eval(self, x, network=None):
         """Inference-mode BN (PyTorch ``model.eval()``), as the TRADES/MART attacks use."""
-        return self.primary(x, training=False)
+        net = network or self.primary
+        if not self.fold_batchnorm:
+            return net(x, training=False)
+        folded = self.__dict__.setdefault("_folded_forwards", {})
+        if net.name not in folded:
+            folded[net.name] = fold_batchnorm(net)
+        return folded[net.name](x)
 
     def forward_batch_stats(self, x):
         """Train-mode BN *without* updating moving statistics (PyTorch ``model.train()``

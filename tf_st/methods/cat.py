@@ -122,7 +122,7 @@ class CAT(AdversarialMethod):
 
     def _eval(self, name):
         net = self.networks[name]
-        return lambda t: net(t, training=False)
+        return lambda t: self.forward_eval(t, network=net)
 
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)

@@ -1,0 +1,144 @@
+r"""Where one training step's time goes, by TensorFlow op type.
+
+  python -m benchmarks.op_profile --method=st --batch_size=32
+
+Builds tf_st's side of ``benchmarks.vs_reference`` (ResNet-18, K = 10, the same settings
+and ``--tf_options`` levers), runs ``--warmup`` steps, then records ``--steps`` steps with
+TensorFlow's profiler and reads the trace it writes (``*.xplane.pb``, parsed with the
+protobuf module TensorFlow ships; no profiler plugin needed).  Each op's *self* time on
+TensorFlow's executor threads (its duration minus ops nested in it: loops, conditionals
+and function calls) is summed per op type and per family:
+
+* convolution: every Conv2D forward / input-backward / filter-backward kernel, fused or not;
+* batchnorm: the fused BatchNorm kernels and their gradients;
+* everything else (elementwise ops, slices and concatenations of the grouped forwards,
+  the optimizer update, ...).
+
+Two executor threads may run ops at the same time, so the op times add up to more than
+the wall time; the shares are what matters.  The convolution share bounds what any
+optimisation of the rest can give: if every other op took no time at all, the step would
+be at most ``1 / share`` times faster (the "bound" line).
+"""
+
+import collections
+import glob
+import os
+import tempfile
+import time
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_METHOD = flags.DEFINE_enum("method", "st", ["st", "trades"], "tf_st method to profile.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
+_K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing).")
+_STEPS = flags.DEFINE_integer("steps", 1, "Profiled steps.")
+_TOP = flags.DEFINE_integer("top", 15, "Op types listed.")
+_TF_OPTIONS = flags.DEFINE_list("tf_options", [], "As benchmarks.vs_reference --tf_options.")
+_THREADS = flags.DEFINE_integer("threads", 0, "Intra-op threads (0: all cores).")
+
+# Ops that only run other ops (their time is the nested ops' time).
+_CONTAINERS = {"While", "StatelessWhile", "If", "StatelessIf", "PartitionedCall",
+               "StatefulPartitionedCall", "Case", "StatelessCase"}
+
+
+def family(op_type):
+    if "Conv2D" in op_type:
+        return "convolution"
+    if "BatchNorm" in op_type:
+        return "batchnorm"
+    return "other"
+
+
+def op_self_times(xplane_path):
+    """``{op type: [count, self seconds]}`` over the executor threads of the host plane."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    space = xplane_pb2.XSpace()
+    with open(xplane_path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        names = plane.event_metadata
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            # Op events are named "<op name>:<op type>" and carry the type as their
+            # display name (the executor's own events carry none); events nest (a loop's
+            # body ops inside the loop op), so an op's self time is its duration minus
+            # its children's.
+            ops = sorted(((e.offset_ps, e.offset_ps + e.duration_ps,
+                           names[e.metadata_id].display_name)
+                          for e in line.events if names[e.metadata_id].display_name),
+                         key=lambda t: (t[0], -t[1]))
+            stack = []  # [end, op type, child time]
+            for start, end, op_type in ops:
+                while stack and stack[-1][0] <= start:
+                    _close(stack, totals)
+                if stack:
+                    stack[-1][2] += end - start
+                stack.append([end, op_type, 0, end - start])
+            while stack:
+                _close(stack, totals)
+    return {k: v for k, v in totals.items() if k not in _CONTAINERS}
+
+
+def _close(stack, totals):
+    end, op_type, children, duration = stack.pop()
+    totals[op_type][0] += 1
+    totals[op_type][1] += max(duration - children, 0) / 1e12
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf
+    from benchmarks.tf_step import build_tf_st, parse_options, random_batch
+    from tf_st.training.strategy import set_threads
+    if _BATCH.value < 1 or _STEPS.value < 1:
+        raise ValueError("--batch_size and --steps must be positive")
+    options = parse_options(_TF_OPTIONS.value)
+    set_threads(_THREADS.value or os.cpu_count(), int(options.pop("inter_op_threads", 0)))
+    _, method = build_tf_st(_METHOD.value, _K.value, False, options)
+    x, y = random_batch(_BATCH.value)
+    for _ in range(_WARMUP.value):
+        method.train_on_batch(x, y)
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(_STEPS.value):
+            method.train_on_batch(x, y)
+        wall = (time.perf_counter() - start) / _STEPS.value
+        tf.profiler.experimental.stop()
+        paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        if not paths:
+            raise RuntimeError(f"the profiler wrote no trace under {logdir}")
+        times = op_self_times(paths[0])
+    total = sum(t for _, t in times.values())
+    if total <= 0:
+        raise RuntimeError("the trace holds no op events (profiler not recording ops?)")
+    fam = collections.defaultdict(float)
+    for op_type, (_, t) in times.items():
+        fam[family(op_type)] += t
+    opts = ", ".join(_TF_OPTIONS.value) or "defaults"
+    print(f"\n{_METHOD.value} ({opts}), resnet18, batch {_BATCH.value}, K={_K.value}: "
+          f"{wall:.2f} s/step under the profiler; op self time {total / _STEPS.value:.2f} s "
+          f"per step on the executor threads")
+    print("| op type | ops per step | s per step | share |")
+    print("|---|---|---|---|")
+    for op_type, (n, t) in sorted(times.items(), key=lambda kv: -kv[1][1])[:_TOP.value]:
+        print(f"| {op_type} | {n / _STEPS.value:.0f} | {t / _STEPS.value:.2f} "
+              f"| {100 * t / total:.1f}% |")
+    print("\n| family | share |")
+    print("|---|---|")
+    for name in ("convolution", "batchnorm", "other"):
+        print(f"| {name} | {100 * fam[name] / total:.1f}% |")
+    print(f"\nbound: with every non-convolution op free, this step would be at most "
+          f"{total / fam['convolution']:.2f}x faster" if fam["convolution"] else "")
+
+
+if __name__ == "__main__":
+    from tf_st import cli
+    app.run(cli.guarded(main))
