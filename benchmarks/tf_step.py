@@ -25,9 +25,11 @@ def build_tf_st(key, k, jit_compile, options):
     from tf_st.models.layers import set_batchnorm
     from tf_st.training.optim import TorchSGD
 
+    options = dict(options)
+    from tf_st.models import _common
+    _common.PAD_LAYERS_AT_STRIDE_1 = bool(options.pop("pad_layers", False))
     keras.utils.set_random_seed(1)
     clf = models.build("resnet18", 10)
-    options = dict(options)
     set_batchnorm(clf, fused=options.pop("fused_bn", True))
     group_forwards = options.pop("group_forwards", True)
     fold_bn = options.pop("fold_bn", False)

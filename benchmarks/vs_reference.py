@@ -67,9 +67,9 @@ _MIXED = flags.DEFINE_enum(
 _TF_OPTIONS = flags.DEFINE_list(
     "tf_options", [], "tf_st options key=value: fused_bn=false (composite BatchNorm), "
     "group_forwards=false (separate forwards), fold_bn=true (inference-mode BN folded into "
-    "the convolutions), jit_compile=true (XLA on the whole step), jit_attack=true (XLA "
-    "on the inner attack only), inter_op_threads=N (as the flag), or a method "
-    "hyperparameter.")
+    "the convolutions), pad_layers=true (a ZeroPadding2D layer before every 3x3 conv), "
+    "jit_compile=true (XLA on the whole step), jit_attack=true (XLA on the inner attack "
+    "only), inter_op_threads=N (as the flag), or a method hyperparameter.")
 _ABLATE = flags.DEFINE_list(
     "ablate", [], "Also time tf_st with these options added (key=value, as --tf_options) in a "
     "third worker, its steps alternating with the other two: a lever's effect measured in "

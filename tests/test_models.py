@@ -523,3 +523,31 @@ def test_logits_match_pytorch_after_import(arch):
         if key.endswith(("running_mean", "running_var")) and "sub_block1" not in key:
             np.testing.assert_allclose(after[key], value.numpy(), rtol=1e-4, atol=1e-5,
                                        err_msg=key)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "wrn34_5", "small_cnn"])
+def test_same_padded_stride1_convs_equal_explicit_padding(float64, arch, monkeypatch):
+    """Stride-1 3x3 convs pad with 'same' (no pad layer, whose gradient is a slice copy):
+    the same logits, input gradients and weights (names included) as the explicit
+    ZeroPadding2D construction; stride-2 convs keep their pad layer."""
+    import tensorflow as tf
+
+    from tf_st.models import _common
+    out = []
+    for pad_layers in (True, False):
+        monkeypatch.setattr(_common, "PAD_LAYERS_AT_STRIDE_1", pad_layers)
+        keras.utils.set_random_seed(0)
+        model = models.build(arch, 10)
+        pads = [la.name for la in model.layers if isinstance(la, keras.layers.ZeroPadding2D)]
+        x = tf.constant(_rng(1).uniform(0, 1, (2, 32, 32, 3)))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            z = model(x, training=True)
+        out.append((pads, [w.path for w in model.weights], z.numpy(),
+                    tape.gradient(z, x, output_gradients=tf.ones_like(z)).numpy()))
+    (pads_before, names_before, *before), (pads_now, names_now, *now) = out
+    strided = {"resnet18": 3, "wrn34_5": 2, "small_cnn": 0}[arch]
+    assert len(pads_now) == strided < len(pads_before)
+    assert names_now == names_before
+    for a, b in zip(before, now):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)

@@ -47,14 +47,25 @@ def logits_dtype():
     return None
 
 
+# True: stride-1 convs get their own ZeroPadding2D layer too (the construction before
+# they took 'same'; benchmarks.vs_reference --ablate=pad_layers=true).
+PAD_LAYERS_AT_STRIDE_1 = False
+
+
 def conv3x3(x, filters, stride, name, kernel_initializer):
     """PyTorch ``Conv2d(k=3, stride, padding=1, bias=False)``.
 
-    Explicit symmetric ``ZeroPadding2D(1)`` + ``'valid'``: Keras ``'same'`` at stride 2 on
-    an even input pads (0, 1) instead of (1, 1), which shifts the sampling grid by one
-    pixel and breaks parity with PyTorch (reference-implementations.md §7).  Stride-1
-    convs use the same construction for uniformity (it is equivalent to 'same' there).
+    Stride 2: explicit symmetric ``ZeroPadding2D(1)`` + ``'valid'``: Keras ``'same'`` at
+    stride 2 on an even input pads (0, 1) instead of (1, 1), which shifts the sampling
+    grid by one pixel and breaks parity with PyTorch (reference-implementations.md §7).
+    Stride 1: ``'same'``, which pads (1, 1) there -- the same numbers, and the input
+    gradient comes out of the convolution's backward at the input's size (through a pad
+    layer it is computed on the padded size, then sliced: a copy of every activation
+    gradient).  The weights and their names do not depend on the choice.
     """
+    if stride == 1 and not PAD_LAYERS_AT_STRIDE_1:
+        return layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                             kernel_initializer=kernel_initializer, name=name)(x)
     x = layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)
     return layers.Conv2D(filters, 3, strides=stride, padding="valid", use_bias=False,
                          kernel_initializer=kernel_initializer, name=name)(x)

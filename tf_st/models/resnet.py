@@ -31,8 +31,8 @@ Names::
 
 Deviations from the references: none in the forward pass.  Initialisation follows PyTorch's
 defaults in distribution (kaiming-uniform a=√5 for conv/linear weights, U(±1/√fan_in) linear
-bias, BN γ=1 β=0) but not in random stream.  3×3 convs use explicit symmetric padding (see
-``_common.conv3x3``).
+bias, BN γ=1 β=0) but not in random stream.  3×3 convs pad (1, 1) on both sides as PyTorch
+does: 'same' at stride 1, an explicit ZeroPadding2D at stride 2 (see ``_common.conv3x3``).
 """
 
 import keras

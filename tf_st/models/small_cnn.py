@@ -9,8 +9,8 @@ Layout (PyTorch-style names, so :mod:`tf_st.models.torch_import` works on it too
 
 ≈75K parameters for 10 classes, ≈10M multiply-adds per 32×32 image.  Global average pooling
 (rather than flatten) keeps ``fc1``'s weight layout independent of NHWC/NCHW ordering and
-lets the model accept any input size.  All convs are 3×3 stride 1 with explicit symmetric
-padding; BNs are :class:`~tf_st.models.layers.TorchBatchNorm`.
+lets the model accept any input size.  All convs are 3×3 stride 1 with symmetric padding
+1 ('same'); BNs are :class:`~tf_st.models.layers.TorchBatchNorm`.
 """
 
 import keras
