@@ -82,23 +82,29 @@ def test_batch_groups_rejects_bad_group_index():
             pass
 
 
-@pytest.mark.parametrize("key", ["st", "trades", "mart", "madry2", "alp", "col", "fat_trades"])
-def test_method_step_with_and_without_grouped_forwards(float64, key):
-    """A whole train step (generate, loss, update) gives the same weights and moving
-    statistics with ``group_forwards`` on and off."""
+def _assert_same_step_with_and_without(key, attribute):
+    """One train step (generate, loss, update) of ``key`` with the method's ``attribute``
+    on, then off, from the same weights and batch: the same weights and moving
+    statistics."""
     out = []
-    for grouped in (True, False):
+    for value in (True, False):
         keras.utils.set_random_seed(0)
         model = small_bn_model(bn_seed=1)
         kwargs = {"tau": 1} if key.startswith("fat") else {}
         method = methods.build(key, model, steps=3, **kwargs)
-        method.group_forwards = grouped
+        setattr(method, attribute, value)
         method.compile(optimizer=keras.optimizers.SGD(0.5))
         x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
         method.train_on_batch(x, y)
         out.append([v.numpy() for v in model.weights])
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("key", ["st", "trades", "mart", "madry2", "alp", "col", "fat_trades"])
+def test_method_step_with_and_without_grouped_forwards(float64, key):
+    """``group_forwards`` on and off: the same step."""
+    _assert_same_step_with_and_without(key, "group_forwards")
 
 
 def test_st_inner_loop_equals_separate_forwards_with_clean_recomputed(float64):
@@ -363,19 +369,7 @@ def test_fold_batchnorm_leaves_shared_or_branching_convs_alone():
 @pytest.mark.parametrize("key", ["trades", "madry", "mart", "fat_mart"])
 def test_method_step_with_and_without_folded_batchnorm(float64, key):
     """Eval-mode attacks through the folded forward: the same step."""
-    out = []
-    for fold in (True, False):
-        keras.utils.set_random_seed(0)
-        kwargs = {"tau": 1} if key.startswith("fat") else {}
-        model = small_bn_model(bn_seed=1)
-        method = methods.build(key, model, steps=3, **kwargs)
-        method.fold_batchnorm = fold
-        method.compile(optimizer=keras.optimizers.SGD(0.5))
-        x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
-        method.train_on_batch(x, y)
-        out.append([v.numpy() for v in model.weights])
-    for a, b in zip(*out):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    _assert_same_step_with_and_without(key, "fold_batchnorm")
 
 
 def test_cat_attacks_each_network_through_its_folded_forward(float64):
