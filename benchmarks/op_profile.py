@@ -41,16 +41,15 @@ _TOP = flags.DEFINE_integer("top", 15, "Op types listed.")
 _TF_OPTIONS = flags.DEFINE_list("tf_options", [], "As benchmarks.vs_reference --tf_options.")
 _THREADS = flags.DEFINE_integer("threads", 0, "Intra-op threads (0: all cores).")
 
+
 def main(argv):
     del argv
     import tensorflow as tf
     from benchmarks.tf_step import build_tf_st, parse_options, random_batch
-    from tf_st.training.strategy import set_threads
     if _BATCH.value < 1 or _STEPS.value < 1:
         raise ValueError("--batch_size and --steps must be positive")
-    options = parse_options(_TF_OPTIONS.value)
-    set_threads(_THREADS.value or os.cpu_count(), int(options.pop("inter_op_threads", 0)))
-    _, method = build_tf_st(_METHOD.value, _K.value, False, options)
+    _, method = build_tf_st(_METHOD.value, _K.value, False, parse_options(_TF_OPTIONS.value),
+                            _THREADS.value or os.cpu_count())
     x, y = random_batch(_BATCH.value)
     for _ in range(_WARMUP.value):
         method.train_on_batch(x, y)

@@ -39,7 +39,7 @@ def op_self_times(xplane_path):
                            names[e.metadata_id].display_name)
                           for e in line.events if names[e.metadata_id].display_name),
                          key=lambda t: (t[0], -t[1]))
-            stack = []  # [end, op type, child time]
+            stack = []  # open ops: [end, op type, children's time, duration]
             for start, end, op_type in ops:
                 while stack and stack[-1][0] <= start:
                     _close(stack, totals)

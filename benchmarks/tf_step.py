@@ -16,16 +16,20 @@ def parse_options(items):
     return options
 
 
-def build_tf_st(key, k, jit_compile, options):
+def build_tf_st(key, k, jit_compile, options, threads=0, inter_op=0):
     """``(resnet18, method)``: tf_st's side of the race, compiled as the trainers compile
-    it, with the ``--tf_options`` levers applied."""
+    it, with the ``--tf_options`` levers applied.  Sets TensorFlow's thread pools first
+    (``threads`` intra-op, ``inter_op`` unless the options give ``inter_op_threads``), so
+    it must run before any TensorFlow op in the process."""
     import keras
     import tensorflow as tf
     from tf_st import methods, models
     from tf_st.models.layers import set_batchnorm
     from tf_st.training.optim import TorchSGD
+    from tf_st.training.strategy import set_threads
 
     options = dict(options)
+    set_threads(threads, int(options.pop("inter_op_threads", inter_op)))
     from tf_st.models import _common
     _common.PAD_LAYERS_AT_STRIDE_1 = bool(options.pop("pad_layers", False))
     keras.utils.set_random_seed(1)

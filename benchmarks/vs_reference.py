@@ -146,15 +146,12 @@ def _reference_worker(conn, reference, reference_dir, threads, k):
 
 
 def _tf_worker(conn, key, threads, inter_op, k, jit_compile, options, mixed):
-    from tf_st.training.strategy import set_threads
-    options = dict(options)
-    set_threads(threads, int(options.pop("inter_op_threads", inter_op)))
     import keras
     if mixed:
         keras.mixed_precision.set_global_policy(f"mixed_{mixed}")
     from benchmarks.flops import conv_flops_per_second, forward_flops, matmul_flops_per_second
 
-    clf, method = build_tf_st(key, k, jit_compile, options)
+    clf, method = build_tf_st(key, k, jit_compile, options, threads, inter_op)
 
     def step(x, y):
         method.train_on_batch(x, y)

@@ -91,7 +91,7 @@ def fold_batchnorm(model):
     folded_bns = {id(bn) for bn in pairs.values()}
 
     def operation_fn(op):
-        if op.name in pairs and _foldable_conv(op):
+        if op.name in pairs:
             return _folded_conv(op, pairs[op.name])
         if id(op) in folded_bns:
             return lambda x, **_: x
