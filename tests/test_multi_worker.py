@@ -1,6 +1,8 @@
 """MultiWorkerMirroredStrategy: two worker processes on localhost ports (TF_CONFIG), one
 replica each, train ST for a few steps and end with the same weights as one process with
-the same global batch (BatchNorm statistics synchronised, float64)."""
+the same global batch (BatchNorm statistics synchronised, float64); the trainer's chief
+writes and all workers resume after a kill; evaluation sharded over two workers (API and
+CLI) gives the per-example results of one device."""
 
 import json
 import os
@@ -146,3 +148,136 @@ def test_trainer_two_workers_chief_writes_and_resume_after_kill(tmp_path):
     assert resumed.keys() == reference.keys() and resumed
     for name in resumed:
         np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
+
+
+EVAL_JOB = r"""
+import json, sys
+import tensorflow as tf
+from tf_st.training.strategy import make_strategy
+strategy = make_strategy("multi_worker")  # before any op runs
+import keras
+import numpy as np
+from tf_st.attacks import autoattack as aa
+from tf_st.evaluation import evaluate
+
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+rng = np.random.default_rng(3)
+x = rng.uniform(0, 1, (37, 8, 8, 3)).astype(np.float32)
+y = model(x).numpy().argmax(1)
+y[::4] = (y[::4] + 1) % 10  # some clean mistakes too
+fn = lambda t: model(t)
+out = {}
+for name, strat in (("one", None), ("workers", strategy)):
+    res = evaluate(fn, (x, y), ["clean", "fgsm", "pgd5", "cw5"], epsilon=8 / 255,
+                   batch_size=8, seed=1, verbose=False, strategy=strat)
+    out[name] = {k: v.correct.astype(int).tolist() for k, v in res.attacks.items()}
+    r = aa.evaluate(fn, x, y, epsilon=8 / 255, version="custom", seed=0, batch_size=8,
+                    attacks=(aa.APGD(steps=4), aa.APGDT(steps=4, targets=2),
+                             aa.FABT(steps=4, targets=2), aa.Square(steps=20)),
+                    verbose=False, checks=False, strategy=strat)
+    out[name]["aa"] = r.robust_flags.astype(int).tolist()
+    out[name]["aa_clean"] = r.clean_flags.astype(int).tolist()
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _workers(args, **popen):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=_env({"cluster": cluster,
+                                                   "task": {"type": "worker", "index": i}}),
+                              **popen)
+             for i in range(2)]
+    return _run_workers(procs)
+
+
+def test_evaluation_sharded_over_two_workers_equals_one_device():
+    """Per-batch attacks and all four AutoAttack components, sharded over two worker
+    processes (one replica each; the 5 batches of 8 do not split evenly): both workers
+    return every example's result, equal to one device's in the same process."""
+    outs = _workers([sys.executable, "-c", EVAL_JOB])
+    results = [json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT")][-1][6:])
+               for out in outs]
+    assert results[0] == results[1]
+    one, workers = results[0]["one"], results[0]["workers"]
+    assert one == workers
+    assert sum(one["pgd5"]) < sum(one["clean"]) and 0 < sum(one["aa"]) < sum(one["aa_clean"])
+
+
+def _nearest_mean_classifier(x, y, classes=10):
+    """A linear classifier scoring ``2 x.m_c - |m_c|^2`` (nearest class mean of the
+    evaluated images themselves, right on most of them), and how many of ``x`` it keeps
+    right at L-inf radius ``eps`` within [0, 1] (closed form: against each class the
+    worst perturbation puts every pixel at the end of its interval that lowers the
+    margin most)."""
+    import keras
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    means = np.stack([flat[y == c].mean(0) if (y == c).any() else np.zeros(flat.shape[1])
+                      for c in range(classes)])
+    w, b = 2 * means.T, -(means ** 2).sum(1)
+    inp = keras.Input(x.shape[1:])
+    dense = keras.layers.Dense(classes)
+    model = keras.Model(inp, dense(keras.layers.Flatten()(inp)))
+    dense.set_weights([w.astype(np.float32), b.astype(np.float32)])
+    z = flat @ w + b
+
+    def robust(eps):
+        count = 0
+        for i in range(len(x)):
+            lo, hi = np.maximum(-eps, -flat[i]), np.minimum(eps, 1 - flat[i])  # in [0, 1]
+            worst = [z[i, y[i]] - z[i, c] + np.minimum(d * lo, d * hi).sum()
+                     for c in range(classes) if c != y[i] for d in [w[:, y[i]] - w[:, c]]]
+            count += int(min(worst) > 0)
+        return count
+    return model, robust
+
+
+def _per_example(report):
+    out = {k: v["correct"] for k, v in report["attacks"].items()}
+    out["aa"] = report["autoattack"]["robust_flags"]
+    return out
+
+
+def test_evaluation_cli_on_two_workers_writes_the_one_device_report(tmp_path):
+    """``python -m tf_st.evaluation --strategy=multi_worker`` on two localhost workers: the
+    chief writes the report and the AutoAttack state, the other worker writes nothing;
+    the per-example results equal a one-device run and a 2-logical-device run
+    (MirroredStrategy) and AutoAttack's the closed form of the linear model; rerun with
+    the finished state file, both workers skip every AutoAttack stage and the chief
+    rewrites the same report."""
+    from export.saved_model import export_classifier
+    from tf_st import data
+
+    x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=40)
+    model, robust = _nearest_mean_classifier(x, y)
+    export_classifier(model, str(tmp_path / "model"))
+    args = [sys.executable, "-m", "tf_st.evaluation", f"--saved_model={tmp_path / 'model'}",
+            "--dataset=cifar10_mini", "--attacks=clean,fgsm,pgd5,aa", "--examples=40",
+            "--batch_size=8", "--epsilon=0.05"]
+    reports = {}
+    for name, extra in (("one", ["--strategy=default"]), ("mirrored", ["--cpu_devices=2"])):
+        r = subprocess.run(args + extra + [f"--output={tmp_path / name}.json"], cwd=ROOT,
+                           env=_env(), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    state = tmp_path / "aa_state.json"
+    workers = args + ["--strategy=multi_worker", f"--output={tmp_path / 'workers.json'}",
+                      f"--state_file={state}"]
+    outs = _workers(workers)
+    assert "report written to" in outs[0] and "worker 1 of 2 done" in outs[1]
+    reports["workers"] = json.loads((tmp_path / "workers.json").read_text())
+    assert sorted(os.listdir(tmp_path)) == ["aa_state.json", "mirrored.json", "model", "one.json",
+                                            "workers.json"]
+    one = _per_example(reports["one"])
+    assert _per_example(reports["mirrored"]) == one and _per_example(reports["workers"]) == one
+    assert sum(one["clean"]) == robust(0.0) and sum(one["aa"]) == robust(0.05) > 0
+    assert sum(one["aa"]) < sum(one["fgsm"]) < sum(one["clean"])
+
+    (tmp_path / "workers.json").unlink()
+    outs = _workers(workers)
+    assert all("(finished earlier)" in out for out in outs)
+    assert _per_example(json.loads((tmp_path / "workers.json").read_text())) == one

@@ -1,6 +1,7 @@
 """Evaluation sharded over 2 logical CPU devices (MirroredStrategy) gives the per-example
-results of one device: the per-batch attacks, AutoAttack (all four components), and the
-evaluation CLI end to end."""
+results of one device: the per-batch attacks and AutoAttack (all four components).  The
+evaluation CLI with ``--cpu_devices=2`` and over two worker processes is tested end to end
+in ``tests/test_multi_worker.py``."""
 
 import json
 import os

@@ -130,11 +130,14 @@ def test_missing_tfds_dataset_fails_with_instructions_and_writes_nothing(tmp_pat
     assert not out.exists()
 
 
-def test_export_evaluate_rejects_missing_model_and_bad_epsilon(tmp_path):
+def test_export_evaluate_rejects_missing_model_bad_epsilon_and_split_cpu_across_hosts(tmp_path):
     r = run_module(["export.evaluate", f"--saved_model={tmp_path / 'nope'}"], timeout=120)
     assert r.returncode != 0 and "no SavedModel" in r.stderr
     r = run_module(["export.evaluate", f"--saved_model={tmp_path}", "--epsilon=8"], timeout=120)
     assert r.returncode != 0 and "[0, 1]" in r.stderr
+    r = run_module(["export.evaluate", f"--saved_model={tmp_path}", "--strategy=multi_worker",
+                    "--cpu_devices=2"], timeout=120)
+    assert r.returncode == 2 and "--cpu_devices splits one host's CPU" in r.stderr
 
 
 SMALL = ["--method=madry", "--arch=small_cnn", "--epochs=1", "--steps_per_epoch=1",

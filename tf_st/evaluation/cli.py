@@ -44,12 +44,15 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.",
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.", flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string("output", None, "JSON report path (default: beside the model).",
                               flag_values=FLAGS)
-_STATE_FILE = flags.DEFINE_string("state_file", None, "AutoAttack resume state (JSON).",
+_STATE_FILE = flags.DEFINE_string("state_file", None, "AutoAttack resume state (JSON; with "
+                                  "--strategy=multi_worker on a file system every worker "
+                                  "reads, only the chief writing it).",
                                   flag_values=FLAGS)
-_STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored"],
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],
                               "Replicas that attack different batches at once (auto: every "
-                              "GPU, or the --cpu_devices); per-example results as one device.",
-                              flag_values=FLAGS)
+                              "GPU, or the --cpu_devices; multi_worker: the workers of "
+                              "TF_CONFIG, the chief writing the report); per-example results "
+                              "as one device.", flag_values=FLAGS)
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.",
                                     lower_bound=1, flag_values=FLAGS)
 
@@ -80,7 +83,12 @@ def _main(argv):
     from tf_st.evaluation.saved_model import load
 
     cli.parse_flags(FLAGS, argv)
-    from tf_st.training.strategy import make_strategy, split_cpu
+    from tf_st.training.strategy import make_strategy, num_workers, split_cpu, worker_index
+    if _STRATEGY.value == "multi_worker":
+        if _CPU_DEVICES.value > 1:
+            raise ValueError("--cpu_devices splits one host's CPU; with --strategy=multi_worker "
+                             "every worker uses its GPUs (or its CPU) as its replicas")
+        make_strategy("multi_worker")  # reads TF_CONFIG; before any op runs
     split_cpu(_CPU_DEVICES.value)
     if not _SAVED_MODEL.value:
         raise ValueError("--saved_model is required")
@@ -100,6 +108,11 @@ def _main(argv):
     with strategy.scope():  # variables replicated on every device
         model = load(_SAVED_MODEL.value)
     output = _OUTPUT.value or os.path.join(model.path, "evaluation.json")
+    # Several workers evaluate together, each attacking its share of the batches and
+    # receiving everyone's results; only the chief writes (see --state_file for resuming).
+    worker = worker_index(strategy)
+    if worker:
+        output = None
     report.check_output_writable(output)
     split = data.load(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value)
     image_shape = tuple(split.dataset.element_spec[0].shape)
@@ -123,5 +136,8 @@ def _main(argv):
                 f"{output} holds the finished attacks, marked partial"
                 if report.is_partial(output) else "no attack of this run had finished")
             ) from None
-    print(f"report written to {output}")
+    if output:
+        print(f"report written to {output}")
+    else:
+        print(f"worker {worker} of {num_workers(strategy)} done; the chief wrote the report")
     return 0

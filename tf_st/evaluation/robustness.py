@@ -111,9 +111,10 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
     ``data``: ``(x, y)`` arrays (x float in [0, 1], NHWC) or a batched ``tf.data.Dataset``
     of such pairs; batches are padded to ``batch_size`` (the largest batch for a dataset).
 
-    ``strategy``: a one-host ``tf.distribute`` strategy whose replicas attack different
-    batches at the same time (each batch whole, with its own seed: the per-example
-    results are those of one device).
+    ``strategy``: a ``tf.distribute`` strategy whose replicas attack different batches
+    at the same time (each batch whole, with its own seed: the per-example results are
+    those of one device).  Several workers (MultiWorkerMirroredStrategy) each call this
+    with the same arguments and all return the whole result.
     """
     from tf_st.training.strategy import run_sharded
     check_unit_interval("epsilon", epsilon)

@@ -119,13 +119,16 @@ def run_sharded(strategy, fn, calls):
     call whole on one replica (evaluation sharded by batches: every batch keeps its
     examples, padding and seed, so per-example results equal one device's).
 
-    ``strategy`` None or with one replica: plain calls.  Outputs are nests of tensors."""
+    ``strategy`` None or with one replica: plain calls.  Outputs are nests of tensors.
+
+    With several workers (MultiWorkerMirroredStrategy) every worker must make the same
+    calls in the same order: each worker runs the calls of its own replicas and then
+    all-gathers every output, so every worker returns every result and the caller's
+    control flow (which points are still robust, what to attack next) stays the same
+    on all workers.  ``fn`` itself must not communicate."""
     if strategy is None or strategy.num_replicas_in_sync == 1:
         return [fn(*args) for args in calls]
-    if num_workers(strategy) > 1:
-        raise ValueError("sharded evaluation runs on one host (MirroredStrategy); "
-                         "evaluate on one worker")
-    replicas = strategy.num_replicas_in_sync
+    replicas, workers = strategy.num_replicas_in_sync, num_workers(strategy)
     out = []
     for start in range(0, len(calls), replicas):
         group = list(calls[start:start + replicas])
@@ -137,7 +140,24 @@ def run_sharded(strategy, fn, calls):
         # A Python function per replica (a tf.function handed to ``run`` directly would
         # be called once with the distributed values).
         results = strategy.run(lambda *a: fn(*a), args=args)
-        leaves = [strategy.experimental_local_results(v) for v in tf.nest.flatten(results)]
+        if workers == 1:
+            leaves = [strategy.experimental_local_results(v)
+                      for v in tf.nest.flatten(results)]
+        else:
+            leaves = _all_gather(strategy, results, replicas)
         for r in range(len(group)):
             out.append(tf.nest.pack_sequence_as(results, [v[r] for v in leaves]))
     return out
+
+
+def _all_gather(strategy, results, replicas):
+    """Every replica's output leaves (``results``: a nest of per-replica tensors), on every
+    worker, in replica order.  Collectives gather
+    numbers, not booleans: booleans travel as int32."""
+    flat = tf.nest.flatten(results)
+    dtypes = [strategy.experimental_local_results(v)[0].dtype for v in flat]
+    wires = [tf.int32 if d == tf.bool else d for d in dtypes]
+    stacked = strategy.run(
+        lambda *vs: [tf.expand_dims(tf.cast(v, w), 0) for v, w in zip(vs, wires)], args=flat)
+    gathered = [strategy.gather(v, axis=0) for v in stacked]
+    return [[tf.cast(g[r], d) for r in range(replicas)] for g, d in zip(gathered, dtypes)]

@@ -239,11 +239,13 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     ``warnings`` and ``model_info`` (RobustBench fields).  ``result.to_json()`` is the
     JSON report.
 
-    ``strategy``: a one-host ``tf.distribute`` strategy whose replicas attack different
-    batches of a stage at the same time (each batch whole, with its own seed: the
-    per-example results are those of one device).
+    ``strategy``: a ``tf.distribute`` strategy whose replicas attack different batches
+    of a stage at the same time (each batch whole, with its own seed: the per-example
+    results are those of one device).  Several workers (MultiWorkerMirroredStrategy)
+    each call this with the same arguments and all return the whole result
+    (``tf_st.training.strategy.run_sharded``).
     """
-    from tf_st.training.strategy import run_sharded
+    from tf_st.training.strategy import run_sharded, worker_index
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     t_start = time.time()
     # Every component attacks at this evaluation's epsilon.
@@ -269,8 +271,11 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     def batch_of(idx, size=bs):
         return _batch_of(x_np, y_np, idx, size, dtype)
 
-    # A corrupt state file is refused before any work, naming the file.
-    state = st_lib.StateFile(state_file, state_interval)
+    # A corrupt state file is refused before any work, naming the file.  With several
+    # workers all read it (a shared file system) and only the chief writes it, so a
+    # resumed evaluation resumes at the same point on every worker.
+    state = st_lib.StateFile(state_file, state_interval,
+                             write=strategy is None or worker_index(strategy) == 0)
     prev = state.load()
 
     # ---- clean pass

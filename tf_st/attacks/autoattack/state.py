@@ -125,10 +125,11 @@ def flags_arr(s):
 
 
 class StateFile:
-    """The JSON state, written atomically at most every ``interval`` seconds."""
+    """The JSON state, written atomically at most every ``interval`` seconds (never if
+    not ``write``: a worker that is not the chief only reads it)."""
 
-    def __init__(self, path, interval):
-        self.path, self.interval, self.last = path, interval, -math.inf
+    def __init__(self, path, interval, write=True):
+        self.path, self.interval, self.last, self.write = path, interval, -math.inf, write
 
     def load(self):
         if not self.path or not os.path.exists(self.path):
@@ -144,7 +145,7 @@ class StateFile:
         return payload
 
     def save(self, payload, force=False):
-        if not self.path:
+        if not self.path or not self.write:
             return
         now = time.monotonic()
         if not force and now - self.last < self.interval:
