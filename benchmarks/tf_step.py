@@ -39,6 +39,11 @@ def build_tf_st(key, k, jit_compile, options, threads=0, inter_op=0):
     fold_bn = options.pop("fold_bn", False)
     jit_compile = options.pop("jit_compile", jit_compile)
     jit_attack = options.pop("jit_attack", False)
+    if options.pop("dependency_optimization", False):
+        # Leaves Grappler's dependency optimizer on (training turns it off: it reordered
+        # a variable read after the variable's update; tf_st.methods.base).
+        from tf_st.methods import base
+        base.keep_variable_access_order = lambda: None
     method = methods.build(key, clf, steps=k, epsilon=EPS, step_size=STEP, beta=BETA, **options)
     method.group_forwards = group_forwards
     method.fold_batchnorm = fold_bn

@@ -29,7 +29,9 @@ is responsible for what every method would otherwise get wrong on its own:
 * reproducible, replica-invariant noise: random starts are stateless draws keyed by
   (seed, optimizer step, draw index) over the *global* batch, of which each replica
   takes its slice, so 2 replicas draw exactly what one device would;
-* the three BatchNorm modes the references use (see ``forward_*``).
+* the three BatchNorm modes the references use (see ``forward_*``);
+* variable reads and updates in program order: building the train function turns off
+  Grappler's dependency optimizer for the process (``keep_variable_access_order``).
 """
 
 import dataclasses
@@ -120,6 +122,10 @@ class AdversarialMethod(keras.Model):
     def primary(self):
         """The first network: what ``call`` and single-network code paths use."""
         return getattr(self, self.network_names[0])
+
+    def make_train_function(self, force=False):
+        keep_variable_access_order()
+        return super().make_train_function(force)
 
     # ---------------------------------------------------------------- optimizers
     def compile(self, optimizer="rmsprop", **kwargs):
@@ -320,6 +326,25 @@ class AdversarialMethod(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values()) + list(self._accuracies.values())
+
+
+def keep_variable_access_order():
+    """Turns off Grappler's dependency optimizer, for the process (TensorFlow has no
+    per-function switch).
+
+    Why: in the traced step a forward reads a network's weights, and that network's
+    optimizer update is ordered after the read only by the control edge TensorFlow's
+    automatic control dependencies add (the read's value need not feed that network's
+    gradient: CAT's peer forwards feed only the peers' gradients).  The function graph
+    has the edge; on TensorFlow 2.21 the optimized graph let the update run first in
+    about 1 step in 12 (CAT with one optimizer, 2 inter-op threads): the peer forward
+    then read the updated weights of the last layer, the collaborative term and the
+    step changed from run to run.  With the dependency optimizer off, 0 of 45 such steps
+    differed, and the eager step is matched (``tests/test_fast_paths.py``).  The same
+    hazard exists for every read-after-update that only a control edge orders (AWP's
+    weight moves, CAT's logging forward after the update)."""
+    if tf.config.optimizer.get_experimental_options().get("dependency_optimization", True):
+        tf.config.optimizer.set_experimental_options({"dependency_optimization": False})
 
 
 def _multi_worker():
