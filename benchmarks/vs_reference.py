@@ -69,7 +69,9 @@ _TF_OPTIONS = flags.DEFINE_list(
     "group_forwards=false (separate forwards), fold_bn=true (inference-mode BN folded into "
     "the convolutions), pad_layers=true (a ZeroPadding2D layer before every 3x3 conv), "
     "jit_compile=true (XLA on the whole step), jit_attack=true (XLA on the inner attack "
-    "only), inter_op_threads=N (as the flag), or a method hyperparameter.")
+    "only), dependency_optimization=true (Grappler's dependency optimizer left on), "
+    "bfc_allocator=true (TF_CPU_ALLOCATOR_USE_BFC: pooled host memory), "
+    "inter_op_threads=N (as the flag), or a method hyperparameter.")
 _ABLATE = flags.DEFINE_list(
     "ablate", [], "Also time tf_st with these options added (key=value, as --tf_options) in a "
     "third worker, its steps alternating with the other two: a lever's effect measured in "
@@ -146,6 +148,11 @@ def _reference_worker(conn, reference, reference_dir, threads, k):
 
 
 def _tf_worker(conn, key, threads, inter_op, k, jit_compile, options, mixed):
+    options = dict(options)
+    if options.pop("bfc_allocator", False):
+        # TensorFlow's pooling allocator for host memory instead of malloc; read when
+        # the runtime starts, so before any op.
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     import keras
     if mixed:
         keras.mixed_precision.set_global_policy(f"mixed_{mixed}")
