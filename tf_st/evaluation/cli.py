@@ -133,6 +133,7 @@ def _main(argv):
                 strategy=strategy)
         except KeyboardInterrupt as e:
             raise KeyboardInterrupt(f"{e or 'by the user'}; " + (
+                "the chief writes the report" if worker else
                 f"{output} holds the finished attacks, marked partial"
                 if report.is_partial(output) else "no attack of this run had finished")
             ) from None

@@ -26,6 +26,8 @@ def is_partial(output):
     """Whether ``output`` is a report that says it is partial (an interrupted run's; a
     complete report of an earlier run at the same path is not)."""
     import json
+    if not output:
+        return False
     try:
         with open(output) as f:
             return json.load(f).get("partial") is True
