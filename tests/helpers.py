@@ -74,3 +74,36 @@ def linear_ce_grad(w, b, x, y):
     p = softmax(flat @ w + b)
     p[np.arange(len(y)), y] -= 1
     return flat.T @ p / len(y)
+
+
+def sharded_evaluation_flags(model_strategy, strategies):
+    """``{name: {attack: per-example 0/1 flags}}`` of clean, FGSM, PGD-5, CW-5 and a short
+    AutoAttack (all four components) on a small conv model built under
+    ``model_strategy``'s scope, evaluated under each ``(name, strategy)`` of
+    ``strategies`` (None: one device).  37 examples in batches of 8: the 5 batches do not
+    split evenly over 2 replicas."""
+    from tf_st.attacks import autoattack as aa
+    from tf_st.evaluation import evaluate
+
+    with model_strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8, 8, 3)),
+                                  keras.layers.Conv2D(8, 3, activation="relu"),
+                                  keras.layers.Flatten(), keras.layers.Dense(10)])
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, (37, 8, 8, 3)).astype(np.float32)
+    y = model(x).numpy().argmax(1)
+    y[::4] = (y[::4] + 1) % 10  # some clean mistakes too
+    fn = lambda t: model(t)  # noqa: E731
+    out = {}
+    for name, strategy in strategies:
+        res = evaluate(fn, (x, y), ["clean", "fgsm", "pgd5", "cw5"], epsilon=8 / 255,
+                       batch_size=8, seed=1, verbose=False, strategy=strategy)
+        out[name] = {k: v.correct.astype(int).tolist() for k, v in res.attacks.items()}
+        r = aa.evaluate(fn, x, y, epsilon=8 / 255, version="custom", seed=0, batch_size=8,
+                        attacks=(aa.APGD(steps=4), aa.APGDT(steps=4, targets=2),
+                                 aa.FABT(steps=4, targets=2), aa.Square(steps=20)),
+                        verbose=False, checks=False, strategy=strategy)
+        out[name]["aa"] = r.robust_flags.astype(int).tolist()
+        out[name]["aa_clean"] = r.clean_flags.astype(int).tolist()
+    return out

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,36 +150,12 @@ def test_trainer_two_workers_chief_writes_and_resume_after_kill(tmp_path):
 
 
 EVAL_JOB = r"""
-import json, sys
-import tensorflow as tf
+import json
 from tf_st.training.strategy import make_strategy
 strategy = make_strategy("multi_worker")  # before any op runs
-import keras
-import numpy as np
-from tf_st.attacks import autoattack as aa
-from tf_st.evaluation import evaluate
-
-with strategy.scope():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
-rng = np.random.default_rng(3)
-x = rng.uniform(0, 1, (37, 8, 8, 3)).astype(np.float32)
-y = model(x).numpy().argmax(1)
-y[::4] = (y[::4] + 1) % 10  # some clean mistakes too
-fn = lambda t: model(t)
-out = {}
-for name, strat in (("one", None), ("workers", strategy)):
-    res = evaluate(fn, (x, y), ["clean", "fgsm", "pgd5", "cw5"], epsilon=8 / 255,
-                   batch_size=8, seed=1, verbose=False, strategy=strat)
-    out[name] = {k: v.correct.astype(int).tolist() for k, v in res.attacks.items()}
-    r = aa.evaluate(fn, x, y, epsilon=8 / 255, version="custom", seed=0, batch_size=8,
-                    attacks=(aa.APGD(steps=4), aa.APGDT(steps=4, targets=2),
-                             aa.FABT(steps=4, targets=2), aa.Square(steps=20)),
-                    verbose=False, checks=False, strategy=strat)
-    out[name]["aa"] = r.robust_flags.astype(int).tolist()
-    out[name]["aa_clean"] = r.clean_flags.astype(int).tolist()
-print("RESULT" + json.dumps(out))
+from tests.helpers import sharded_evaluation_flags
+print("RESULT" + json.dumps(sharded_evaluation_flags(
+    strategy, [("one", None), ("workers", strategy)])))
 """
 
 
