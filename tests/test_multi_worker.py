@@ -159,13 +159,13 @@ print("RESULT" + json.dumps(sharded_evaluation_flags(
 """
 
 
-def _workers(args, **popen):
+def _workers(args):
+    """Runs ``args`` as two localhost workers; their outputs (each must exit 0)."""
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=_env({"cluster": cluster,
-                                                   "task": {"type": "worker", "index": i}}),
-                              **popen)
+                                                   "task": {"type": "worker", "index": i}}))
              for i in range(2)]
     return _run_workers(procs)
 
