@@ -39,9 +39,8 @@ def test_report_only_rewrites_table_and_plot(tmp_path):
 
 def test_op_profile_self_times_subtract_nested_ops(tmp_path):
     """benchmarks.op_profile reads the profiler's XSpace (benchmarks.profile_trace): an
-    op's self time is its
-    duration minus the ops nested in it, loop/call ops are dropped, the executor's own
-    events (no op type) and other threads are ignored."""
+    op's self time is its duration minus the ops nested in it, loop/call ops are dropped,
+    the executor's own events (no op type) and other threads are ignored."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     from benchmarks.profile_trace import op_self_times

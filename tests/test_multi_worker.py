@@ -99,19 +99,26 @@ def _h5_arrays(path):
     return out
 
 
-def _trainer_workers(out_dir, kill_chief_at=None):
+def _launch_workers(args, chief_env=None):
+    """``args`` started as two localhost workers (TF_CONFIG on free ports), output and
+    errors merged; ``chief_env`` is added to worker 0's environment."""
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
     for i in range(2):
         env = _env({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        if i == 0 and kill_chief_at:
-            env["TF_ST_KILL_AT"] = kill_chief_at
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "trainers.st", *TRAIN_ARGS, "--strategy=multi_worker",
-             f"--output_dir={out_dir}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True))
+        if i == 0 and chief_env:
+            env.update(chief_env)
+        procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
     return procs
+
+
+def _trainer_workers(out_dir, kill_chief_at=None):
+    return _launch_workers(
+        [sys.executable, "-m", "trainers.st", *TRAIN_ARGS, "--strategy=multi_worker",
+         f"--output_dir={out_dir}"],
+        chief_env={"TF_ST_KILL_AT": kill_chief_at} if kill_chief_at else None)
 
 
 def _run_workers(procs):
@@ -161,13 +168,7 @@ print("RESULT" + json.dumps(sharded_evaluation_flags(
 
 def _workers(args):
     """Runs ``args`` as two localhost workers; their outputs (each must exit 0)."""
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=_env({"cluster": cluster,
-                                                   "task": {"type": "worker", "index": i}}))
-             for i in range(2)]
-    return _run_workers(procs)
+    return _run_workers(_launch_workers(args))
 
 
 def test_evaluation_sharded_over_two_workers_equals_one_device():

@@ -152,8 +152,8 @@ def run_sharded(strategy, fn, calls):
 
 def _all_gather(strategy, results, replicas):
     """Every replica's output leaves (``results``: a nest of per-replica tensors), on every
-    worker, in replica order.  Collectives gather
-    numbers, not booleans: booleans travel as int32."""
+    worker, in replica order.  Collectives gather numbers, not booleans: booleans travel
+    as int32."""
     flat = tf.nest.flatten(results)
     dtypes = [strategy.experimental_local_results(v)[0].dtype for v in flat]
     wires = [tf.int32 if d == tf.bool else d for d in dtypes]

@@ -275,7 +275,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     # workers all read it (a shared file system) and only the chief writes it, so a
     # resumed evaluation resumes at the same point on every worker.
     state = st_lib.StateFile(state_file, state_interval,
-                             write=strategy is None or worker_index(strategy) == 0)
+                             write=worker_index(strategy) == 0)
     prev = state.load()
 
     # ---- clean pass
