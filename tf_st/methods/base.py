@@ -336,11 +336,11 @@ def keep_variable_access_order():
     optimizer update is ordered after the read only by the control edge TensorFlow's
     automatic control dependencies add (the read's value need not feed that network's
     gradient: CAT's peer forwards feed only the peers' gradients).  The function graph
-    has the edge; on TensorFlow 2.21 the optimized graph let the update run first in
-    about 1 step in 9 (13 of 118 traced CAT steps, 2 inter-op threads): the peer forward
-    then read the updated last layer, and the collaborative term and the step changed
-    from run to run.  With the dependency optimizer off, none of 142 such steps differed
-    and the traced step equals the eager one (``tests/test_cat_alp.py``).  Any other
+    has the edge; on TensorFlow 2.21 the optimized graph sometimes let the update run
+    first (``benchmarks/cat_step_order.py`` counts how often): the peer forward then
+    read the updated last layer, and the collaborative term and the step changed from
+    run to run.  With the dependency optimizer off, the traced step equals the eager
+    one (``tests/test_cat_alp.py``).  Any other
     read and update of a variable that only a control edge orders could be hit the same
     way (AWP's weight moves, CAT's logging forward after the update); that was not
     observed, and the switch covers them too."""
