@@ -37,15 +37,10 @@ import time
 
 from absl import app, flags
 
-from benchmarks.tf_step import BETA, EPS, LR, STEP, build_tf_st, parse_options, random_batch
+from benchmarks.reference_step import REFERENCES, check_reference, reference_step
+from benchmarks.tf_step import build_tf_st, parse_options, random_batch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REFERENCES = {
-    # reference -> (tf_st method key, file that must exist in the checkout)
-    "st-at": ("st", "losses.py"),
-    "trades": ("trades", "trades.py"),
-}
 
 _REFERENCE = flags.DEFINE_enum("reference", "st-at", sorted(REFERENCES), "Official code to race.")
 _REFERENCE_DIR = flags.DEFINE_string("reference_dir", None,
@@ -106,45 +101,8 @@ def _peak_rss_mb():
 
 
 def _reference_worker(conn, reference, reference_dir, threads, k):
-    import numpy as np
-    import torch
-    torch.set_num_threads(threads)
-    torch.manual_seed(1)
-    if not torch.cuda.is_available():
-        # The official code moves every new tensor with .cuda(); here it stays on the CPU.
-        torch.Tensor.cuda = lambda self, *a, **kw: self
-        torch.nn.Module.cuda = lambda self, *a, **kw: self
-    sys.path.insert(0, reference_dir)
-    from models.resnet import ResNet18
-    if reference == "st-at":
-        from losses import stat_loss
-        model = ResNet18(num_classes=10)
-    else:
-        from trades import trades_loss
-        model = ResNet18()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
-    # Forward passes per step, counted (ST-AT forwards the clean batch again in every
-    # iteration in which any row selects it, so its cost depends on the data).
-    forwards = [0]
-    model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
-
-    def step(x, y):
-        optimizer.zero_grad()
-        if reference == "st-at":
-            loss, *_ = stat_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
-                                 step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA,
-                                 loss_mode="symmkl")
-            optimizer.zero_grad()
-        else:
-            loss = trades_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
-                               step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA)
-        loss.backward()
-        optimizer.step()
-
-    _serve(conn, step, lambda b: (
-        torch.from_numpy(np.random.RandomState(b).uniform(0, 1, (b, 3, 32, 32)).astype("float32")),
-        torch.from_numpy(np.random.RandomState(b + 1).randint(0, 10, b))),
-        {"forwards": lambda: forwards[0]})
+    step, make_batch, forwards = reference_step(reference, reference_dir, threads, k)
+    _serve(conn, step, make_batch, {"forwards": forwards})
 
 
 def _tf_worker(conn, key, threads, inter_op, k, jit_compile, options, mixed):
@@ -229,23 +187,6 @@ class _Worker:
 
 
 # ------------------------------------------------------------------------- main
-def check_reference(reference, reference_dir):
-    """Raises ValueError saying what is missing (torch, the checkout, its files)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise ValueError("this benchmark needs PyTorch to run the official code "
-                         "(pip install torch==2.13.0)") from None
-    if not reference_dir:
-        raise ValueError(f"--reference_dir: give a checkout of the official "
-                         f"{'qizhangli/ST-AT' if reference == 'st-at' else 'yaodongyu/TRADES'}"
-                         f" repository")
-    for name in (REFERENCES[reference][1], os.path.join("models", "resnet.py")):
-        if not os.path.isfile(os.path.join(reference_dir, name)):
-            raise ValueError(f"--reference_dir={reference_dir} is not a {reference} checkout: "
-                             f"{name} is missing")
-
-
 def main(argv):
     del argv
     import multiprocessing

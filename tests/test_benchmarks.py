@@ -1,6 +1,6 @@
 """Benchmark helpers: the comparison report is rebuilt from results.json exactly as the
 full run writes it; op_profile's trace arithmetic; the --tf_options parser; the CAT
-step-order count."""
+step-order count; onednn_kernels' reading of oneDNN's verbose lines."""
 
 import json
 import os
@@ -86,3 +86,70 @@ def test_cat_step_order_counts_no_difference_with_the_optimizer_off():
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == (
         "dependency optimizer off: 0 of 3 traced CAT steps differ from the eager step")
+
+
+_VERBOSE = """onednn_verbose,v1,info,oneDNN v3.7.1
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,forward_training,src:f32::blocked:acdb::f0,,alg:convolution_direct,mb8_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,99.0
+=== onednn_kernels: step begins ===
+onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core,forward_training,src:f32::blocked:acdb::f0 wei:f32:a:blocked:Acdb32a::f0,attr-scratchpad:user,alg:convolution_direct,mb64_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,20.0
+onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core,forward_training,src:f32::blocked:acdb::f0,,alg:convolution_direct,mb32_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,12.0
+onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_strided:avx512_core,backward_data,src:f32::blocked:acdb::f0,,alg:convolution_direct,mb32_ic64oc128_ih34oh16kh3sh2dh0ph0_iw34ow16kw3sw2dw0pw0,4.0
+onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:cdba::f0 dst:f32::blocked:Acdb32a::f0,,,64x64x3x3,0.5
+onednn_verbose,v1,primitive,create:cache_hit,cpu,convolution,jit:avx512_core,forward_training,src:f32,,,mb32_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,0.01
+=== onednn_kernels: step ends ===
+step_seconds=1.25
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,forward_training,src:f32,,,mb8_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,99.0
+"""
+
+
+def test_onednn_log_reads_the_step_and_prices_convolutions_per_image():
+    """benchmarks.onednn_kernels' arithmetic: only `exec` lines between the markers count;
+    a convolution's key drops the minibatch and the padding (a stride-2 conv on a
+    pre-padded 34x34 input is the 32x32 one with padding 1); per-image times and the
+    pricing of one side's images at the other's times, by hand."""
+    from benchmarks.onednn_log import conv_key, parse_verbose, per_image, priced_at
+    seconds, kernels = parse_verbose(_VERBOSE)
+    assert seconds == 1.25
+    assert [(k.kind, k.prop, k.ms) for k in kernels] == [
+        ("convolution", "forward_training", 20.0), ("convolution", "forward_training", 12.0),
+        ("convolution", "backward_data", 4.0), ("reorder", "undef", 0.5)]
+    assert conv_key("mb7_ic64oc128_ih32oh16kh3sh2dh0ph1_iw32ow16kw3sw2dw0pw1") == (
+        7, "ic64 oc128 k3x3 s2 -> 16x16")
+    assert conv_key("mb32_ic64oc128_ih34oh16kh3sh2dh0ph0_iw34ow16kw3sw2dw0pw0") == (
+        32, "ic64 oc128 k3x3 s2 -> 16x16")
+    ours = per_image(kernels)
+    fwd = ("forward_training", "ic64 oc64 k3x3 s1 -> 32x32")
+    bwd = ("backward_data", "ic64 oc128 k3x3 s2 -> 16x16")
+    assert ours == {fwd: [96, 32.0], bwd: [32, 4.0]}
+    # The other side: 0.25 ms per image forward, no backward_data row -> ours kept.
+    theirs = {fwd: [40, 10.0]}
+    assert priced_at(ours, theirs) == 96 * 0.25 + 4.0
+    with pytest.raises(ValueError, match="markers"):
+        parse_verbose("onednn_verbose,v1,primitive,exec,cpu,convolution,x,y,z,,,mb1_ic1,1.0")
+
+
+def test_onednn_kernels_reads_a_real_tf_st_step(tmp_path):
+    """The tf_st side of benchmarks.onednn_kernels, run as the benchmark runs it (a
+    subprocess with ONEDNN_VERBOSE=1): this TensorFlow's oneDNN prints lines the parser
+    reads, with all three convolution passes of a training step."""
+    from benchmarks.onednn_log import parse_verbose, per_image
+    r = subprocess.run([sys.executable, "-m", "benchmarks.onednn_kernels", "--side=tf_st",
+                        "--reference=trades", "--batch_size=2", "--inner_steps=1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ROOT, "ONEDNN_VERBOSE": "1",
+                            "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    seconds, kernels = parse_verbose(r.stdout)
+    assert seconds > 0
+    passes = {prop for prop, _ in per_image(kernels)}
+    assert {"forward_training", "backward_data", "backward_weights"} <= passes
+    # ResNet-18's first conv: 3 -> 64 channels at 32x32, minibatch 2 per forward.
+    assert ("forward_training", "ic3 oc64 k3x3 s1 -> 32x32") in per_image(kernels)
+
+
+def test_onednn_kernels_without_a_checkout_says_so():
+    r = subprocess.run([sys.executable, "-m", "benchmarks.onednn_kernels", "--reference=trades",
+                        "--reference_dir=/nonexistent/trades"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode != 0
+    assert "is not a trades checkout" in r.stderr
