@@ -53,6 +53,7 @@ _TOP = flags.DEFINE_integer("top", 30, "Convolution rows listed.")
 _SIDE = flags.DEFINE_enum("side", None, ["tf_st", "official"],
                           "Internal: run one side and print its oneDNN lines.")
 
+
 def _flush_c_stdout():
     # oneDNN prints with C stdio, which buffers a pipe; flushing it before Python writes
     # a marker keeps the markers between the right kernel lines.
@@ -85,8 +86,8 @@ def _run_side(side):
 
 def main(argv):
     del argv
-    if _BATCH.value < 1 or _K.value < 1:
-        raise ValueError("--batch_size and --inner_steps must be positive")
+    if _BATCH.value < 1 or _K.value < 1 or _WARMUP.value < 0:
+        raise ValueError("--batch_size and --inner_steps must be positive, --warmup >= 0")
     if _SIDE.value:
         _run_side(_SIDE.value)
         return
