@@ -20,8 +20,10 @@ What is timed, per side, is one optimizer step exactly as the training script ru
 Both sides run in their own worker process (so neither library's thread pool or memory
 high-water mark is counted against the other) with the same thread count; the parent
 alternates their steps (one reference step, one tf_st step, ...) so that any drift of
-the machine affects both alike, and reports medians.  SGD(0.1, momentum 0.9, weight decay
-5e-4), K = 10, eps 8/255, step 2/255, beta 6 on both sides; random inputs in [0, 1].
+the machine affects both alike, and reports medians, with the range of the ratios of
+the steps run back to back (the noise within the run).  SGD(0.1, momentum 0.9, weight
+decay 5e-4), K = 10, eps 8/255, step 2/255, beta 6 on both sides; random inputs in
+[0, 1].
 
 Also reported, from the same run: achieved FLOP/s of each step (analytic FLOPs of what
 each side computes, see ``FLOPS``) against the conv and matmul rates measured in the
