@@ -147,8 +147,9 @@ def test_onednn_kernels_reads_a_real_tf_st_step(tmp_path):
     assert ("forward_training", "ic3 oc64 k3x3 s1 -> 32x32") in per_image(kernels)
 
 
-def test_onednn_kernels_without_a_checkout_says_so():
-    r = subprocess.run([sys.executable, "-m", "benchmarks.onednn_kernels", "--reference=trades",
+@pytest.mark.parametrize("module", ["onednn_kernels", "vs_reference"])
+def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
+    r = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--reference=trades",
                         "--reference_dir=/nonexistent/trades"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode != 0
