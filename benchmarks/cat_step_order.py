@@ -5,8 +5,9 @@ optimizer on (TensorFlow's default) or off (what training does,
   python -m benchmarks.cat_step_order --instances=16 --dependency_optimization=true
 
 Each instance builds the two networks afresh (same seeds), compiles CAT with one SGD
-optimizer and runs one ``train_on_batch`` (float64); it counts the instances whose
-weights differ from the eager step's by more than 1e-12.
+optimizer and runs one ``train_on_batch`` (float64; ``tests.helpers.small_cat_step``, the
+step the test compares too); it counts the instances whose weights differ from the eager
+step's by more than 1e-12.
 """
 
 import os
@@ -24,27 +25,15 @@ def main(argv):
     del argv
     import keras
     import numpy as np
-    import tensorflow as tf
-    from tests.helpers import small_bn_model
-    from tf_st import methods
+    from tests.helpers import small_cat_step
     from tf_st.methods import base
 
     if _DEP_OPT.value:
         base.keep_variable_access_order = lambda: None
     keras.config.set_floatx("float64")
-    x = tf.constant(np.random.RandomState(0).uniform(0, 1, (6, 4, 4, 2)))
-    y = tf.constant(np.arange(6) % 3)
-
-    def step(eager):
-        keras.utils.set_random_seed(0)
-        nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
-        method = methods.build("cat", nets, members="trades,alp", steps=3)
-        method.compile(optimizer=keras.optimizers.SGD(0.5), run_eagerly=eager)
-        method.train_on_batch(x, y)
-        return [v.numpy() for net in nets.values() for v in net.weights]
-
-    reference = step(eager=True)
-    differ = sum(any(np.abs(a - b).max() > 1e-12 for a, b in zip(step(eager=False), reference))
+    _, reference = small_cat_step(eager=True)
+    differ = sum(any(np.abs(a - b).max() > 1e-12
+                     for a, b in zip(small_cat_step(eager=False)[1], reference))
                  for _ in range(_INSTANCES.value))
     state = "on" if _DEP_OPT.value else "off"
     print(f"dependency optimizer {state}: {differ} of {_INSTANCES.value} traced CAT steps "

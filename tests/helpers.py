@@ -107,3 +107,27 @@ def sharded_evaluation_flags(model_strategy, strategies):
         out[name]["aa"] = r.robust_flags.astype(int).tolist()
         out[name]["aa_clean"] = r.clean_flags.astype(int).tolist()
     return out
+
+
+def small_cat():
+    """``(nets, method)``: CAT with a TRADES and an ALP member, each a small BN model
+    (BN statistics seeded apart), K = 3."""
+    from tf_st import methods
+    nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
+    return nets, methods.build("cat", nets, members="trades,alp", steps=3)
+
+
+def small_cat_step(eager):
+    """One step of :func:`small_cat` from seed 0 on a fixed batch of 6 (floatx inputs),
+    eager or traced: ``(logged collaborative term, every network's weights after it)``.
+    The traced step must equal the eager one (``tests/test_cat_alp.py``,
+    ``benchmarks/cat_step_order.py``)."""
+    import tensorflow as tf
+    x = tf.constant(np.random.RandomState(0).uniform(0, 1, (6, 4, 4, 2)),
+                    dtype=keras.config.floatx())
+    y = tf.constant(np.arange(6) % 3)
+    keras.utils.set_random_seed(0)
+    nets, method = small_cat()
+    method.compile(optimizer=keras.optimizers.SGD(0.5), run_eagerly=eager)
+    logs = method.train_on_batch(x, y, return_dict=True)
+    return logs["collab"], [v.numpy() for net in nets.values() for v in net.weights]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import linear_classifier, numeric_grad, softmax
+from tests.helpers import linear_classifier, numeric_grad, small_cat_step, softmax
 from tf_st import methods
 
 EPS = 8 / 255
@@ -122,23 +122,9 @@ def test_cat_traced_step_reads_each_network_before_updating_it(float64):
     update (its value feeds only the peer's gradient); with Grappler's dependency
     optimizer on, some traced instances read the updated last layer instead
     (``tf_st.methods.base.keep_variable_access_order``, which training turns on)."""
-    import keras
-    from tests.helpers import small_bn_model
-
-    x = tf.constant(np.random.RandomState(0).uniform(0, 1, (6, 4, 4, 2)))
-    y = tf.constant(np.arange(6) % 3)
-
-    def step(eager):
-        keras.utils.set_random_seed(0)
-        nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
-        method = methods.build("cat", nets, members="trades,alp", steps=3)
-        method.compile(optimizer=keras.optimizers.SGD(0.5), run_eagerly=eager)
-        logs = method.train_on_batch(x, y, return_dict=True)
-        return logs["collab"], [v.numpy() for net in nets.values() for v in net.weights]
-
-    collab, weights = step(eager=True)
+    collab, weights = small_cat_step(eager=True)
     for _ in range(12):
-        traced_collab, traced = step(eager=False)
+        traced_collab, traced = small_cat_step(eager=False)
         assert traced_collab == pytest.approx(collab, abs=1e-12)
         for a, b in zip(traced, weights):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)

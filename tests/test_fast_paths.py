@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import small_bn_model
+from tests.helpers import small_bn_model, small_cat
 from tf_st import methods, models
 from tf_st.methods.base import batch_stats_forward
 from tf_st.models.layers import TorchBatchNorm, batch_groups, set_batchnorm
@@ -90,8 +90,7 @@ def _assert_same_step_with_and_without(key, attribute):
     for value in (True, False):
         keras.utils.set_random_seed(0)
         if key == "cat":
-            nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
-            method = methods.build("cat", nets, members="trades,alp", steps=3)
+            _, method = small_cat()
         else:
             kwargs = {"tau": 1} if key.startswith("fat") else {}
             method = methods.build(key, small_bn_model(bn_seed=1), steps=3, **kwargs)
@@ -382,8 +381,7 @@ def test_cat_attacks_each_network_through_its_folded_forward(float64):
     weight read after the update, not the folding: see
     ``tests/test_cat_alp.py::test_cat_traced_step_reads_each_network_before_updating_it``
     and the ``cat`` case of the step comparison above.)"""
-    nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
-    method = methods.build("cat", nets, members="trades,alp", steps=3)
+    nets, method = small_cat()
     x = _batches(1, size=6)[0]
     plain = {m: method._eval(m)(x).numpy() for m in nets}
     method.fold_batchnorm = True
