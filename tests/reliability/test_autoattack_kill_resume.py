@@ -3,15 +3,11 @@ at random points, rerun the same command until it finishes: the per-example robu
 equal an uninterrupted run's."""
 
 import json
-import os
-import random
-import signal
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+from tests.reliability.relaunch import ENV, ROOT, kill_then_rerun
 
 
 def _export(tmp_path):
@@ -37,21 +33,8 @@ def test_autoattack_killed_and_resumed_equals_uninterrupted(tmp_path):
     subprocess.run(_cmd(model, tmp_path / "straight.json"), cwd=ROOT, env=ENV, check=True,
                    capture_output=True, timeout=900)
     full = time.time() - started
-    rng = random.Random(1)
-    kills = 0
-    for attempt in range(8):
-        proc = subprocess.Popen(_cmd(model, tmp_path / "killed.json", tmp_path / "state.json"),
-                                cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 0.7) * full if attempt < 3 else 900)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        assert proc.returncode == 0, proc.stderr.read()[-2000:]
-        break
+    kills = kill_then_rerun(_cmd(model, tmp_path / "killed.json", tmp_path / "state.json"),
+                            full=full, seed=1, fraction=(0.3, 0.7), killed_runs=3, timeout=900)
     assert kills >= 1
     a = json.loads((tmp_path / "straight.json").read_text())["autoattack"]
     b = json.loads((tmp_path / "killed.json").read_text())["autoattack"]

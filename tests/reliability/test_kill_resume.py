@@ -3,16 +3,14 @@ writes, during export and the final evaluation), rerun the same command until it
 finishes: in deterministic mode the result is bit-identical to an uninterrupted run."""
 
 import os
-import random
-import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+from tests.reliability.relaunch import ENV, ROOT, kill_then_rerun
+
 ARGS = ["--deterministic", "--arch=small_cnn", "--epochs=3", "--steps_per_epoch=3",
         "--batch_size=32", "--steps=2", "--eval_examples=32", "--final_examples=32",
         "--final_attacks=clean,pgd3"]
@@ -41,21 +39,8 @@ def test_random_kills_then_resume_equal_an_uninterrupted_run(tmp_path):
     full = time.time() - started
 
     killed = tmp_path / "killed"
-    rng = random.Random(0)
-    kills = 0
-    for attempt in range(8):
-        proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        delay = rng.uniform(0.25, 0.6) * full if attempt < 4 else None
-        try:
-            proc.wait(timeout=delay if delay else 600)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        assert proc.returncode == 0, proc.stderr.read()[-2000:]
-        break
+    kills = kill_then_rerun(_cmd(killed), full=full, seed=0, fraction=(0.25, 0.6),
+                            killed_runs=4, timeout=600)
     assert kills >= 2 and (killed / "evaluation.json").exists()
     a, b = _weights(straight / "best.weights.h5"), _weights(killed / "best.weights.h5")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.reliability.test_kill_resume import ARGS, ENV, ROOT, _weights
+from tests.reliability.relaunch import ENV, ROOT
+from tests.reliability.test_kill_resume import ARGS, _weights
 
 # (fault point, occurrence): the 2nd best-weights write (epoch 2's, an improvement or a
 # tie), the 2nd checkpoint, the export's rename, the final report's rename.
