@@ -1,17 +1,22 @@
-r"""Float64 parity of tf_st's FAT early stop, CAT (TRADES + ALP) loss and step, and AWP
-perturb/restore with the official PyTorch code, on the same weights and batch.
+r"""Float64 parity of tf_st with the official PyTorch code, on the same weights and batch:
+FAT's early stop, CAT (TRADES + ALP) loss and step, AWP perturb/restore, and whole
+training steps (weights and BatchNorm running statistics after ``fit``) of FAT,
+FAT-TRADES, FAT-MART, Madry+AWP, TRADES+AWP and TRADES under robust self-training.
 
   python -m benchmarks.crosscheck_methods --reference_dir=/tmp/ref
 
 ``--reference_dir`` holds checkouts of the official repositories, named
-``Friendly-Adversarial-Training`` (or ``FAT``), ``CAT`` and ``AWP``:
-zjfheart/Friendly-Adversarial-Training, liuxingbin/CAT, csdongxian/AWP
+``Friendly-Adversarial-Training`` (or ``FAT``), ``CAT``, ``AWP`` and ``semisup-adv``:
+zjfheart/Friendly-Adversarial-Training, liuxingbin/CAT, csdongxian/AWP,
+yaircarmon/semisup-adv
 (``git clone https://github.com/<owner>/<repo> <dir>/<name>``).  Their code is imported
 from there at run time, never copied here: FAT's ``earlystop.earlystop``, CAT's
 ``trades.trades_loss`` and ``train_cat.attack_pgd``, AWP's ``AT_AWP/utils_awp.py:
-AdvWeightPerturb`` and ``trades_AWP/utils_awp.py:TradesAWP``.  CAT's loss is inline in
-``train_cat.py:main()``; its lines (261-286) are restated in ``_cat_reference_step``
-with the file's own line numbers.  ``.cuda()`` is made a no-op, ``tensorboardX`` and
+AdvWeightPerturb`` and ``trades_AWP/utils_awp.py:TradesAWP``, semisup-adv's ``losses.py:trades_loss``.  The
+training loops are inline in scripts that parse arguments at import (CAT's
+``train_cat.py:main()``, FAT's ``train``, AWP's ``train_cifar10.py`` and
+``train_trades_cifar.py``): their lines are restated here with the files' own line
+numbers.  ``.cuda()`` is made a no-op, ``tensorboardX`` and
 ``torchvision`` (imported but unused on this path) are stubbed, and the official random
 draws (``torch.randn``, ``Tensor.uniform_``) are fed the noise tf_st draws, so both sides
 start from the same points.
@@ -68,7 +73,7 @@ def official_environment(torch, path):
             stubs.append(name)
     sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
     sys.path.insert(0, path)
-    for name in ("models", "utils", "trades", "earlystop", "train_cat", "utils_awp"):
+    for name in ("models", "utils", "trades", "earlystop", "train_cat", "utils_awp", "losses"):
         sys.modules.pop(name, None)
     try:
         yield
@@ -325,6 +330,11 @@ def check_cat(torch, ref, x, y, rows):
             diffs.append(float(np.abs(g - p.grad.numpy()).max()))
         rows.append(("ALP parameter gradients", max(diffs)))
         rows.append(("ALP BN statistics after its two forwards", state_diff(m3, n3)))
+        # ... and the step: network 2's optimizer (train_cat.py:286) on both sides.
+        torch.optim.SGD(n3.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4).step()
+        opt3 = TorchSGD(0.1, momentum=0.9, coupled_weight_decay=5e-4)
+        opt3.apply(grads, m3.trainable_variables)
+        rows.append(("ALP weights + BN statistics after the step", state_diff(m3, n3)))
         del keras
 
 
@@ -375,6 +385,372 @@ def check_awp(torch, ref, x, y, rows):
             rows.append((f"AWP {variant} restored weights", state_diff(model, net)))
 
 
+# ------------------------------------------------------------------- whole steps
+#
+# The official training loops around one step, restated line by line (the scripts run
+# argparse and their data loaders at import, so their loops cannot be called); every
+# function the loops call that *is* importable (AWP's AdvWeightPerturb / TradesAWP,
+# semisup-adv's trades_loss) is taken from the checkout when one is given, else from the
+# restatements below.  What these pin is the bookkeeping a loss comparison cannot see:
+# which forwards run in train mode, in which order, and when AWP moves the weights.
+
+
+class RestatedAWP:
+    """csdongxian/AWP ``utils_awp.py`` (both variants; ``AdvWeightPerturb`` for AT,
+    ``TradesAWP`` for TRADES), restated: used when no AWP checkout is given."""
+
+    EPS = 1e-20
+
+    @staticmethod
+    def _diff(model, proxy):
+        out = {}
+        for (name, w), (_, w2) in zip(model.state_dict().items(), proxy.state_dict().items()):
+            if w.dim() > 1 and "weight" in name:
+                d = w2 - w
+                out[name] = w.norm() / (d.norm() + RestatedAWP.EPS) * d
+        return out
+
+    class _Base:
+        def __init__(self, model, proxy, proxy_optim, gamma):
+            self.model, self.proxy, self.proxy_optim, self.gamma = model, proxy, proxy_optim, gamma
+
+        def _step(self, loss):
+            self.proxy_optim.zero_grad()
+            loss.backward()
+            self.proxy_optim.step()
+            return RestatedAWP._diff(self.model, self.proxy)
+
+        def _add(self, diff, coeff):
+            import torch
+            with torch.no_grad():
+                for name, p in self.model.named_parameters():
+                    if name in diff:
+                        p.add_(coeff * diff[name])
+
+        def perturb(self, diff):
+            self._add(diff, self.gamma)
+
+        def restore(self, diff):
+            self._add(diff, -self.gamma)
+
+    class AdvWeightPerturb(_Base):
+        def calc_awp(self, inputs_adv, targets):
+            import torch.nn.functional as F
+            self.proxy.load_state_dict(self.model.state_dict())
+            self.proxy.train()
+            return self._step(-F.cross_entropy(self.proxy(inputs_adv), targets))
+
+    class TradesAWP(_Base):
+        def calc_awp(self, inputs_adv, inputs_clean, targets, beta):
+            import torch.nn.functional as F
+            self.proxy.load_state_dict(self.model.state_dict())
+            self.proxy.train()
+            nat = F.cross_entropy(self.proxy(inputs_clean), targets)
+            rob = F.kl_div(F.log_softmax(self.proxy(inputs_adv), dim=1),
+                           F.softmax(self.proxy(inputs_clean), dim=1), reduction="batchmean")
+            return self._step(-1.0 * (nat + beta * rob))
+
+
+def at_awp_step(torch, net, opt, awp, X, y, delta0, *, epsilon, alpha, iters, awp_on,
+                attack_train_mode):
+    """One batch of csdongxian/AWP ``AT_AWP/train_cifar10.py`` (``normalize`` the
+    identity: the twin networks take [0, 1] inputs): ``attack_pgd`` (lines 72-125, one
+    restart, L-inf, its uniform draw given as ``delta0``) in whatever mode the loop left
+    the model (``attack_train_mode``: train, except after the per-epoch test, line 379),
+    then lines 336-373."""
+    F = torch.nn.functional
+    net.train(attack_train_mode)
+    delta = torch.max(torch.min(delta0.clone(), 1 - X), -X)                   # 89
+    delta.requires_grad = True
+    for _ in range(iters):                                                    # 91
+        loss = F.cross_entropy(net(X + delta), y)                             # 92, 103
+        loss.backward()                                                       # 104
+        grad = delta.grad.detach()
+        d = torch.clamp(delta + alpha * torch.sign(grad), -epsilon, epsilon)  # 110
+        d = torch.max(torch.min(d, 1 - X), -X)                                # 115
+        delta.data = d.detach()                                               # 116
+        delta.grad.zero_()
+    F.cross_entropy(net(X + delta), y, reduction="none")                      # 122
+    x_adv = torch.clamp(X + delta.detach(), 0, 1)                             # 334
+    net.train()                                                               # 338
+    diff = None
+    if awp_on:                                                                # 340
+        diff = awp.calc_awp(inputs_adv=x_adv, targets=y)
+        awp.perturb(diff)
+    robust_loss = F.cross_entropy(net(x_adv), y)                              # 347-351
+    opt.zero_grad()                                                           # 358
+    robust_loss.backward()
+    opt.step()
+    if diff is not None:                                                      # 362
+        awp.restore(diff)
+    net(X)                                                                    # 365
+    return x_adv
+
+
+def trades_awp_step(torch, net, opt, awp, X, y, noise, *, epsilon, alpha, iters, beta, awp_on):
+    """One batch of csdongxian/AWP ``trades_AWP/train_trades_cifar.py``: ``perturb_input``
+    (L-inf branch; its ``torch.randn`` draw given as ``noise``) and ``train``'s step."""
+    F = torch.nn.functional
+    net.eval()                                                                # perturb_input
+    x_adv = X.detach() + 0.001 * noise
+    for _ in range(iters):
+        x_adv.requires_grad_()
+        loss_kl = F.kl_div(F.log_softmax(net(x_adv), dim=1), F.softmax(net(X), dim=1),
+                           reduction="sum")
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + alpha * torch.sign(grad.detach())
+        x_adv = torch.clamp(torch.min(torch.max(x_adv, X - epsilon), X + epsilon), 0.0, 1.0)
+    net.train()                                                               # train()
+    diff = None
+    if awp_on:
+        diff = awp.calc_awp(inputs_adv=x_adv, inputs_clean=X, targets=y, beta=beta)
+        awp.perturb(diff)
+    opt.zero_grad()
+    logits_adv = net(x_adv)
+    loss_robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(net(X), dim=1),
+                           reduction="batchmean")
+    loss = F.cross_entropy(net(X), y) + beta * loss_robust
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if diff is not None:
+        awp.restore(diff)
+    return x_adv
+
+
+def restated_rst_trades_loss(torch, model, x_natural, y, optimizer, step_size, epsilon,
+                             perturb_steps, beta, distance="l_inf"):
+    """yaircarmon/semisup-adv ``losses.py:trades_loss`` (L-inf, ``entropy_weight`` 0),
+    restated: used when no semisup-adv checkout is given."""
+    F = torch.nn.functional
+    kl = torch.nn.KLDivLoss(reduction="sum")
+    model.eval()
+    x_adv = x_natural.detach() + 0.
+    x_adv += 0.001 * torch.randn(x_natural.shape).detach()
+    for _ in range(perturb_steps):
+        x_adv.requires_grad_()
+        loss_kl = kl(F.log_softmax(model(x_adv), dim=1), F.softmax(model(x_natural), dim=1))
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
+        x_adv = torch.clamp(torch.min(torch.max(x_adv, x_natural - epsilon),
+                                      x_natural + epsilon), 0.0, 1.0)
+    model.train()
+    optimizer.zero_grad()
+    x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()
+    logits_adv = F.log_softmax(model(x_adv), dim=1)
+    logits = model(x_natural)
+    loss_natural = F.cross_entropy(logits, y, ignore_index=-1)
+    loss_robust = kl(logits_adv, F.softmax(logits, dim=1)) / len(x_natural)
+    loss = loss_natural + beta * loss_robust
+    return loss, loss_natural, loss_robust, torch.tensor(0)
+
+
+def rst_trades_step(torch, net, opt, trades_loss, X, y, noise, *, epsilon, alpha, iters, beta):
+    """One batch of semisup-adv ``robust_self_training.py`` ``train``: ``trades_loss``
+    (its ``torch.randn`` draw given as ``noise``), backward, step."""
+    with fed_noise(torch, normal=noise.numpy()):
+        loss = trades_loss(model=net, x_natural=X, y=y, optimizer=opt, step_size=alpha,
+                           epsilon=epsilon, perturb_steps=iters, beta=beta,
+                           distance="l_inf")[0]
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _start_point(method, x):
+    """The start the traced step draws for ``x`` at the optimizer's current step."""
+    if method.key.startswith("madry"):
+        return method.random_start(x, 0)
+    if method.key.startswith("fat"):
+        return method.start(x, method.attack.start, 0)
+    return method.start(x, "normal", 0, std=method.init_std)
+
+
+def tf_st_whole_steps(settings, model, batches, lr):
+    """Trains ``model`` with ``settings`` (resolved through the trainer's presets) on
+    ``batches`` (one batch per epoch, ``fit`` with the trainer's epoch-begin callback)
+    and returns the method, the resolved settings and every step's start point, as the
+    traced step draws it."""
+    import tensorflow as tf
+
+    from tf_st import methods
+    from tf_st.methods.awp import AWP
+    from tf_st.training.callbacks import MethodEpochBegin
+    from tf_st.training.optim import TorchSGD
+    from trainers import runner
+    s = runner.resolve(settings)
+    hooks = ([AWP(s.awp_gamma, s.awp_warmup, s.awp_proxy_lr, steps_per_epoch=1,
+                  first_epoch=s.awp_first_epoch)] if s.awp else [])
+    method = methods.build(s.method, model, seed=s.seed, step_hooks=hooks, **s.hparams)
+    method.compile(optimizer=TorchSGD(lr, momentum=0.9, coupled_weight_decay=5e-4))
+    method.build_optimizers()
+    starts = []
+    for step, (x, _) in enumerate(batches):
+        method.optimizer.iterations.assign(step)
+        starts.append(_start_point(method, tf.constant(x)).numpy())
+    method.optimizer.iterations.assign(0)
+    xs = np.stack([b[0] for b in batches])
+    ys = np.stack([b[1] for b in batches])
+    ds = tf.data.Dataset.from_tensor_slices((xs, ys))
+    method.fit(ds, epochs=len(batches), steps_per_epoch=1, verbose=0, shuffle=False,
+               callbacks=[MethodEpochBegin(method)])
+    return method, s, starts
+
+
+WHOLE_STEP_CASES = ("madry_awp", "trades_awp", "trades_rst")
+FAT_CASES = ("fat", "fat_trades", "fat_mart")
+
+
+def restated_fat_losses(torch):
+    """``TRADES_loss`` (FAT_for_TRADES.py:48-56) and ``MART_loss`` (FAT_for_MART.py:48-61),
+    restated: the scripts parse their arguments at import."""
+    F, nn = torch.nn.functional, torch.nn
+
+    def trades(adv_logits, natural_logits, target, beta):
+        kl = nn.KLDivLoss(reduction="sum")
+        nat = nn.CrossEntropyLoss(reduction="mean")(natural_logits, target)
+        rob = (1.0 / len(target)) * kl(F.log_softmax(adv_logits, dim=1),
+                                       F.softmax(natural_logits, dim=1))
+        return nat + beta * rob
+
+    def mart(adv_logits, natural_logits, target, beta):
+        kl = nn.KLDivLoss(reduction="none")
+        adv_probs = F.softmax(adv_logits, dim=1)
+        tmp1 = torch.argsort(adv_probs, dim=1)[:, -2:]
+        new_y = torch.where(tmp1[:, -1] == target, tmp1[:, -2], tmp1[:, -1])
+        loss_adv = F.cross_entropy(adv_logits, target) + F.nll_loss(
+            torch.log(1.0001 - adv_probs + 1e-12), new_y)
+        nat_probs = F.softmax(natural_logits, dim=1)
+        true_probs = torch.gather(nat_probs, 1, target.unsqueeze(1).long()).squeeze()
+        rob = (1.0 / len(target)) * torch.sum(
+            torch.sum(kl(torch.log(adv_probs + 1e-12), nat_probs), dim=1)
+            * (1.0000001 - true_probs))
+        return loss_adv + float(beta) * rob
+
+    return trades, mart
+
+
+def fat_step(torch, earlystop, variant, net, opt, X, y, noise, *, epsilon, alpha, iters, tau,
+             beta):
+    """One batch of ``train`` in FAT.py / FAT_for_TRADES.py / FAT_for_MART.py (omega 0;
+    the normal start, whose ``torch.randn`` draw is given as ``noise``)."""
+    F = torch.nn.functional
+    with fed_noise(torch, normal=noise.numpy()):
+        adv, target, natural, _ = earlystop(
+            net, X, y, step_size=alpha, epsilon=epsilon, perturb_steps=iters, tau=tau,
+            randominit_type="normal_distribution_randominit",
+            loss_fn="cent" if variant == "fat" else "kl", rand_init=True, omega=0)
+    trades_loss, mart_loss = restated_fat_losses(torch)
+    net.train()
+    opt.zero_grad()
+    if variant == "fat":
+        loss = F.cross_entropy(net(adv), target)
+    elif variant == "fat_trades":
+        natural_logits = net(natural)
+        loss = trades_loss(net(adv), natural_logits, target, beta)
+    else:
+        adv_logits = net(adv)
+        loss = mart_loss(adv_logits, net(natural), target, beta)
+    loss.backward()
+    opt.step()
+
+
+def check_fat_whole_step(torch, ref, variant, x, y, rows):
+    """FAT's traced step (``fit``) against the official ``train`` loop of its script, on
+    the normal start (FAT.py's uniform start goes through float32, ``.float()``, which a
+    float64 comparison cannot follow; after the start the paths are the same) with
+    omega 0."""
+    from trainers import runner
+    settings = runner.Settings(method=variant, dataset="cifar10_mini",
+                               hparams={"fat_init": "normal", "omega": 0.0})
+    model, net = twin_networks(torch, 5)
+    method, s, (start,) = tf_st_whole_steps(settings, model, [(x, y)], 0.1)
+    hp = s.hparams
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    with official_environment(torch, ref):
+        earlystop = importlib.import_module("earlystop").earlystop
+        fat_step(torch, earlystop, variant, net, opt, nchw(torch, x), torch.from_numpy(y),
+                 nchw(torch, (start - x) / 0.001), epsilon=hp["epsilon"],
+                 alpha=hp["step_size"], iters=hp["steps"],
+                 tau=int(method.current_tau.numpy()), beta=hp.get("beta", 0.0))
+    _state_rows(rows, f"{variant} whole step", model, net)
+    return net.bn.num_batches_tracked.item()
+
+
+def _state_rows(rows, label, model, net):
+    a, b = keras_state(model), torch_state(net)
+    for key in ("conv.weight", "fc.weight", "bn.weight", "bn.running_mean", "bn.running_var"):
+        scale = max(float(np.abs(b[key]).max()), 1e-300)
+        rows.append((f"{label}: {key} (relative)", float(np.abs(a[key] - b[key]).max()) / scale))
+
+
+def official_awp(torch, root):
+    """``AdvWeightPerturb`` (AT_AWP/utils_awp.py) and ``TradesAWP`` (trades_AWP/
+    utils_awp.py) of an AWP checkout; ``RestatedAWP`` without one."""
+    if root is None:
+        return RestatedAWP
+    out = types.SimpleNamespace()
+    with official_environment(torch, os.path.join(root, "AT_AWP")):
+        out.AdvWeightPerturb = importlib.import_module("utils_awp").AdvWeightPerturb
+    with official_environment(torch, os.path.join(root, "trades_AWP")):
+        out.TradesAWP = importlib.import_module("utils_awp").TradesAWP
+    return out
+
+
+def check_whole_step(torch, case, x, y, rows, refs=None, epochs=1, awp_warmup=None):
+    """tf_st's traced step(s) (``fit``) against the official loop: weights and BN
+    statistics after ``epochs`` one-batch epochs (the batch: ``x, y`` split in two
+    halves of equal size when ``epochs == 2``).  ``refs``: ``{"awp": checkout or None,
+    "semisup-adv": checkout or None}``; without a checkout the restatements above stand
+    in for its importable functions.  Returns the reference's count of BN updates
+    (``num_batches_tracked``) and whether AWP perturbed each step."""
+    from trainers import runner
+    refs = refs or {}
+    awp_mod = official_awp(torch, refs.get("awp"))
+    rst_root = refs.get("semisup-adv")
+    batches = ([(x, y)] if epochs == 1 else
+               [(x[:len(x) // 2], y[:len(y) // 2]), (x[len(x) // 2:], y[len(y) // 2:])])
+    lr = 0.1
+    method_key = case.split("_")[0]
+    settings = runner.Settings(method=method_key, dataset="cifar10_mini",
+                               awp=case.endswith("awp"), awp_warmup=awp_warmup,
+                               unlabeled="pseudo.npz" if case.endswith("rst") else None)
+    model, net = twin_networks(torch, 4)
+    _, proxy = twin_networks(torch, 4)
+    method, s, starts = tf_st_whole_steps(settings, model, batches, lr)
+    hp = s.hparams
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    perturbed = []
+    for epoch, ((xb, yb), start) in enumerate(zip(batches, starts)):
+        X, Y = nchw(torch, xb), torch.from_numpy(yb)
+        counted = epoch + s.awp_first_epoch if s.awp else 0
+        awp_on = s.awp and counted >= s.awp_warmup
+        perturbed.append(bool(awp_on))
+        if case == "madry_awp":
+            awp = awp_mod.AdvWeightPerturb(net, proxy, torch.optim.SGD(proxy.parameters(),
+                                                                       lr=s.awp_proxy_lr),
+                                           s.awp_gamma)
+            at_awp_step(torch, net, opt, awp, X, Y, nchw(torch, start - xb),
+                        epsilon=hp["epsilon"], alpha=hp["step_size"], iters=hp["steps"],
+                        awp_on=awp_on, attack_train_mode=epoch == 0)
+        elif case == "trades_awp":
+            awp = awp_mod.TradesAWP(net, proxy, torch.optim.SGD(proxy.parameters(),
+                                                                lr=s.awp_proxy_lr), s.awp_gamma)
+            trades_awp_step(torch, net, opt, awp, X, Y, nchw(torch, (start - xb) / 0.001),
+                            epsilon=hp["epsilon"], alpha=hp["step_size"], iters=hp["steps"],
+                            beta=hp["beta"], awp_on=awp_on)
+        else:
+            with (official_environment(torch, rst_root) if rst_root
+                  else contextlib.nullcontext()):
+                loss_fn = (importlib.import_module("losses").trades_loss if rst_root
+                           else (lambda **k: restated_rst_trades_loss(torch, **k)))
+                rst_trades_step(torch, net, opt, loss_fn, X, Y,
+                                nchw(torch, (start - xb) / 0.001), epsilon=hp["epsilon"],
+                                alpha=hp["step_size"], iters=hp["steps"], beta=hp["beta"])
+    _state_rows(rows, f"{case} whole step{'s' if epochs > 1 else ''}", model, net)
+    return net.bn.num_batches_tracked.item(), perturbed
+
+
 def main(argv):
     del argv
     try:
@@ -385,11 +761,12 @@ def main(argv):
         return 2
     root = _REF.value
     refs = {"fat": reference_path(root, "Friendly-Adversarial-Training", "FAT"),
-            "cat": reference_path(root, "CAT"), "awp": reference_path(root, "AWP")}
+            "cat": reference_path(root, "CAT"), "awp": reference_path(root, "AWP"),
+            "semisup-adv": reference_path(root, "semisup-adv")}
     missing = [k for k, v in refs.items() if v is None]
     if missing:
         print(f"error: no checkout of {missing} under --reference_dir={root} (expected "
-              "Friendly-Adversarial-Training/, CAT/, AWP/)", file=sys.stderr)
+              "Friendly-Adversarial-Training/, CAT/, AWP/, semisup-adv/)", file=sys.stderr)
         return 2
     import keras
     keras.config.set_floatx("float64")
@@ -402,6 +779,15 @@ def main(argv):
     check_fat(torch, refs["fat"], x, y, rows)
     check_cat(torch, refs["cat"], x, y, rows)
     check_awp(torch, refs["awp"], x, y, rows)
+    for variant in FAT_CASES:
+        check_fat_whole_step(torch, refs["fat"], variant, x, y, rows)
+    for case in WHOLE_STEP_CASES:
+        check_whole_step(torch, case, x, y, rows, refs=refs)
+    # Two one-batch epochs with the warm-up ending between them: AT-AWP counts epochs from
+    # 0 (warm-up 1 perturbs the second epoch) and attacks the second epoch's first batch
+    # in eval mode; TRADES-AWP counts from 1 (warm-up 2 perturbs the second epoch).
+    check_whole_step(torch, "madry_awp", x, y, rows, refs=refs, epochs=2, awp_warmup=1)
+    check_whole_step(torch, "trades_awp", x, y, rows, refs=refs, epochs=2, awp_warmup=2)
     width = max(len(r[0]) for r in rows)
     print(f"float64, {len(x)} cifar10_mini images, eps 8/255, step 2/255, K={K}")
     print(f"| {'quantity':<{width}} | largest |diff| |")

@@ -82,7 +82,7 @@ def test_awp_flag_reaches_the_model_card(tmp_path):
                                  "--steps=1", "--eval_examples=16", "--final_attacks=",
                                  f"--output_dir={out}"]) == 0
     card = json.loads((out / "export" / "1" / "model_card.json").read_text())
-    assert card["awp"] == {"gamma": 0.005, "warmup": 0, "proxy_lr": 0.1}
+    assert card["awp"] == {"gamma": 0.005, "warmup": 0, "proxy_lr": 0.1, "first_epoch": 1}
     assert "--awp" in (out / "flags.txt").read_text().split()
 
 

@@ -139,6 +139,10 @@ def test_onednn_kernels_reads_a_real_tf_st_step(tmp_path):
                        env={**os.environ, "PYTHONPATH": ROOT, "ONEDNN_VERBOSE": "1",
                             "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
+    if ",exec,cpu,convolution," not in r.stdout:
+        # TensorFlow turns its oneDNN ops on by default on Intel CPUs only; elsewhere (e.g.
+        # AMD EPYC) its convolutions are Eigen's and there is nothing to read.
+        pytest.skip("this TensorFlow runs no oneDNN convolution on this CPU")
     seconds, kernels = parse_verbose(r.stdout)
     assert seconds > 0
     passes = {prop for prop, _ in per_image(kernels)}

@@ -354,9 +354,12 @@ def weights_after_step(strategy, key, kwargs):
         out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
         model = keras.Model(inp, out)
         awp = kwargs.pop("awp", None)
+        eval_now = kwargs.pop("eval_now", False)
         hooks = [AWP(awp, proxy_lr=0.1)] if awp else []
         method = methods.build(key, model, steps=3, step_hooks=hooks, **kwargs)
         method.compile(optimizer=keras.optimizers.SGD(0.5))
+        if eval_now:  # this step is the first of an epoch after an evaluation
+            method.eval_attack_step.assign(0)
     before = [v.numpy().copy() for v in model.trainable_variables]
     # fit, not train_on_batch: under MirroredStrategy Keras 3's train_on_batch hands the
     # whole batch to every replica instead of splitting it.
@@ -390,6 +393,19 @@ MIRRORED_CASES.update({f"{k}_sync_bn": (k, {"bn": "sync", **({"tau": 1} if k == 
                        for k in ("st", "natural", "madry", "trades", "mart", "col", "madry2",
                                  "trades2", "mart2", "alp", "fat", "fat_trades", "fat_mart")})
 MIRRORED_CASES["trades_replica_bn"] = ("trades", {"bn": "replica"})
+# The --awp presets' loops (AT-AWP's train-mode attack inside a tf.cond with its
+# eval-mode first batch, the logging forward; TRADES-AWP's and RST's forward orders).
+MIRRORED_CASES.update({
+    "madry_awp_loop_sync_bn": ("madry", {"awp": 0.01, "attack_bn": "train", "log_forward": True,
+                                         "eval_first_batch": True, "bn": "sync"}),
+    "trades_awp_loop_sync_bn": ("trades", {"awp": 0.005, "forward_order": "adv_nat_nat",
+                                           "bn": "sync"}),
+    "trades_rst_sync_bn": ("trades", {"forward_order": "adv_nat", "bn": "sync"}),
+    # The eval-mode first batch: tf.cond on one device, both attacks and a selection
+    # under synchronized BN on two (no collective may sit in a cond branch).
+    "madry_awp_eval_batch_sync_bn": ("madry", {"awp": 0.01, "attack_bn": "train",
+                                               "log_forward": True, "eval_first_batch": True,
+                                               "eval_now": True, "bn": "sync"})})
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ the same global batch (BatchNorm statistics synchronised, float64); the trainer'
 writes and all workers resume after a kill; evaluation sharded over two workers (API and
 CLI) gives the per-example results of one device."""
 
+import pytest
 import json
 import os
 import socket
@@ -11,6 +12,8 @@ import subprocess
 import sys
 
 import numpy as np
+
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

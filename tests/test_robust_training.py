@@ -2,10 +2,13 @@
 ST-trained one is clearly above it (bundled cifar10_mini, small CNN, a few epochs)."""
 
 import keras
+import pytest
 
 from tf_st import data, methods, models
 from tf_st.evaluation import evaluate
 from tf_st.training.optim import TorchSGD
+
+pytestmark = pytest.mark.slow
 
 
 def _train(key, epochs, lr=0.02, **hparams):

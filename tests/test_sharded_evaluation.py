@@ -3,10 +3,13 @@ results of one device: the per-batch attacks and AutoAttack (all four components
 evaluation CLI with ``--cpu_devices=2`` and over two worker processes is tested end to end
 in ``tests/test_multi_worker.py``."""
 
+import pytest
 import json
 import os
 import subprocess
 import sys
+
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

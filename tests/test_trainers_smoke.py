@@ -9,6 +9,8 @@ import pytest
 from tf_st import methods
 from trainers import train
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--dataset=cifar10_mini", "--arch=small_cnn", "--epochs=1", "--steps_per_epoch=1",
          "--batch_size=16", "--steps=1", "--eval_examples=16", "--final_examples=16",

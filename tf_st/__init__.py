@@ -7,4 +7,4 @@ Conventions shared by every sub-package:
   * a "logits function" is any callable mapping such a batch to unnormalised logits.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one version string (pyproject.toml reads it)

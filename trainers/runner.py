@@ -98,6 +98,9 @@ class Settings:
     awp_gamma: Optional[float] = None
     awp_warmup: Optional[int] = None
     awp_proxy_lr: Optional[float] = None
+    # The number the warm-up gives the first epoch: 0 as AT-AWP's loop counts (madry
+    # preset), 1 as TRADES-AWP's (every other method).
+    awp_first_epoch: Optional[int] = None
     hparams: dict = dataclasses.field(default_factory=dict)
 
     def as_json(self):
@@ -132,6 +135,9 @@ def resolve(settings: Settings) -> Settings:
     preset.setdefault("lr_schedule", "piecewise")
     preset.setdefault("nesterov", False)
     preset.setdefault("lr_multipliers", None)
+    if settings.awp:
+        # Before RST's: the AWP repository's RST runs train with semisup-adv's loss.
+        preset.update(presets.awp_method_hparams(settings.method))
     if settings.unlabeled:
         rst_training, rst_hparams = presets.rst_preset(settings.method, settings.dataset)
         preset.update(rst_training)
@@ -166,6 +172,8 @@ def resolve(settings: Settings) -> Settings:
                 setattr(s, f"awp_{key}", value)
         if s.awp_gamma < 0 or s.awp_warmup < 0 or s.awp_proxy_lr <= 0:
             raise ValueError("--awp_gamma and --awp_warmup must be >= 0, --awp_proxy_lr > 0")
+        if s.awp_first_epoch not in (0, 1):
+            raise ValueError(f"--awp_first_epoch must be 0 or 1, got {s.awp_first_epoch}")
     if s.selection_split not in ("test", "holdout"):
         raise ValueError(f"--selection_split must be test or holdout, got {s.selection_split!r}")
     if s.method != "natural" and (s.hparams.get("steps") == 0 or s.hparams.get("step_size") == 0):
@@ -308,7 +316,8 @@ def fit(settings, log=print):
         hooks = []
         if s.awp:
             from tf_st.methods.awp import AWP
-            hooks.append(AWP(s.awp_gamma, s.awp_warmup, s.awp_proxy_lr, steps_per_epoch))
+            hooks.append(AWP(s.awp_gamma, s.awp_warmup, s.awp_proxy_lr, steps_per_epoch,
+                             first_epoch=s.awp_first_epoch))
         method = methods.build(s.method, networks, seed=s.seed, step_hooks=hooks, **s.hparams)
         # One optimizer per network, as the references that train several networks do.
         optimizers = {name: TorchSGD(schedule, momentum=s.momentum,
@@ -390,7 +399,8 @@ def export_best(settings, trained, log=print):
                 "num_classes": trained.num_classes, "image_shape": list(trained.image_shape),
                 "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
                 "awp": ({"gamma": s.awp_gamma, "warmup": s.awp_warmup,
-                         "proxy_lr": s.awp_proxy_lr} if s.awp else None),
+                         "proxy_lr": s.awp_proxy_lr, "first_epoch": s.awp_first_epoch}
+                        if s.awp else None),
                 "best_epoch": best_epoch,
                 "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
                 f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),

@@ -117,8 +117,12 @@ _RUN = {
                              "method (csdongxian/AWP)."),
     "awp_gamma": flags.DEFINE_float("awp_gamma", None, "AWP size gamma (preset: 0.01 madry, "
                                     "0.005 others).", lower_bound=0.0),
-    "awp_warmup": flags.DEFINE_integer("awp_warmup", None, "First 1-based epoch with AWP "
-                                       "(preset: 0 madry, 10 others).", lower_bound=0),
+    "awp_warmup": flags.DEFINE_integer("awp_warmup", None, "First epoch with AWP, counted from "
+                                       "--awp_first_epoch (preset: 0 madry, 10 others).",
+                                       lower_bound=0),
+    "awp_first_epoch": flags.DEFINE_integer(
+        "awp_first_epoch", None, "The number --awp_warmup gives the first epoch (preset: 0 "
+        "madry, as AT-AWP counts; 1 others, as TRADES-AWP).", lower_bound=0, upper_bound=1),
     "awp_proxy_lr": flags.DEFINE_float("awp_proxy_lr", None, "Learning rate of AWP's proxy "
                                        "step (preset: 0.01 madry, 0.1 others)."),
 }

@@ -2,12 +2,15 @@
 at random points, rerun the same command until it finishes: the per-example robust flags
 equal an uninterrupted run's."""
 
+import pytest
 import json
 import subprocess
 import sys
 import time
 
 from tests.reliability.relaunch import ENV, ROOT, kill_then_rerun
+
+pytestmark = pytest.mark.slow
 
 
 def _export(tmp_path):

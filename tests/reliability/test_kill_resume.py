@@ -2,6 +2,7 @@
 writes, during export and the final evaluation), rerun the same command until it
 finishes: in deterministic mode the result is bit-identical to an uninterrupted run."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 import numpy as np
 
 from tests.reliability.relaunch import ENV, ROOT, kill_then_rerun
+
+pytestmark = pytest.mark.slow
 
 ARGS = ["--deterministic", "--arch=small_cnn", "--epochs=3", "--steps_per_epoch=3",
         "--batch_size=32", "--steps=2", "--eval_examples=32", "--final_examples=32",

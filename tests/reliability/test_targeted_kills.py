@@ -16,6 +16,8 @@ import pytest
 from tests.reliability.relaunch import ENV, ROOT
 from tests.reliability.test_kill_resume import ARGS, _weights
 
+pytestmark = pytest.mark.slow
+
 # (fault point, occurrence): the 2nd best-weights write (epoch 2's, an improvement or a
 # tie), the 2nd checkpoint, the export's rename, the final report's rename.
 FAULTS = [("best.weights.h5", 2), ("checkpoint", 2), ("write:export/", 1),

@@ -42,15 +42,19 @@ def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
 
 def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entropy,
         x_init=None, random_start=True, clamp_start=False, seed=None, targeted=False,
-        track_iterates=False):
+        track_iterates=False, track_start=False, unroll=False):
     """Projected sign-gradient ascent on ``loss_fn`` (descent if ``targeted``).
 
     Start: ``x_init`` if given (used as is, not projected: references feed the raw
     start to the first forward), else ``x + U(-eps, eps)`` if ``random_start`` (clamped
     to [0, 1] first when ``clamp_start``: FAT/CAT/AWP do, ST-AT/TRADES do not), else
     ``x``.  Exactly ``steps`` updates ``x <- Proj(x + step * sign(grad))``.
-    ``track_iterates``: also return ``fooled_any[B]``, misclassified at the start or at
-    any later iterate (RST's "robust only if correct at every iterate").
+    ``track_iterates``: also return ``fooled_any[B]``, misclassified at any iterate
+    after a step (semisup-adv ``attack_pgd.py:pgd`` records correctness after each of
+    its steps, never at the start: RST's "robust only if correct at every iterate");
+    ``track_start`` also counts the start, a stricter rule than the official one.
+    ``unroll``: the steps as a Python loop instead of a ``tf.while_loop`` (MirroredStrategy
+    allows no collective, e.g. a synchronized BatchNorm's all-reduce, inside one).
     """
     x = tf.convert_to_tensor(x)
     if x_init is not None:
@@ -73,13 +77,19 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
                 logits = logits_fn(x_adv)
                 loss = tf.reduce_sum(loss_fn(logits, y))
             grad = tape.gradient(loss, x_adv)
-            fooled = fooled | wrong(logits)
+            # Iterate i is the result of step i (i >= 1): the forward at it is the one
+            # that also takes the next step's gradient.
+            counted = wrong(logits) if track_start else wrong(logits) & (i > 0)
+            fooled = fooled | counted
         else:
             grad = input_gradient(logits_fn, x_adv, y, loss_fn)
         return i + 1, project(x_adv + step * tf.sign(grad), x, epsilon), fooled
 
     fooled = tf.zeros([tf.shape(x)[0]], tf.bool)
-    if steps > 0:
+    if unroll:
+        for i in range(steps):
+            _, x_adv, fooled = body(tf.constant(i), x_adv, fooled)
+    elif steps > 0:
         _, x_adv, fooled = tf.while_loop(lambda i, *_: i < steps, body,
                                          (tf.constant(0), x_adv, fooled))
     if not track_iterates:

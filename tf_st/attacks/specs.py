@@ -115,8 +115,10 @@ class PGD(_Attack):
     """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``); ``loss='cw'`` is the
     literature's "CW-inf".  ``tau`` turns on FAT's early stop (``early_stopped_pgd``:
     ``details['passes']``); ``every_iterate`` counts an example as fooled if any iterate
-    of any restart was misclassified (RST's PGD evaluation); with ``restarts > 1`` an
-    example's result is its first fooling restart's (else the last restart's)."""
+    after a step, of any restart, was misclassified (RST's PGD evaluation; with
+    ``every_iterate_from_start`` the random start counts too, a stricter rule than
+    semisup-adv's); with ``restarts > 1`` an example's result is its first fooling
+    restart's (else the last restart's)."""
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 20
@@ -127,6 +129,10 @@ class PGD(_Attack):
     targeted: bool = False
     tau: Optional[int] = None
     every_iterate: bool = False
+    every_iterate_from_start: bool = False
+    # The steps as a Python loop (a logits function with collectives under
+    # MirroredStrategy: tf.while_loop allows none); the same numbers.
+    unroll: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -155,7 +161,8 @@ class PGD(_Attack):
             return x_adv, {"passes": passes}
         out = pgd(logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
                   steps=self.steps, loss_fn=_loss(self.loss), x_init=x0,
-                  targeted=self.targeted, track_iterates=self.every_iterate)
+                  targeted=self.targeted, track_iterates=self.every_iterate,
+                  track_start=self.every_iterate_from_start, unroll=self.unroll)
         if self.every_iterate:
             return out[0], {"fooled_any": out[1]}
         return out, {}

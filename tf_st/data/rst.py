@@ -7,7 +7,9 @@ Reference: yaircarmon/semisup-adv, ``datasets.py:SemiSupervisedSampler`` and
   when one is used up; the chunk that ends a permutation is shorter, and the batch is
   filled up with more pseudo-labelled examples), plus pseudo-labelled examples drawn
   uniformly *with replacement*; the batch is then shuffled ("without it batch-norm /
-  DataParallel hell ensues");
+  DataParallel hell ensues").  With ``unsup_fraction = 0`` nothing is filled up (the
+  sampler fills only while the labelled share is smaller than the batch): the chunk that
+  ends a permutation is a short batch, as in the reference;
 * an "epoch" is ``ceil(50000 / B)`` batches for CIFAR-10's 50,000 labelled images, i.e.
   about half of the labelled set per epoch at ``unsup_fraction = 0.5``; here
   ``ceil(N_labelled / B)`` for a labelled set of ``N_labelled``;
@@ -79,11 +81,13 @@ def batch_plan(n_labelled, n_unlabeled, batch_size, unsup_fraction, num_batches,
             if len(plan) == num_batches:
                 break
             batch = list(perm[k:k + sup_size]) if sup_size else []
-            if len(batch) < batch_size:
+            if sup_size < batch_size:
                 batch += list(n_labelled + rng.randint(n_unlabeled, size=batch_size - len(batch)))
             rng.shuffle(batch)
             plan.append(batch)
-    return np.asarray(plan, np.int64)
+    if all(len(b) == batch_size for b in plan):
+        return np.asarray(plan, np.int64)
+    return [np.asarray(b, np.int64) for b in plan]
 
 
 def rst_epochs(labelled, unlabeled, batch_size, unsup_fraction, augment, seed, first_epoch,
@@ -105,14 +109,17 @@ def rst_epochs(labelled, unlabeled, batch_size, unsup_fraction, augment, seed, f
             rng = np.random.RandomState(int(seed) * 100003 + epoch)
             plan = batch_plan(len(x_l), len(x_u), batch_size, unsup_fraction, num_batches, rng)
             for b, idx in enumerate(plan[:steps_per_epoch]):
-                keys = np.stack([np.full(batch_size, epoch * 1000003 + b),
-                                 np.arange(batch_size)], 1).astype(np.int64)
+                keys = np.stack([np.full(len(idx), epoch * 1000003 + b),
+                                 np.arange(len(idx))], 1).astype(np.int64)
                 yield pool_x[idx], pool_y[idx], keys
 
-    shape = (batch_size,) + x_l.shape[1:]
+    # Only a batch without pseudo-labelled share can be short (the end of a permutation).
+    whole = batch_size - int(batch_size * unsup_fraction) < batch_size or \
+        len(x_l) % batch_size == 0
+    rows = batch_size if whole else None
     ds = tf.data.Dataset.from_generator(generate, output_signature=(
-        tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((batch_size,), tf.int64),
-        tf.TensorSpec((batch_size, 2), tf.int64)))
+        tf.TensorSpec((rows,) + x_l.shape[1:], tf.uint8), tf.TensorSpec((rows,), tf.int64),
+        tf.TensorSpec((rows, 2), tf.int64)))
 
     def prepare(x, y, keys):
         x = tf.cast(x, tf.float32) / 255.0

@@ -12,7 +12,21 @@ Reference: csdongxian/AWP @ a7acf5d, ``AT_AWP/utils_awp.py`` and
 * the method's loss is then differentiated at the perturbed weights and the optimizer
   steps (weight decay also sees the perturbed weights);
 * ``w -= gamma * d`` with the same ``d``.
-AWP is active from 1-based epoch ``warmup`` on (AT-AWP: 0, i.e. always; TRADES-AWP: 10).
+AWP is active from epoch ``warmup`` on, counting the first epoch as ``first_epoch``:
+TRADES-AWP's loop counts from 1 (``for epoch in range(args.start_epoch=1, ...)``,
+``if epoch >= args.awp_warmup``: warm-up 10 perturbs from the tenth epoch), AT-AWP's
+from 0 (``for epoch in range(start_epoch=0, ...)``: warm-up ``k`` perturbs from the
+``(k+1)``-th epoch; its CIFAR preset is 0, always on).  The trainer's ``--awp`` presets
+give ``first_epoch`` 0 for Madry and 1 for every other method.
+
+What else the two official loops do around the step (forward order, the logging
+forward, the train-mode attack) belongs to the method: the trainer's ``--awp`` presets
+set those options of Madry and TRADES (their docstrings).  ST+AWP has no released code
+(the ST paper's "+AWP" rows): ST keeps its own loop (attack with batch statistics, its
+forward order) and takes TRADES-AWP's hook settings (gamma 0.005, warm-up from the
+tenth epoch counted from 1, proxy lr 0.1), because ST's outer loss is TRADES-like and
+TRADES-AWP is the AWP code closest to it.  MART, the collaborative objective, FAT and
+CAT take the same, with no official pairing to follow.
 
 Here the proxy is the model itself: its BN moving statistics are saved before the
 proxy forwards and restored after them (the proxy's buffers are discarded in the
@@ -46,10 +60,13 @@ def perturbable(method):
 
 
 class AWP(StepHook):
-    def __init__(self, gamma, warmup=0, proxy_lr=0.01, steps_per_epoch=None):
+    def __init__(self, gamma, warmup=0, proxy_lr=0.01, steps_per_epoch=None, first_epoch=1):
         if gamma < 0:
             raise ValueError(f"awp gamma must be >= 0, got {gamma!r}")
-        if warmup and not steps_per_epoch:
+        if first_epoch not in (0, 1):
+            raise ValueError(f"awp first_epoch must be 0 or 1, got {first_epoch!r}")
+        self.first_epoch = int(first_epoch)
+        if warmup > self.first_epoch and not steps_per_epoch:
             raise ValueError("an AWP warm-up needs steps_per_epoch")
         self.gamma, self.warmup = float(gamma), int(warmup)
         self.proxy_lr, self.steps_per_epoch = float(proxy_lr), steps_per_epoch
@@ -58,12 +75,18 @@ class AWP(StepHook):
         self._moves = {}
 
     def config(self):
-        return {"gamma": self.gamma, "warmup": self.warmup, "proxy_lr": self.proxy_lr}
+        return {"gamma": self.gamma, "warmup": self.warmup, "proxy_lr": self.proxy_lr,
+                "first_epoch": self.first_epoch}
+
+    @property
+    def always(self):
+        """No warm-up: the first epoch already counts as ``warmup`` or later."""
+        return self.warmup <= self.first_epoch
 
     def _active(self, method):
-        if not self.warmup:
+        if self.always:
             return tf.constant(True)
-        epoch = method.optimizer.iterations // self.steps_per_epoch + 1
+        epoch = method.optimizer.iterations // self.steps_per_epoch + self.first_epoch
         return epoch >= self.warmup
 
     def directions(self, method, x, y, generated):
@@ -97,7 +120,7 @@ class AWP(StepHook):
                     for w, d in zip(weights, self.directions(method, x, y, generated))]
 
         ctx = tf.distribute.get_replica_context()
-        if not self.warmup:
+        if self.always:
             moves = moves_now()
         elif ctx is not None and ctx.num_replicas_in_sync > 1:
             # Collectives cannot sit inside a tf.cond branch under MirroredStrategy: during

@@ -13,8 +13,22 @@ PGD on the batch cross-entropy from ``x + U(-eps, eps)`` *clamped to [0, 1]*, ex
 Choices and deviations:
 * BatchNorm during the attack: inference mode (``attack_bn='eval'``, as the TRADES and
   MART references attack).  robust_overfitting and AT-AWP attack in train mode,
-  updating the moving statistics on every attack forward: ``attack_bn='train'``;
-  ``attack_bn='batch_stats'`` uses batch statistics without updates (ST's convention).
+  updating the moving statistics on every attack forward: ``attack_bn='train'``, which
+  also runs their ``attack_pgd``'s last forward (the restart-selection loss at the final
+  point, one more update: ``steps + 1`` in all); ``attack_bn='batch_stats'`` uses batch
+  statistics without updates (ST's convention).
+* With ``--awp`` the trainer's presets reproduce the loop of csdongxian/AWP
+  ``AT_AWP/train_cifar10.py`` (each an option of its own):
+  ``attack_bn='train'``; ``log_forward=True``: after the update and AWP's restore, the
+  loop runs the clean batch through the model in train mode for its accuracy log
+  (``output = model(normalize(X))``), one more moving-statistics update;
+  ``eval_first_batch=True``: the loop calls ``model.train()`` only after the attack, so
+  the first batch of every epoch after the first is attacked in eval mode (the
+  per-epoch test left the model there).  The epoch boundaries come from
+  ``on_epoch_begin`` (the trainer calls it); a resumed run attacks as an uninterrupted
+  one would (the official loop, resumed, starts in train mode).  AT-AWP's warm-up
+  counts epochs from 0 (``tf_st.methods.awp.AWP(first_epoch=0)``).  Plain ``madry``
+  keeps the defaults above.
 * The random start is clamped to [0, 1] before the first forward (``clamp_start=True``,
   robust_overfitting/CAT/AT-AWP); ``clamp_start=False`` gives ST-AT's/TRADES' unclamped
   uniform start.
@@ -32,6 +46,7 @@ Choices and deviations:
 
 import dataclasses
 
+import keras
 import tensorflow as tf
 
 from tf_st.attacks import losses
@@ -48,6 +63,12 @@ class MadryHParams(HParams):
                                "unclamped start.")
     attack_bn: str = nb.attack_bn_hparam()
     neighbours: int = nb.neighbours_hparam(1)
+    log_forward: bool = hparam(False, "After the update, one more train-mode forward of the "
+                               "clean batch (BN statistics only; AT-AWP's accuracy log, the "
+                               "--awp preset).")
+    eval_first_batch: bool = hparam(False, "Attack the first batch of every epoch after the "
+                                    "first in eval-mode BN (AT-AWP's loop after its per-epoch "
+                                    "test, the --awp preset).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,19 +87,72 @@ class MadryAT(AdversarialMethod):
         # The start is drawn by the method (global-batch noise) and handed in as x_init.
         self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
                           loss="ce")
+        if self.eval_first_batch:
+            # The optimizer step at which the current epoch began, if it is not the first
+            # (-1: no eval-mode batch pending); set by on_epoch_begin.
+            self.eval_attack_step = keras.Variable(-1, dtype="int64", trainable=False,
+                                                   name="eval_attack_step")
+
+    def on_epoch_begin(self, epoch):
+        if self.eval_first_batch:
+            step = int(self.optimizer.iterations.numpy()) if epoch > 1 else -1
+            self.eval_attack_step.assign(step)
 
     def random_start(self, x, index):
         return self.start(x, "uniform_clamped" if self.clamp_start else "uniform", index)
 
+    def _attack(self, x, y, init, mode):
+        forward = nb.attack_forward(self, mode)
+        attack = self.attack
+        if mode != "eval" and nb.synchronized_replicas(self.primary):
+            attack = dataclasses.replace(attack, unroll=True)
+        if mode == "train":
+            attack = _SelectionForward(attack, forward)
+        return nb.pgd_neighbours(self, x, y, init, self.random_start, forward, attack)
+
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-        forward = nb.attack_forward(self, self.attack_bn)
-        return nb.pgd_neighbours(self, x, y, init, self.random_start, forward)
+        if not self.eval_first_batch or self.attack_bn == "eval":
+            return self._attack(x, y, init, self.attack_bn)
+        first = tf.equal(tf.cast(self.optimizer.iterations, tf.int64), self.eval_attack_step)
+        if not nb.synchronized_replicas(self.primary):
+            return tf.cond(first, lambda: self._attack(x, y, init, "eval"),
+                           lambda: self._attack(x, y, init, self.attack_bn))
+        # Synchronized BatchNorm all-reduces inside the attack, and MirroredStrategy
+        # allows no collective inside a tf.cond branch: both attacks run, the eval-mode
+        # one is kept on the first batch, and the moving statistics the other one
+        # updated are put back (an extra attack per step, only in this configuration).
+        buffers = self.primary.non_trainable_variables
+        saved = [tf.identity(v) for v in buffers]
+        other = self._attack(x, y, init, self.attack_bn)
+        for v, s in zip(buffers, saved):
+            v.assign(tf.where(first, s, v))
+        evaluated = self._attack(x, y, init, "eval")
+        return {k: tf.where(first, evaluated[k], other[k]) for k in other}
+
+    def after_apply(self, x, y, generated):
+        super().after_apply(x, y, generated)  # step hooks first: AWP restores the weights
+        if self.log_forward:
+            self.forward_train(x)
 
     def training_loss(self, x, y, generated):
         ces = [batch_mean(losses.cross_entropy(z, y))
                for z in self.forward_groups([generated[n] for n in self.names])]
         return {"loss": tf.add_n(ces) / tf.cast(len(ces), ces[0].dtype)}
+
+
+class _SelectionForward:
+    """The attack followed by one more forward at its result: robust_overfitting's and
+    AT-AWP's ``attack_pgd`` evaluates the per-example loss at the final point to pick
+    the best restart, which in train mode updates the BN moving statistics once more."""
+
+    def __init__(self, attack, forward):
+        self.attack, self.forward = attack, forward
+
+    def perturb(self, logits_fn, x, y, *, x_init=None):
+        x_adv = self.attack.perturb(logits_fn, x, y, x_init=x_init)
+        self.forward(x_adv)
+        return x_adv
 
 
 class MadryAT2(MadryAT):

@@ -9,8 +9,11 @@ regulariser (the paper: "the mean of regularization is adopted for the outer
 optimization").
 """
 
+import dataclasses
+
 import tensorflow as tf
 
+from tf_st.attacks.specs import PGD
 from tf_st.methods.hparams import hparam
 
 ATTACK_BN_MODES = ("eval", "train", "batch_stats")
@@ -51,11 +54,27 @@ def attack_forward(method, mode):
             "batch_stats": method.forward_batch_stats}[mode]
 
 
+def synchronized_replicas(net):
+    """True under several replicas with a BatchNorm that all-reduces its statistics: a
+    train-mode attack forward then holds a collective, which MirroredStrategy allows in
+    no ``tf.while_loop`` or ``tf.cond``."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return False
+    # Keras keeps no public recursive layer walk; _flatten_layers is what
+    # models.set_batchnorm uses too.
+    return any(getattr(layer, "synchronized", False)
+               for layer in net._flatten_layers(include_self=False, recursive=True))
+
+
 def pgd_neighbours(method, x, y, init, start, forward, attack=None):
     """``{name: PGD point}`` for each of ``method.names``: the ``k``-th neighbour starts
     at ``init[name]`` if given, else at ``start(x, k)``, and runs ``attack`` (default the
     method's ``attack`` spec) through ``forward``."""
     attack = attack or method.attack
+    if forward != method.forward_eval and synchronized_replicas(method.primary) \
+            and isinstance(attack, PGD):
+        attack = dataclasses.replace(attack, unroll=True)
     out = {}
     for k, name in enumerate(method.names):
         x0 = start(x, k) if init is None else tf.cast(init[name], x.dtype)

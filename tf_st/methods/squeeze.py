@@ -38,6 +38,10 @@ Deviations and additions:
 * ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start and
   ``forward_order='adv_nat'`` its adversarial-then-clean outer forwards (§1.6); both are
   the ``--unlabeled`` (RST) presets.
+* ``--awp``: ST-AT releases no AWP code (the paper's "+AWP" rows).  ST keeps its own
+  loop under AWP (attack with batch statistics and no update, its forward order, no
+  logging forward) and takes TRADES-AWP's hook settings (``tf_st.methods.awp``): ST's
+  outer loss is TRADES-like, and TRADES-AWP is the closest official AWP code.
 """
 
 import dataclasses

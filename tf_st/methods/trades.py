@@ -14,6 +14,18 @@ Reference: yaodongyu/TRADES @ 6e8e11b, ``trades.py:trades_loss``
   gradients flow through both clean forwards and BN moving statistics are updated three
   times (clean, adversarial, clean).
 
+The order of the train-mode forwards (``forward_order``) decides nothing but the BN
+moving statistics (the two clean forwards give the same logits), and the references
+differ in it:
+* ``'nat_adv_nat'`` (default): yaodongyu/TRADES, as above;
+* ``'adv_nat_nat'``: csdongxian/AWP ``trades_AWP/train_trades_cifar.py`` (``train``:
+  ``model(x_adv)``, then ``model(x_natural)`` for the KL target, then ``model(x_natural)``
+  for the CE), the preset with ``--awp``;
+* ``'adv_nat'``: yaircarmon/semisup-adv ``losses.py:trades_loss`` (``model(x_adv)`` then
+  ``model(x_natural)`` once, its logits serving both the CE and the KL target), the
+  preset with ``--unlabeled`` (robust self-training; also with ``--awp``, since the
+  AWP repository's RST runs train with semisup-adv's loss).
+
 Choices and deviations:
 * Defaults are the ST paper's comparison settings (Section 5): eps 8/255, step 2/255,
   10 steps, beta 6 (TRADES ships eps 0.031, step 0.007).
@@ -62,6 +74,16 @@ TRADES_REGULARIZERS = {"kl": _kl, "js": regularizers.js, "l2": regularizers.l2,
                        "symmetric_kl": _symmetric_kl}
 
 
+FORWARD_ORDERS = ("nat_adv_nat", "adv_nat_nat", "adv_nat")
+
+
+def update_order(forward_order, neighbours):
+    """``forward_groups``' update order over the parts ``[x, x_adv, x_adv2, ...]``."""
+    advs = tuple(range(1, neighbours + 1))
+    return {"nat_adv_nat": (0,) + advs + (0,), "adv_nat_nat": advs + (0, 0),
+            "adv_nat": advs + (0,)}[forward_order]
+
+
 def trades_regularizer(name):
     """``reg(z_nat, z_adv)`` per example, nothing detached."""
     try:
@@ -79,6 +101,11 @@ class TRADESHParams(HParams):
     init_std: float = nb.init_std_hparam()
     attack_bn: str = nb.attack_bn_hparam()
     neighbours: int = nb.neighbours_hparam(1)
+    forward_order: str = hparam(
+        "nat_adv_nat", "Order of the train-mode outer forwards (BN moving statistics only): "
+        "nat_adv_nat (TRADES), adv_nat_nat (TRADES-AWP, the --awp preset) or adv_nat "
+        "(semisup-adv RST, the --unlabeled preset).", choices=FORWARD_ORDERS,
+        flag="trades_forward_order")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +141,12 @@ class TRADES(AdversarialMethod):
                                  dataclasses.replace(self.attack, loss=inner))
 
     def training_loss(self, x, y, generated):
-        # The reference's three forwards f(x), f(x_adv), f(x) as one: the second clean
-        # forward equals the first (same weights, same batch), so it only repeats the
-        # moving-statistics update; gradients through it equal those through the first.
+        # The reference's forwards as one: a second clean forward equals the first (same
+        # weights, same batch), so it only repeats the moving-statistics update; gradients
+        # through it equal those through the first.
         parts = [x] + [generated[n] for n in self.names]
-        z_nat, *z_advs = self.forward_groups(parts,
-                                             update_order=tuple(range(len(parts))) + (0,))
+        z_nat, *z_advs = self.forward_groups(
+            parts, update_order=update_order(self.forward_order, len(self.names)))
         z_target = z_nat
         ce_nat = losses.cross_entropy(z_nat, y)
         ce = batch_mean(ce_nat)

@@ -92,13 +92,24 @@ def resolve(method, dataset):
 
 
 # AWP (csdongxian/AWP, reference-implementations.md §4.3): AT-AWP gamma 0.01 from the
-# first epoch, proxy lr 0.01; TRADES-AWP gamma 0.005 from epoch 10, proxy lr 0.1.  The
-# ST paper's "+AWP" rows have no released code (§1.7); ST, and every other method, take
-# the TRADES-AWP values (the "TRADES and ST 0.005 from epoch 10").
+# first epoch, proxy lr 0.01, epochs counted from 0 for the warm-up
+# (AT_AWP/train_cifar10.py); TRADES-AWP gamma 0.005 from epoch 10 counted from 1, proxy
+# lr 0.1 (trades_AWP/train_trades_cifar.py).  The ST paper's "+AWP" rows have no
+# released code (§1.7); ST, and every other method, take the TRADES-AWP values.
 AWP_PRESETS = {
-    "madry": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01},
-    "madry2": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01},
-    "*": {"gamma": 0.005, "warmup": 10, "proxy_lr": 0.1},
+    "madry": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01, "first_epoch": 0},
+    "madry2": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01, "first_epoch": 0},
+    "*": {"gamma": 0.005, "warmup": 10, "proxy_lr": 0.1, "first_epoch": 1},
+}
+# The method options with which --awp reproduces the official loops around the step:
+# AT_AWP/train_cifar10.py attacks in train mode (after the per-epoch test, the first
+# batch in eval mode) and runs a train-mode logging forward after the restore;
+# trades_AWP/train_trades_cifar.py runs its outer forwards adversarial, clean, clean.
+AWP_METHOD_HPARAMS = {
+    "madry": {"attack_bn": "train", "log_forward": True, "eval_first_batch": True},
+    "madry2": {"attack_bn": "train", "log_forward": True, "eval_first_batch": True},
+    "trades": {"forward_order": "adv_nat_nat"},
+    "trades2": {"forward_order": "adv_nat_nat"},
 }
 
 
@@ -106,17 +117,24 @@ def awp_preset(method):
     return dict(AWP_PRESETS.get(method, AWP_PRESETS["*"]))
 
 
+def awp_method_hparams(method):
+    return dict(AWP_METHOD_HPARAMS.get(method, {}))
+
+
 # Robust self-training (semisup-adv robust_self_training.py and ST-AT st_rst.sh,
 # reference-implementations.md §1.6, §4.4): WRN-28-10, batch 256 (half pseudo-labelled),
 # 200 epochs, lr 0.1 cosine per epoch, SGD momentum 0.9 with Nesterov, wd 5e-4,
 # eps 0.031, step 0.007, 10 steps, beta 6; ST-RST starts both points at x + U(-eps, eps)
-# and runs its outer forwards adversarial first (semisup-adv losses_stat.py).
+# and runs its outer forwards adversarial first (semisup-adv losses_stat.py); TRADES
+# runs semisup-adv losses.py:trades_loss's two forwards, adversarial then clean.
 # On the bundled demo set only the method settings, schedule and Nesterov apply.
 RST_TRAINING = {"arch": "wrn28_10", "batch_size": 256, "epochs": 200, "lr": 0.1,
                 "momentum": 0.9, "weight_decay": 5e-4}
 RST_COMMON = {"lr_schedule": "cosine", "nesterov": True}
 RST_HPARAMS = {"epsilon": 0.031, "step_size": 0.007, "steps": 10, "beta": 6.0}
-RST_METHOD_HPARAMS = {"st": {"init": "uniform", "forward_order": "adv_nat"}}
+RST_METHOD_HPARAMS = {"st": {"init": "uniform", "forward_order": "adv_nat"},
+                      "trades": {"forward_order": "adv_nat"},
+                      "trades2": {"forward_order": "adv_nat"}}
 
 
 def rst_preset(method, dataset):
