@@ -26,7 +26,7 @@ def build_tf_st(key, k, jit_compile, options, threads=0, inter_op=0):
     from tf_st import methods, models
     from tf_st.models.layers import set_batchnorm
     from tf_st.training.optim import TorchSGD
-    from tf_st.training.strategy import set_threads
+    from tf_st.distribute import set_threads
 
     options = dict(options)
     set_threads(threads, int(options.pop("inter_op_threads", inter_op)))

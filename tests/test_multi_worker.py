@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = r"""
 import json, sys
 import tensorflow as tf
-from tf_st.training.strategy import distribute_batches, make_strategy
+from tf_st.distribute import distribute_batches, make_strategy
 # Before anything else runs an op: collectives are configured at program start.
 strategy = make_strategy(sys.argv[1])
 import numpy as np
@@ -161,7 +161,7 @@ def test_trainer_two_workers_chief_writes_and_resume_after_kill(tmp_path):
 
 EVAL_JOB = r"""
 import json
-from tf_st.training.strategy import make_strategy
+from tf_st.distribute import make_strategy
 strategy = make_strategy("multi_worker")  # before any op runs
 from tests.helpers import sharded_evaluation_flags
 print("RESULT" + json.dumps(sharded_evaluation_flags(

@@ -259,10 +259,10 @@ def fit(settings, log=print):
     from tf_st.training import callbacks as cb
     from tf_st.training import checkpoint as ckpt_lib
     from tf_st.training.optim import EpochCosineSchedule, EpochPiecewiseSchedule, TorchSGD
-    from tf_st.training.strategy import make_strategy
+    from tf_st.distribute import make_strategy
 
     s, tag = settings, settings.method
-    from tf_st.training.strategy import set_threads, split_cpu
+    from tf_st.distribute import set_threads, split_cpu
     split_cpu(s.cpu_devices)
     set_threads(s.intra_op_threads, s.inter_op_threads)
     if s.deterministic:
@@ -359,7 +359,7 @@ def fit(settings, log=print):
         else:
             train_ds = data.train_epochs(train_split, s.batch_size, s.augment, s.seed,
                                          start_epoch, s.epochs, steps_per_epoch)
-        from tf_st.training.strategy import distribute_batches
+        from tf_st.distribute import distribute_batches
         train_ds = distribute_batches(strategy, train_ds, s.batch_size)
         method.fit(train_ds, epochs=s.epochs, initial_epoch=start_epoch,
                    steps_per_epoch=steps_per_epoch, callbacks=callbacks,
@@ -454,7 +454,7 @@ def run(settings, flagfile_text=None, log=print, overwrite=False):
                          f"training examples of {s.dataset}")
     worker_dir = None
     if s.strategy == "multi_worker":
-        from tf_st.training.strategy import make_strategy, worker_index
+        from tf_st.distribute import make_strategy, worker_index
         index = worker_index(make_strategy("multi_worker"))
         if index:
             # Only the chief writes the run directory.  Another worker trains in a private

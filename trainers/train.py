@@ -250,11 +250,11 @@ def main_for(default_method=None):
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         key = _METHOD.value or default_method
         # All must happen before any TensorFlow op starts the runtime.
-        from tf_st.training.strategy import set_threads, split_cpu
+        from tf_st.distribute import set_threads, split_cpu
         split_cpu(_RUN["cpu_devices"].value)
         set_threads(_RUN["intra_op_threads"].value, _RUN["inter_op_threads"].value)
         if _RUN["strategy"].value == "multi_worker":
-            from tf_st.training.strategy import make_strategy
+            from tf_st.distribute import make_strategy
             make_strategy("multi_worker")  # reads TF_CONFIG; before any op runs
         if _RUN["deterministic"].value:
             runner.make_deterministic()

@@ -83,7 +83,7 @@ def _main(argv):
     from tf_st.evaluation.saved_model import load
 
     cli.parse_flags(FLAGS, argv)
-    from tf_st.training.strategy import make_strategy, num_workers, split_cpu, worker_index
+    from tf_st.distribute import make_strategy, num_workers, split_cpu, worker_index
     if _STRATEGY.value == "multi_worker":
         if _CPU_DEVICES.value > 1:
             raise ValueError("--cpu_devices splits one host's CPU; with --strategy=multi_worker "

@@ -116,7 +116,7 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
     those of one device).  Several workers (MultiWorkerMirroredStrategy) each call this
     with the same arguments and all return the whole result.
     """
-    from tf_st.training.strategy import run_sharded
+    from tf_st.distribute import run_sharded
     check_unit_interval("epsilon", epsilon)
     specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
              for a in attacks]

@@ -349,7 +349,7 @@ def keep_variable_access_order():
 
 
 def _multi_worker():
-    from tf_st.training.strategy import num_workers
+    from tf_st.distribute import num_workers
     return num_workers(tf.distribute.get_strategy()) > 1
 
 

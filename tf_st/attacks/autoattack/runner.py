@@ -243,9 +243,9 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     of a stage at the same time (each batch whole, with its own seed: the per-example
     results are those of one device).  Several workers (MultiWorkerMirroredStrategy)
     each call this with the same arguments and all return the whole result
-    (``tf_st.training.strategy.run_sharded``).
+    (``tf_st.distribute.run_sharded``).
     """
-    from tf_st.training.strategy import run_sharded, worker_index
+    from tf_st.distribute import run_sharded, worker_index
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     t_start = time.time()
     # Every component attacks at this evaluation's epsilon.
