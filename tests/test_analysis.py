@@ -164,7 +164,7 @@ def test_cli_collaborative_and_landscape_and_angles(runs, tmp_path):
     assert [(r["model"], r["epsilon_255"]) for r in rows] == \
         [("trades", "2.0"), ("trades", "4.0"), ("st", "2.0"), ("st", "4.0")]
     from tf_st import data
-    from tf_st.evaluation.saved_model import load
+    from tf_st.saved_model import load
     x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=8)
     model = load(os.path.join(runs["trades"], "export"))
     benign = collaborative.cross_entropy(model, tf.constant(x), tf.constant(y)).numpy()

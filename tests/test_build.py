@@ -33,8 +33,8 @@ def test_build_deps_are_the_direct_imports():
 
 def test_build_graph_sees_lazy_imports_and_python_dash_m(tmp_path):
     from tests import build_graph
-    files = build_graph.imported_files("trainers/runner.py")
-    assert "export/saved_model.py" in files  # imported inside a function
+    files = build_graph.imported_files("tf_st/experiment/runner.py")
+    assert "tf_st/saved_model.py" in files  # imported inside a function
     assert "tf_st/data/__init__.py" in files  # "from tf_st import data"
     assert "tf_st/__init__.py" not in files  # the parent package of a submodule import
     assert "export/evaluate.py" in build_graph.imported_files("tests/test_trainer.py")

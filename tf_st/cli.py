@@ -36,6 +36,35 @@ else:  # pragma: no cover - a module reload
     VERBOSE_ERRORS = flags.FLAGS["verbose_errors"]
 
 
+def deterministic_requested(argv):
+    """Whether ``argv`` asks for ``--deterministic``, read as absl's parser will: a
+    ``--flagfile=...`` (a run's ``flags.txt``) expanded, the last of ``--deterministic`` /
+    ``--nodeterministic`` winning."""
+    try:
+        args = flags.FlagValues().read_flags_from_files(list(argv), force_gnu=False)
+    except Exception:  # noqa: BLE001 - a bad flagfile is reported by the real parser
+        args = list(argv)
+    wanted = False
+    for a in args:
+        if a in ("--deterministic", "--deterministic=true", "--deterministic=True",
+                 "--deterministic=1"):
+            wanted = True
+        elif a in ("--nodeterministic", "--deterministic=false", "--deterministic=False",
+                   "--deterministic=0"):
+            wanted = False
+    return wanted
+
+
+def prepare_environment(argv):
+    """What a training entry point must do before TensorFlow is imported: keep its C++
+    start-up chatter off the console, and turn oneDNN's reordered float kernels off for
+    ``--deterministic`` (TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, before
+    the flags are parsed)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if deterministic_requested(argv):
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+
+
 # Python errors of bad input; their whole message is shown.
 _INPUT_ERRORS = (ValueError, OSError, flags.Error, LookupError)
 

@@ -231,7 +231,7 @@ def test_fuzzed_image_folders_load_or_fail_naming_the_file(tmp_path):
 def test_fuzzed_savedmodels_fail_with_the_path_named(tmp_path, capsys):
     from export.saved_model import export_classifier
     from tf_st.evaluation import cli as eval_cli
-    from tf_st.evaluation.saved_model import load
+    from tf_st.saved_model import load
     good = export_classifier(_linear(), str(tmp_path / "good"))
     load(good)
     cases = {}

@@ -41,7 +41,7 @@ class Source:
     """One model to analyse: a logits function, its label and where it came from."""
 
     def __init__(self, path, label, run_dir=None):
-        from tf_st.evaluation.saved_model import load
+        from tf_st.saved_model import load
         self.path, self.label, self.run_dir = path, label, run_dir
         self.model = load(path)
 

@@ -4,10 +4,14 @@ Fig. 6; Table 1's "average of seven runs with 95% confidence intervals").
 ``python -m tf_st.analysis sweep --method=st --beta=4,6,8,12 --seeds=1,2,3 \\
     --output_dir=runs/sweep_st --train_flags="--dataset=cifar10 --epochs=120" --parallel=2``
 
-Runs (or resumes) one trainer per (beta, seed) in ``<output_dir>/runs/<method>_beta<b>_seed<s>``
-as independent processes (``--parallel`` at a time; each trainer resumes from its own
-checkpoint, so rerunning the sweep after a kill continues where it stopped; a run whose
-``evaluation.json`` is complete is not started again).  Then aggregates every
+Runs (or resumes) one experiment per (beta, seed) in
+``<output_dir>/runs/<method>_beta<b>_seed<s>`` through the run layer
+(``tf_st.experiment.run``; ``--train_flags`` are the trainer's flags, parsed and checked
+for every run before the first starts): in this process with ``--parallel=1``, else in
+``--parallel`` spawned worker processes at a time (TensorFlow's runtime is one per
+process).  Each run resumes from its own checkpoint, so rerunning the sweep after a kill
+continues where it stopped; a run whose ``evaluation.json`` is complete is not started
+again.  Then aggregates every
 ``evaluation.json``: per beta and attack, the mean accuracy over seeds and the half-width
 of its 95% confidence interval, ``t(0.975, n - 1) * s / sqrt(n)`` (Student's t, sample
 standard deviation ``s``).  Writes ``sweep.csv`` (one row per beta and attack),
@@ -19,8 +23,9 @@ clean accuracy, one point per beta with its intervals, Fig. 6), and prints the t
 import json
 import math
 import os
+import contextlib
+import multiprocessing
 import shlex
-import subprocess
 import sys
 import time
 
@@ -81,26 +86,74 @@ def finished(run_dir):
         return False
 
 
+def run_settings(method, extra, beta, seed, run_dir):
+    """``(resolved Settings, flags.txt text)`` of one run: ``extra`` (the trainer's flags)
+    parsed by the trainer's own flag declarations (``tf_st.experiment.config``) on a
+    private registry, so a bad flag fails before any run starts."""
+    from tf_st import methods
+    from tf_st.experiment import config, runner
+    fv = flags.FlagValues()
+    flag_set = config.FlagSet(fv, methods.METHODS)
+    fv(["sweep"] + list(extra) + [f"--beta={beta}", f"--seed={seed}", f"--output_dir={run_dir}"])
+    settings = runner.resolve(flag_set.settings(method))
+    return settings, flag_set.flagfile_text(settings)
+
+
+def _run_logged(settings, flagfile_text, log_path):
+    """One run with its output appended to ``log_path``; returns the exit status of the
+    trainer CLI's error policy (0, 2 bad input, 3 diverged, ...)."""
+    from tf_st import cli
+    from tf_st.experiment import runner
+    with open(log_path, "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        try:
+            runner.run(settings, flagfile_text=flagfile_text)
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - cli.report re-raises bugs
+            return cli.report(e)
+    return 0
+
+
+def _worker(settings, flagfile_text, log_path):
+    if settings.deterministic:  # before this process imports TensorFlow
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    sys.exit(_run_logged(settings, flagfile_text, log_path))
+
+
 def train_all(jobs, parallel, log_dir):
-    """Runs ``jobs`` (``(name, argv)``) ``parallel`` at a time; returns ``{name: status}``."""
+    """Runs ``jobs`` (``(name, settings, flags.txt text)``), in this process when
+    ``parallel`` is 1, else ``parallel`` spawned processes at a time; returns ``{name:
+    status}``."""
     os.makedirs(log_dir, exist_ok=True)
-    pending, running, status = list(jobs), {}, {}
-    started = time.time()
-    total = len(jobs)
+    started, total, status = time.time(), len(jobs), {}
+
+    def done(name, code):
+        status[name] = code
+        outcome = "finished" if code == 0 else (
+            f"FAILED (exit {code}, see {os.path.join(log_dir, name + '.log')})")
+        print(f"[sweep] {name} {outcome} [{len(status)}/{total}, {time.time() - started:.0f}s]",
+              flush=True)
+
+    if parallel == 1:
+        for i, (name, settings, text) in enumerate(jobs):
+            print(f"[sweep] started {name} ({i + 1}/{total})", flush=True)
+            done(name, _run_logged(settings, text, os.path.join(log_dir, f"{name}.log")))
+        return status
+    context = multiprocessing.get_context("spawn")
+    pending, running = list(jobs), {}
     while pending or running:
         while pending and len(running) < parallel:
-            name, argv = pending.pop(0)
-            log = open(os.path.join(log_dir, f"{name}.log"), "a")
-            running[name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log)
+            name, settings, text = pending.pop(0)
+            proc = context.Process(target=_worker, name=name,
+                                   args=(settings, text, os.path.join(log_dir, f"{name}.log")))
+            proc.start()
+            running[name] = proc
             print(f"[sweep] started {name} ({len(status) + len(running)}/{total})", flush=True)
         time.sleep(0.5)
-        for name, (proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                status[name] = proc.returncode
+        for name, proc in list(running.items()):
+            if not proc.is_alive():
+                proc.join()
                 del running[name]
-                print(f"[sweep] {name} {'finished' if proc.returncode == 0 else 'FAILED (exit ' + str(proc.returncode) + ', see ' + os.path.join(log_dir, name + '.log') + ')'}"
-                      f" [{len(status)}/{total}, {time.time() - started:.0f}s]", flush=True)
+                done(name, proc.exitcode)
     return status
 
 
@@ -144,8 +197,7 @@ def run(fv):
         raise ValueError(f"--train_flags may not set {bad[0]}: the sweep sets it")
     grid = [(b, s, os.path.join(out, "runs", run_name(method, b, s))) for b in betas for s in seeds]
     if not fv["aggregate_only"].value:
-        jobs = [(os.path.basename(d), [sys.executable, "-m", "trainers.train", f"--method={method}",
-                                       f"--beta={b}", f"--seed={s}", f"--output_dir={d}", *extra])
+        jobs = [(os.path.basename(d), *run_settings(method, extra, b, s, d))
                 for b, s, d in grid if not finished(d)]
         print(f"[sweep] {len(grid) - len(jobs)} of {len(grid)} runs already finished", flush=True)
         status = train_all(jobs, fv["parallel"].value, os.path.join(out, "logs"))

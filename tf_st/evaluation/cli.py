@@ -5,7 +5,7 @@ r"""Evaluates a SavedModel under attack and writes a JSON report.
 
 (``python -m export.evaluate`` is the same command.)  Any SavedModel whose signature maps
 [0, 1] NHWC float images to logits works, not only ours
-(``tf_st.evaluation.saved_model.LoadedClassifier``).  Attack names are those of
+(``tf_st.saved_model.LoadedClassifier``).  Attack names are those of
 ``tf_st.attacks.parse``.  Everything that can be checked is checked before any attack
 runs (attack names, the output path, the model's input shape against the data); an
 expected failure prints one ``error:`` line and exits with status 2.
@@ -80,7 +80,7 @@ def _main(argv):
     from tf_st import data
     from tf_st.attacks.specs import parse
     from tf_st.evaluation import report
-    from tf_st.evaluation.saved_model import load
+    from tf_st.saved_model import load
 
     cli.parse_flags(FLAGS, argv)
     from tf_st.distribute import make_strategy, num_workers, split_cpu, worker_index

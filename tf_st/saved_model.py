@@ -1,0 +1,133 @@
+"""SavedModel export of classifiers and loading of any image-to-logits SavedModel.
+
+Export layout (TF Serving): ``<export_dir>/<version>/{saved_model.pb, variables/,
+model_card.json}``.  The ``serving_default`` signature takes ``image`` (float32 NHWC in
+[0, 1]) and returns ``logits`` and ``probabilities``.  Only the classifier is exported
+(inference-mode BatchNorm), never the training wrapper.  The version directory is
+written under a temporary name and renamed into place, so a crash never leaves a
+half-written version that TF Serving or ``load`` would pick up.
+
+Loading accepts not only tf_st's exports: any SavedModel whose ``serving_default`` (or
+named) signature takes one 4-D float NHWC batch and returns ``logits`` (or a single
+output) becomes a logits function (evaluation's input).  Both live in this bottom-level
+module so that the run layer (export), evaluation (load) and the ``export`` package
+share one implementation.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tf_st.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
+
+MODEL_CARD = "model_card.json"
+
+
+def versions(export_dir):
+    return [int(d) for d in os.listdir(export_dir)
+            if d.isdigit() and os.path.isdir(os.path.join(export_dir, d))]
+
+
+class LoadedClassifier:
+    """A loaded SavedModel as a logits function: ``clf(x) -> logits`` (float32).
+
+    Accepts any SavedModel whose ``serving_default`` (or ``signature``) signature has
+    one 4-D float input and either an output named ``logits`` or a single output."""
+
+    def __init__(self, path, signature="serving_default"):
+        self.path = _resolve_version(path)
+        try:
+            self._module = tf.saved_model.load(self.path)
+        except Exception as e:  # noqa: BLE001 - protobuf, OpError, OSError: all one answer
+            reason = (getattr(e, "message", None) or str(e)).strip().splitlines()
+            raise ValueError(f"cannot load the SavedModel at {self.path} "
+                             f"({type(e).__name__}: {reason[0] if reason else 'no detail'}); "
+                             "is it a complete export?") from e
+        sigs = getattr(self._module, "signatures", {})
+        if signature not in sigs:
+            raise ValueError(f"SavedModel at {self.path} has no signature {signature!r} "
+                             f"(has: {sorted(sigs)})")
+        self._fn = sigs[signature]
+        args, kwargs = self._fn.structured_input_signature
+        inputs = list(kwargs.items())
+        if args or len(inputs) != 1:
+            raise ValueError(f"signature {signature!r} must take exactly one named input, "
+                             f"got args={args} kwargs={sorted(kwargs)}")
+        self.input_name, spec = inputs[0]
+        if spec.shape.rank != 4 or not spec.dtype.is_floating:
+            raise ValueError(f"signature input {self.input_name!r} must be a 4-D float "
+                             f"NHWC image batch, got {spec}")
+        self.input_spec = spec
+        outputs = self._fn.structured_outputs
+        if "logits" in outputs:
+            self.output_name = "logits"
+        elif len(outputs) == 1:
+            self.output_name = next(iter(outputs))
+        else:
+            raise ValueError(f"signature {signature!r} has outputs {sorted(outputs)}; "
+                             "expected one named 'logits' or a single output")
+        self.model_card = None
+        card = os.path.join(self.path, MODEL_CARD)
+        if os.path.exists(card):
+            try:
+                with open(card) as f:
+                    self.model_card = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"the model card {card} is unreadable ({e})") from None
+
+    @property
+    def image_shape(self):
+        return tuple(self.input_spec.shape[1:])
+
+    def __call__(self, x):
+        x = tf.cast(x, self.input_spec.dtype)
+        return self._fn(**{self.input_name: x})[self.output_name]
+
+
+def _resolve_version(path):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no SavedModel directory at {path}")
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    found = versions(path)
+    if not found:
+        raise FileNotFoundError(f"{path} holds neither saved_model.pb nor numbered versions")
+    return os.path.join(path, str(max(found)))
+
+
+def load(path, signature="serving_default"):
+    return LoadedClassifier(path, signature)
+
+
+def export_classifier(classifier, export_dir, *, version=None, model_card=None, overwrite=False):
+    """Exports ``classifier`` (a Keras model mapping [0,1] NHWC images to logits).
+
+    ``version`` defaults to one more than the highest existing version.  Returns the
+    version directory."""
+    os.makedirs(export_dir, exist_ok=True)
+    if version is None:
+        version = max(versions(export_dir), default=0) + 1
+    final = os.path.join(export_dir, str(int(version)))
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(f"{final} exists; pass overwrite=True or another version")
+    height, width, channels = classifier.input_shape[1:]
+    compute_dtype = classifier.inputs[0].dtype if classifier.inputs else "float32"
+
+    def serve(image):
+        logits = tf.cast(classifier(tf.cast(image, compute_dtype), training=False), tf.float32)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    archive.add_endpoint(
+        "serve", serve,
+        input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32, name="image")])
+    # A kill during an earlier export leaves its temporary directory behind.
+    remove_stale_temporaries(export_dir)
+    with atomic_path(final, directory=True) as tmp:
+        archive.write_out(tmp, verbose=False)
+        if model_card is not None:
+            atomic_write_json(os.path.join(tmp, MODEL_CARD), model_card)
+    return final
