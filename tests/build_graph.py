@@ -7,6 +7,10 @@ branches merge, the deps are regenerated rather than edited by hand:
 
   python tests/build_graph.py          # prints what differs
   python tests/build_graph.py --fix    # rewrites the deps lists in BUILD
+
+``srcs`` may be a Bazel ``glob([...])`` (``tf_st_methods`` takes every module of
+``tf_st/methods``, so a new method module needs no BUILD edit); the parser expands it
+against the tree and ``--fix`` leaves it as written.
 """
 
 import ast
@@ -20,14 +24,54 @@ PACKAGES = ("tf_st", "trainers", "export", "benchmarks", "tests")
 RULE = re.compile(r'(py_\w+)\(\n(.*?)\n\)', re.S)
 
 
+GLOB = re.compile(r'glob\(\s*\[(.*?)\]\s*(?:,\s*exclude\s*=\s*\[(.*?)\]\s*)?,?\s*\)', re.S)
+SRCS = re.compile(r'^    srcs = (.*?),?$(?=\n    \w+ = |\Z)', re.S | re.M)
+
+
+def expand_glob(patterns, exclude=()):
+    """The files of a Bazel ``glob(patterns, exclude)``, sorted: ``*`` stays inside one
+    directory, ``**`` crosses directories (Python's ``glob`` with ``recursive``)."""
+    found = set()
+    for pattern in patterns:
+        found |= {os.path.relpath(p, ROOT).replace(os.sep, "/") for p in
+                  glob.glob(os.path.join(ROOT, pattern), recursive=True) if os.path.isfile(p)}
+    for pattern in exclude:
+        found -= {os.path.relpath(p, ROOT).replace(os.sep, "/") for p in
+                  glob.glob(os.path.join(ROOT, pattern), recursive=True)}
+    return sorted(found)
+
+
+def globs(text):
+    """``[(patterns, exclude)]`` of every ``glob(...)`` in ``text``."""
+    return [(re.findall(r'"([^"]+)"', m.group(1)), re.findall(r'"([^"]+)"', m.group(2) or ""))
+            for m in GLOB.finditer(text)]
+
+
+def expand_srcs(expr):
+    """The Python files a ``srcs`` expression names: its string literals, and the
+    files its ``glob([...])`` calls match (``[...] + glob([...])`` works too)."""
+    files = [f for patterns, exclude in globs(expr) for f in expand_glob(patterns, exclude)]
+    literal = GLOB.sub("", expr)
+    files += re.findall(r'"([\w/.]+\.py)"', literal)
+    return sorted(set(f for f in files if f.endswith(".py")))
+
+
+def listed_files(text):
+    """Every Python file BUILD names: string literals anywhere, and glob matches."""
+    return set(re.findall(r'"([\w/.]+\.py)"', GLOB.sub("", text))) | {
+        f for patterns, exclude in globs(text) for f in expand_glob(patterns, exclude)
+        if f.endswith(".py")}
+
+
 def parse_build(text):
-    """``[{kind, name, srcs, deps, span}]`` in file order."""
+    """``[{kind, name, srcs, deps, span}]`` in file order (``srcs`` with its globs
+    expanded)."""
     rules = []
     for m in RULE.finditer(text):
         body = m.group(2)
         name = re.search(r'name = "([^"]+)"', body).group(1)
-        srcs_m = re.search(r'srcs = \[(.*?)\]', body, re.S)
-        srcs = re.findall(r'"([\w/.]+\.py)"', srcs_m.group(1)) if srcs_m else []
+        srcs_m = SRCS.search(body)
+        srcs = expand_srcs(srcs_m.group(1)) if srcs_m else []
         deps_m = re.search(r'deps = \[(.*?)\]', body, re.S)
         deps = re.findall(r'":([\w]+)"', deps_m.group(1)) if deps_m else []
         rules.append(dict(kind=m.group(1), name=name, srcs=srcs, deps=deps, span=m.span()))
@@ -134,8 +178,9 @@ def add_missing(text):
             lib = _library_for(path)
             m = re.search(r'name = "%s",\n    srcs = \[(.*?)\]' % re.escape(lib), text, re.S)
             if m is None:
-                raise SystemExit(f"BUILD has no rule {lib!r} for {path}: add a py_library "
-                                 "for the new package, then rerun --fix")
+                raise SystemExit(f"BUILD has no rule {lib!r} with a list of srcs for {path}: "
+                                 "add a py_library for the new package (or widen its glob), "
+                                 "then rerun --fix")
             srcs = sorted(set(re.findall(r'"([\w/.]+)"', m.group(1))) | {path})
             text = text[:m.start(1)] + ", ".join(f'"{x}"' for x in srcs) + text[m.end(1):]
     return text

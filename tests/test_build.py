@@ -2,7 +2,6 @@
 
 import glob
 import os
-import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -10,7 +9,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_every_module_and_test_is_in_build():
     with open(os.path.join(ROOT, "BUILD")) as f:
         build = f.read()
-    listed = set(re.findall(r'"([\w/.]+\.py)"', build))
+    from tests import build_graph
+    listed = build_graph.listed_files(build)  # string literals and glob([...]) matches
+    empty = [g for g in build_graph.globs(build) if not build_graph.expand_glob(*g)]
+    assert not empty, f"globs that match nothing (an error in Bazel): {empty}"
     files = {os.path.relpath(p, ROOT) for d in ("tf_st", "trainers", "export", "benchmarks", "tests")
              for p in glob.glob(os.path.join(ROOT, d, "**", "*.py"), recursive=True)}
     missing = sorted(files - listed)
@@ -38,3 +40,33 @@ def test_build_graph_sees_lazy_imports_and_python_dash_m(tmp_path):
     assert "tf_st/data/__init__.py" in files  # "from tf_st import data"
     assert "tf_st/__init__.py" not in files  # the parent package of a submodule import
     assert "export/evaluate.py" in build_graph.imported_files("tests/test_trainer.py")
+
+
+def test_a_glob_covers_a_new_method_module_and_fix_keeps_it(tmp_path, monkeypatch):
+    """``tf_st_methods`` lists its sources with ``glob``: a new module under
+    tf_st/methods/ is a source of the rule without a BUILD edit, and ``--fix`` leaves the
+    glob as written."""
+    from tests import build_graph
+    with open(os.path.join(ROOT, "BUILD")) as f:
+        build = f.read()
+    assert 'srcs = glob(["tf_st/methods/*.py"]),' in build
+    assert build_graph.fix(build) == build
+    rule = next(r for r in build_graph.parse_build(build) if r["name"] == "tf_st_methods")
+    assert rule["srcs"] == sorted(os.path.relpath(p, ROOT) for p in
+                                  glob.glob(os.path.join(ROOT, "tf_st/methods/*.py")))
+    # A copy of the tree's shape with one more method module.
+    (tmp_path / "tf_st" / "methods" / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "madry.py", "foo.py", "sub/deeper.py"):
+        (tmp_path / "tf_st" / "methods" / name).write_text("")
+    monkeypatch.setattr(build_graph, "ROOT", str(tmp_path))
+    text = ('py_library(\n    name = "tf_st_methods",\n    srcs = glob(["tf_st/methods/*.py"]),'
+            '\n)\n\npy_library(\n    name = "x",\n    srcs = ["a.py"] + glob(\n'
+            '        ["tf_st/**/*.py"],\n        exclude = ["tf_st/methods/*.py"],\n    ),\n)\n')
+    rules = build_graph.parse_build(text)
+    assert rules[0]["srcs"] == ["tf_st/methods/__init__.py", "tf_st/methods/foo.py",
+                                "tf_st/methods/madry.py"]
+    assert rules[1]["srcs"] == ["a.py", "tf_st/methods/sub/deeper.py"]
+    assert build_graph.listed_files(text) == {"a.py", "tf_st/methods/__init__.py",
+                                              "tf_st/methods/foo.py", "tf_st/methods/madry.py",
+                                              "tf_st/methods/sub/deeper.py"}
+    assert build_graph.add_missing(text) == text  # nothing to add: the globs cover it all

@@ -66,6 +66,21 @@ def test_names_parse_round_trip_and_bad_ones_fail():
             parse(bad)
 
 
+def test_one_list_of_attack_names():
+    """ATTACK_NAMES is what parse accepts and what every message lists."""
+    for name in specs.ATTACK_NAMES:
+        parse(name.replace("<N>", "7"))
+    assert specs.describe_names() == ("clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, "
+                                      "apgd-t, fab-t or square")
+    with pytest.raises(ValueError) as raised:
+        parse("foo")
+    assert str(raised.value) == ("unknown attack 'foo': use clean, fgsm, pgd<N> (e.g. pgd20, "
+                                 "pgd100), cw<N> (e.g. cw100), pgd_rst, aa, apgd-ce, apgd-t, "
+                                 "fab-t or square")
+    from tf_st.evaluation import cli
+    assert specs.describe_names() in cli.FLAGS["attacks"].help
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda: specs.PGD(epsilon=8), r"\[0, 1\]"), (lambda: specs.PGD(step_size=2), r"\[0, 1\]"),
     (lambda: specs.PGD(steps=-1), "steps"), (lambda: specs.PGD(restarts=0), "restarts"),

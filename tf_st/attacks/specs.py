@@ -14,7 +14,8 @@ A spec validates itself at construction (one range check, ``checks``).
 * ``AutoAttack`` orchestrates its components over a whole dataset (later attacks only on
   still-robust points), so it is not a per-batch attack: ``batched = False`` and
   ``spec.evaluate(logits_fn, x, y, ...)`` runs it (``tf_st.attacks.autoattack``).
-* ``parse("pgd20", epsilon=..., step_size=...)``: ``clean``, ``fgsm``, ``pgd<N>``,
+* ``parse("pgd20", epsilon=..., step_size=...)``: the names of ``ATTACK_NAMES``
+  (``describe_names()`` for messages): ``clean``, ``fgsm``, ``pgd<N>``,
   ``cw<N>``, ``pgd_rst`` (semisup-adv's PGD_Ours: 40 steps of 0.01, 5 restarts, robust
   only if correct at every iterate), ``aa``, and ``apgd-ce``, ``apgd-t``, ``fab-t``,
   ``square`` at their AutoAttack settings.
@@ -345,6 +346,22 @@ class AutoAttack:
                                batch_size=batch_size)
 
 
+# The attack names ``parse`` accepts (``<N>``: a positive number of steps), in the order
+# every message lists them: the one list behind parse's error and the command lines'
+# help and validators (``describe_names``).
+ATTACK_NAMES = ("clean", "fgsm", "pgd<N>", "cw<N>", "pgd_rst", "aa", "apgd-ce", "apgd-t",
+                "fab-t", "square")
+_NAME_EXAMPLES = {"pgd<N>": "pgd20, pgd100", "cw<N>": "cw100"}
+
+
+def describe_names(examples=False):
+    """``'clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, apgd-t, fab-t or square'``
+    (``examples``: ``pgd<N> (e.g. pgd20, pgd100)``, ...), for messages and help."""
+    names = [f"{n} (e.g. {_NAME_EXAMPLES[n]})" if examples and n in _NAME_EXAMPLES else n
+             for n in ATTACK_NAMES]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
     """The spec an attack name denotes (see the module docstring)."""
     name = name.strip()
@@ -364,5 +381,4 @@ def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
     if m and int(m.group(2)) > 0:
         return PGD(epsilon=epsilon, step_size=step_size, steps=int(m.group(2)),
                    loss="ce" if m.group(1) == "pgd" else "cw")
-    raise ValueError(f"unknown attack {name!r}: use clean, fgsm, pgd<N> (e.g. pgd20, pgd100), "
-                     f"cw<N> (e.g. cw100), pgd_rst, aa, apgd-ce, apgd-t, fab-t or square")
+    raise ValueError(f"unknown attack {name!r}: use {describe_names(examples=True)}")

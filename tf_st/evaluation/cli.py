@@ -20,6 +20,7 @@ import sys
 from absl import flags
 
 from tf_st import cli
+from tf_st.attacks.specs import describe_names
 
 FLAGS = flags.FlagValues()
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel dir (or TF-Serving base "
@@ -31,7 +32,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir or image-folder
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate on.", flag_values=FLAGS)
 _ATTACKS = flags.DEFINE_list(
     "attacks", ["clean", "fgsm", "pgd20", "pgd100", "cw100"],
-    "Comma-separated: clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, apgd-t, fab-t, square.",
+    f"Comma-separated, each one of: {describe_names()}.",
     flag_values=FLAGS)
 _EPSILON = flags.DEFINE_float("epsilon", 8 / 255, "L-inf budget in [0, 1] units.",
                               flag_values=FLAGS)

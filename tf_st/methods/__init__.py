@@ -1,44 +1,38 @@
 """Training methods: one module per method, one lowercase key per method everywhere.
 
 ``build(key, classifier, **hparams)`` returns a ``keras.Model`` with ``generate``,
-``training_loss`` and ``train_step`` (see ``base.AdversarialMethod``).
+``training_loss`` and ``train_step`` (see ``base.AdversarialMethod``); ``get(key)``
+returns the class.
+
+Methods register themselves: a subclass of ``AdversarialMethod`` defined in a module of
+this package with ``key = "..."`` in its own body lands in ``METHODS`` (see
+``registry``).  Importing this package imports every public module of it (sorted by
+name), so a new method is one new module here and nothing else; its class is then
+also importable from ``tf_st.methods`` under its own name, as the existing ones are.
 """
 
-from tf_st.methods.alp import ALP
-from tf_st.methods.base import AdversarialMethod, StepHook
-from tf_st.methods.cat import CAT
-from tf_st.methods.collaborative import CollaborativeTraining
-from tf_st.methods.fat import FAT, FATMART, FATTRADES
-from tf_st.methods.madry import MadryAT, MadryAT2
-from tf_st.methods.mart import MART, MART2
-from tf_st.methods.natural import NaturalTraining
-from tf_st.methods.squeeze import SqueezeTraining
-from tf_st.methods.trades import TRADES, TRADES2
+import importlib
+import pkgutil
 
-METHODS = {
-    "st": SqueezeTraining,
-    "natural": NaturalTraining,
-    "madry": MadryAT,
-    "trades": TRADES,
-    "mart": MART,
-    "col": CollaborativeTraining,
-    "madry2": MadryAT2,
-    "trades2": TRADES2,
-    "mart2": MART2,
-    "alp": ALP,
-    "cat": CAT,
-    "fat": FAT,
-    "fat_trades": FATTRADES,
-    "fat_mart": FATMART,
-}
+from tf_st.methods.base import AdversarialMethod, StepHook
+from tf_st.methods.registry import METHODS, get
+
+
+def _import_modules():
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_modules()
+
+# MadryAT, TRADES, ... as attributes of the package, as before the registry.
+_CLASSES = {cls.__name__: cls for cls in METHODS.values()}
+globals().update(_CLASSES)
 
 
 def build(key, classifier, **hparams):
-    try:
-        cls = METHODS[key]
-    except KeyError:
-        raise ValueError(f"unknown method {key!r}; choose one of {sorted(METHODS)}") from None
-    return cls(classifier, **hparams)
+    return get(key)(classifier, **hparams)
 
 
-__all__ = ["AdversarialMethod", "METHODS", "StepHook", "build"]
+__all__ = ["AdversarialMethod", "METHODS", "StepHook", "build", "get", *sorted(_CLASSES)]

@@ -40,6 +40,7 @@ import keras
 import tensorflow as tf
 
 from tf_st.attacks import losses, starts
+from tf_st.methods import registry
 from tf_st.methods.hparams import HParams
 from tf_st.models.folding import fold_batchnorm
 from tf_st.models.layers import batch_groups
@@ -58,7 +59,8 @@ class StepHook:
 
 class AdversarialMethod(keras.Model):
     """Base class; subclasses set ``key``, ``term_names`` and ``HParams`` and implement
-    ``generate`` and ``training_loss``."""
+    ``generate`` and ``training_loss``.  Setting ``key`` in a class body of a
+    ``tf_st.methods`` module registers the class under it (``registry``)."""
 
     key = None
     term_names = ("loss",)
@@ -68,6 +70,13 @@ class AdversarialMethod(keras.Model):
     # later epoch).
     selection_attack = "pgd20"
     selection_strict = False
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass of a ``tf_st.methods`` module that sets ``key`` in its own body
+        registers itself (``tf_st.methods.registry``)."""
+        super().__init_subclass__(**kwargs)
+        if registry.registers_itself(cls):
+            registry.register(cls)
 
     def __init__(self, networks, *, seed=0, name=None, step_hooks=(), **hparams):
         super().__init__(name=name or self.key or "method")

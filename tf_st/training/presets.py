@@ -1,101 +1,138 @@
-"""Paper settings as readable presets, per (method, dataset).
+"""Paper settings as readable presets: one table, ``PRESETS``, keyed by
+``(dataset, method)``.
 
-A trainer flag left unset takes its value from here; every value cites its source.
-ST: Li et al., ICLR 2023, Section 5 ("Experimental settings") and Section 5.1 (beta),
-and ST-AT ``train_stat.py`` (reference-implementations.md §1.1).
+A trainer flag left unset takes its value from ``resolve(method, dataset)``; every
+value of the table cites its source in the comment above it.  ``"*"`` is a wildcard;
+for one cell the layers apply in this order, later ones winning:
+
+  the method's ``HParams`` defaults (``tf_st.methods``; the base ``HParams`` for a key
+  no method registers) < ``("*", "*")`` < ``(dataset, "*")`` < ``("*", method)`` <
+  ``(dataset, method)``.
+
+A value equal to the method's ``HParams`` default is not written here: the dataclass
+field (which cites its source in its help) is its one place, and ``resolve`` reads it
+from there.  A method without entries of its own therefore trains with the dataset's
+presets and its own defaults.  Dataset aliases: ``svhn_cropped`` is ``svhn``, and image
+folders are trained like CIFAR-10 (``image_folder`` reads the ``cifar10`` cells).
+
+AWP (``AWP_PRESETS``, ``AWP_METHOD_HPARAMS``) and robust self-training (``RST_*``) keep
+tables of their own: they are modifiers applied on top of any ``(dataset, method)`` cell
+when ``--awp`` / ``--unlabeled`` is given (``awp_preset``, ``awp_method_hparams``,
+``rst_preset``), not cells of it.
+
+Sources: ST is Li et al., ICLR 2023, Section 5 ("Experimental settings") and Section
+5.1 (beta), and qizhangli/ST-AT ``train_stat.py``; the others are named at their entries.
 """
 
 import copy
+import dataclasses
 
-# Settings every method shares on a dataset in the ST paper's comparisons (Section 5):
-# ResNet-18, batch 128, SGD momentum 0.9, weight decay 5e-4 (coupled, PyTorch-style),
-# eps 8/255, K = 10 inner steps.
-_COMMON = {"arch": "resnet18", "batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4,
-           "epsilon": 8 / 255, "steps": 10}
+# Every dataset with presets (``resolve`` rejects the others).
+DATASETS = ("cifar10", "cifar100", "svhn", "image_folder", "cifar10_mini")
+DATASET_ALIASES = {"svhn_cropped": "svhn", "image_folder": "cifar10"}
 
-DATASET_PRESETS = {
-    # CIFAR: 120 epochs, lr 0.1 cut x0.1 at epochs 80 and 100, step 2/255, crop + flip.
-    "cifar10": {**_COMMON, "epochs": 120, "lr": 0.1, "lr_milestones": (80, 100),
-                "step_size": 2 / 255, "augment": "crop_flip"},
-    "cifar100": {**_COMMON, "epochs": 120, "lr": 0.1, "lr_milestones": (80, 100),
-                 "step_size": 2 / 255, "augment": "crop_flip"},
-    # SVHN: 80 epochs, lr 0.01 cut at 50 and 65, step 1/255, no augmentation
-    # (ST-AT trains SVHN with transform_test).
-    "svhn": {**_COMMON, "epochs": 80, "lr": 0.01, "lr_milestones": (50, 65),
-             "step_size": 1 / 255, "augment": "none"},
-    # Image folders are treated like CIFAR-10.
-    "image_folder": None,
+# CIFAR-10 and CIFAR-100 in the ST paper (Section 5; qizhangli/ST-AT train_stat.py):
+# 120 epochs, lr 0.1 cut x0.1 at epochs 80 and 100, random crop + flip.  The step size
+# 2/255 is the HParams default.
+_CIFAR = {"epochs": 120, "lr": 0.1, "lr_milestones": (80, 100), "augment": "crop_flip"}
+
+# CAT (liuxingbin/CAT train_cat.sh / train_cat.py): 200 epochs, lr 0.1 (the CIFAR
+# value) cut x0.1 at epochs 100 and 150.  Its batch 128, SGD momentum 0.9, wd 5e-4,
+# eps 8/255, step 2/255, 10 steps and ResNet-18 are the shared settings above; its alpha
+# 1/20, TRADES beta 6 and members trades,alp are CATHParams defaults.  ALP alone is
+# trained like CAT's ALP network.  The bundled demo set keeps its smoke-scale schedule.
+_CAT_SCHEDULE = {"epochs": 200, "lr_milestones": (100, 150)}
+
+# FAT (zjfheart/Friendly-Adversarial-Training FAT.py / FAT_for_TRADES.py /
+# FAT_for_MART.py): eps 0.031, step 0.007, K 10, batch 128, SGD momentum 0.9, lr 0.1,
+# wd 2e-4; FAT: WRN-32-10 (WRN_madry), 120 epochs, lr x0.1 at 60, x0.01 at 90, x0.005
+# at 110; FAT-TRADES: WRN-34-10, 85 epochs, x0.1 at 75 (x0.01 at 90 is never reached);
+# FAT-MART: WRN-34-10, 90 epochs, x0.1 at 60, x0.01 at 90.  beta 6, the tau schedules
+# and omega are the methods' HParams defaults.  The scripts' seeds (FAT 7, the others
+# 1) are not presets: --seed.  Not applied to the bundled demo set.
+_FAT_DATASETS = ("cifar10", "cifar100", "svhn")
+_FAT_BUDGET = {"epsilon": 0.031, "step_size": 0.007}
+_FAT_TRAINING = {"weight_decay": 2e-4, "lr": 0.1}
+
+PRESETS = {
+    # ST paper Section 5 (all methods trained alike; qizhangli/ST-AT train_stat.py):
+    # ResNet-18, batch 128, SGD momentum 0.9, weight decay 5e-4 (coupled, PyTorch-style).
+    # eps 8/255 and K = 10 are the HParams defaults.
+    ("*", "*"): {"arch": "resnet18", "batch_size": 128, "momentum": 0.9,
+                 "weight_decay": 5e-4},
+    ("cifar10", "*"): _CIFAR,
+    ("cifar100", "*"): _CIFAR,
+    # SVHN (ST paper Section 5; qizhangli/ST-AT train_stat.py): 80 epochs, lr 0.01 cut
+    # at 50 and 65, step 1/255, no augmentation (ST-AT trains SVHN with transform_test).
+    ("svhn", "*"): {"epochs": 80, "lr": 0.01, "lr_milestones": (50, 65),
+                    "step_size": 1 / 255, "augment": "none"},
     # The bundled 3,000-image demo set: a small model and a few epochs, so that the
     # README's main command runs in minutes on 2 CPU cores.  Not a paper setting.
-    "cifar10_mini": {**_COMMON, "arch": "small_cnn", "epochs": 5, "lr": 0.05,
-                     "lr_milestones": (4,), "step_size": 2 / 255, "augment": "crop_flip",
-                     "batch_size": 64},
+    ("cifar10_mini", "*"): {"arch": "small_cnn", "epochs": 5, "lr": 0.05,
+                            "lr_milestones": (4,), "augment": "crop_flip", "batch_size": 64},
+    # ST paper Section 5.1: beta 4 on CIFAR-100 and 8 on SVHN (6 on CIFAR-10 and the
+    # symmetric KL are STHParams defaults).  TRADES' beta 6 and MART's beta 5 ("by
+    # following their original papers", Section 5) and the collaborative method's beta 6
+    # (Eq. 5 gives none) are their HParams defaults.
+    ("cifar100", "st"): {"beta": 4.0},
+    ("svhn", "st"): {"beta": 8.0},
+    # CAT and ALP: see _CAT_SCHEDULE.
+    **{(d, m): _CAT_SCHEDULE for d in ("cifar10", "cifar100") for m in ("cat", "alp")},
+    # FAT, FAT-TRADES, FAT-MART: see _FAT_DATASETS.
+    **{("*", m): _FAT_BUDGET for m in ("fat", "fat_trades", "fat_mart")},
+    **{(d, "fat"): {**_FAT_TRAINING, "arch": "wrn32_10", "epochs": 120,
+                    "lr_milestones": (60, 90, 110), "lr_multipliers": (0.1, 0.01, 0.005)}
+       for d in _FAT_DATASETS},
+    **{(d, "fat_trades"): {**_FAT_TRAINING, "arch": "wrn34_10", "epochs": 85,
+                           "lr_milestones": (75, 90)} for d in _FAT_DATASETS},
+    **{(d, "fat_mart"): {**_FAT_TRAINING, "arch": "wrn34_10", "epochs": 90,
+                         "lr_milestones": (60, 90)} for d in _FAT_DATASETS},
 }
-DATASET_PRESETS["image_folder"] = DATASET_PRESETS["cifar10"]
 
-METHOD_PRESETS = {
-    # ST paper Section 5.1: beta 6 (CIFAR-10), 4 (CIFAR-100), 8 (SVHN); symmetric KL.
-    "st": {"cifar10": {"beta": 6.0}, "cifar100": {"beta": 4.0}, "svhn": {"beta": 8.0},
-           "image_folder": {"beta": 6.0}, "cifar10_mini": {"beta": 6.0},
-           "*": {"reg": "symmetric_kl"}},
-    # ST paper Section 5: "beta = 6 for TRADES and beta = 5 for MART by following their
-    # original papers"; other settings as ST's (the paper trains all methods alike).
-    "trades": {"*": {"beta": 6.0, "reg": "kl"}},
-    "trades2": {"*": {"beta": 6.0, "reg": "kl"}},
-    "mart": {"*": {"beta": 5.0}},
-    "mart2": {"*": {"beta": 5.0}},
-    # Eq. 5 (Section 3.2) gives no beta; 6, TRADES' value, is our choice.
-    "col": {"*": {"beta": 6.0}},
-    # CAT (liuxingbin/CAT train_cat.sh / train_cat.py, reference-implementations.md §2.1):
-    # 200 epochs, lr 0.1 cut x0.1 at epochs 100 and 150, batch 128, SGD momentum 0.9,
-    # wd 5e-4, eps 8/255, step 2/255, 10 steps, ResNet-18; alpha 1/20, TRADES beta 6.
-    # ALP alone is trained like CAT's ALP network.  The bundled demo set keeps its
-    # smoke-scale schedule.
-    "cat": {**{d: {"epochs": 200, "lr": 0.1, "lr_milestones": (100, 150)}
-               for d in ("cifar10", "cifar100", "image_folder")},
-            "*": {"members": "trades,alp", "alpha": 1 / 20, "beta": 6.0}},
-    "alp": {d: {"epochs": 200, "lr": 0.1, "lr_milestones": (100, 150)}
-            for d in ("cifar10", "cifar100", "image_folder")},
-    # FAT (zjfheart/Friendly-Adversarial-Training FAT.py / FAT_for_TRADES.py /
-    # FAT_for_MART.py, reference-implementations.md §3.2): eps 0.031, step 0.007, K 10,
-    # batch 128, SGD momentum 0.9, wd 2e-4; FAT: WRN-32-10 (WRN_madry), 120 epochs, lr 0.1
-    # x0.1 at 60, x0.01 at 90, x0.005 at 110; FAT-TRADES: WRN-34-10, 85 epochs,
-    # x0.1 at 75 (x0.01 at 90 is never reached); FAT-MART: WRN-34-10, 90 epochs, x0.1 at
-    # 60, x0.01 at 90.  tau schedules and omega are the methods' HParams defaults.  The
-    # scripts' seeds (FAT 7, the others 1) are not presets: --seed.
-    "fat": {**{d: {"arch": "wrn32_10", "epochs": 120, "lr_milestones": (60, 90, 110),
-                   "lr_multipliers": (0.1, 0.01, 0.005), "weight_decay": 2e-4, "lr": 0.1}
-               for d in ("cifar10", "cifar100", "image_folder", "svhn")},
-            "*": {"epsilon": 0.031, "step_size": 0.007}},
-    "fat_trades": {**{d: {"arch": "wrn34_10", "epochs": 85, "lr_milestones": (75, 90),
-                          "weight_decay": 2e-4, "lr": 0.1}
-                      for d in ("cifar10", "cifar100", "image_folder", "svhn")},
-                   "*": {"epsilon": 0.031, "step_size": 0.007, "beta": 6.0}},
-    "fat_mart": {**{d: {"arch": "wrn34_10", "epochs": 90, "lr_milestones": (60, 90),
-                        "weight_decay": 2e-4, "lr": 0.1}
-                    for d in ("cifar10", "cifar100", "image_folder", "svhn")},
-                 "*": {"epsilon": 0.031, "step_size": 0.007, "beta": 6.0}},
-}
+
+def canonical_dataset(dataset):
+    """The dataset whose cells ``dataset`` reads; ``ValueError`` for one without presets."""
+    if dataset not in DATASETS and dataset not in DATASET_ALIASES:
+        raise ValueError(f"no preset for dataset {dataset!r}; known: {sorted(DATASETS)}")
+    return DATASET_ALIASES.get(dataset, dataset)
+
+
+def hparam_defaults(method):
+    """``{field: default}`` of ``method``'s HParams (the base HParams for a key no
+    method registers)."""
+    from tf_st import methods
+    from tf_st.methods.hparams import HParams
+    cls = methods.METHODS[method].HParams if method in methods.METHODS else HParams
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
+
+
+def table_values(method, dataset):
+    """What ``PRESETS`` says for one cell, without the HParams defaults."""
+    dataset = canonical_dataset(dataset)
+    out = {}
+    for key in (("*", "*"), (dataset, "*"), ("*", method), (dataset, method)):
+        out.update(copy.deepcopy(PRESETS.get(key, {})))
+    return out
 
 
 def resolve(method, dataset):
-    """The full preset for ``method`` on ``dataset`` (dataset settings, then the
-    method's ``*`` entries, then its per-dataset entries)."""
-    dataset = "svhn" if dataset == "svhn_cropped" else dataset
-    if dataset not in DATASET_PRESETS:
-        raise ValueError(f"no preset for dataset {dataset!r}; known: {sorted(DATASET_PRESETS)}")
-    preset = copy.deepcopy(DATASET_PRESETS[dataset])
-    per_method = METHOD_PRESETS.get(method, {})
-    preset.update(per_method.get("*", {}))
-    preset.update(per_method.get(dataset, {}))
-    return preset
+    """The full preset for ``method`` on ``dataset``: the method's HParams defaults,
+    then the cells of ``PRESETS`` in the order of the module docstring."""
+    table = table_values(method, dataset)
+    return {**hparam_defaults(method), **table}
 
 
-# AWP (csdongxian/AWP, reference-implementations.md §4.3): AT-AWP gamma 0.01 from the
-# first epoch, proxy lr 0.01, epochs counted from 0 for the warm-up
-# (AT_AWP/train_cifar10.py); TRADES-AWP gamma 0.005 from epoch 10 counted from 1, proxy
-# lr 0.1 (trades_AWP/train_trades_cifar.py).  The ST paper's "+AWP" rows have no
-# released code (§1.7); ST, and every other method, take the TRADES-AWP values.
+# Derived view: the dataset-wide cells, per dataset with presets.
+DATASET_PRESETS = {d: table_values("*", d) for d in DATASETS}
+
+
+# AWP, a modifier of any cell (csdongxian/AWP): AT-AWP gamma 0.01 from the first epoch,
+# proxy lr 0.01, epochs counted from 0 for the warm-up (AT_AWP/train_cifar10.py);
+# TRADES-AWP gamma 0.005 from epoch 10 counted from 1, proxy lr 0.1
+# (trades_AWP/train_trades_cifar.py).  The ST paper's "+AWP" rows have no released code
+# (qizhangli/ST-AT has no AWP script); ST, and every other method, take the TRADES-AWP
+# values.
 AWP_PRESETS = {
     "madry": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01, "first_epoch": 0},
     "madry2": {"gamma": 0.01, "warmup": 0, "proxy_lr": 0.01, "first_epoch": 0},
@@ -121,10 +158,11 @@ def awp_method_hparams(method):
     return dict(AWP_METHOD_HPARAMS.get(method, {}))
 
 
-# Robust self-training (semisup-adv robust_self_training.py and ST-AT st_rst.sh,
-# reference-implementations.md §1.6, §4.4): WRN-28-10, batch 256 (half pseudo-labelled),
-# 200 epochs, lr 0.1 cosine per epoch, SGD momentum 0.9 with Nesterov, wd 5e-4,
-# eps 0.031, step 0.007, 10 steps, beta 6; ST-RST starts both points at x + U(-eps, eps)
+# Robust self-training, a modifier of any cell (yaircarmon/semisup-adv
+# robust_self_training.py and qizhangli/ST-AT st_rst.sh): WRN-28-10, batch 256 (half
+# pseudo-labelled), 200 epochs, lr 0.1 cosine per epoch, SGD momentum 0.9 with Nesterov,
+# wd 5e-4, eps 0.031, step 0.007, 10 steps, beta 6 (a value of its own for every method,
+# MART's default beta 5 included); ST-RST starts both points at x + U(-eps, eps)
 # and runs its outer forwards adversarial first (semisup-adv losses_stat.py); TRADES
 # runs semisup-adv losses.py:trades_loss's two forwards, adversarial then clean.
 # On the bundled demo set only the method settings, schedule and Nesterov apply.
