@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tf_st import data as D
+from tf_st.training import presets
 
 from tests.helpers import shared_data
 
@@ -36,9 +37,10 @@ def test_registry_and_presets():
     for name in ("cifar10", "cifar100", "svhn", "svhn_cropped", "cifar10_mini", "image_folder"):
         assert name in D.DATASETS
     assert D.DATASETS["svhn"].tfds_name == "svhn_cropped"
-    assert D.PRESET_AUGMENT["svhn"] == "none"
+    # The augmentation presets live with every other preset (one table).
+    assert presets.resolve("madry", "svhn")["augment"] == "none"
     for name in ("cifar10", "cifar100", "cifar10_mini", "image_folder"):
-        assert D.PRESET_AUGMENT[name] == "crop_flip"
+        assert presets.resolve("madry", name)["augment"] == "crop_flip"
     assert D.canonical_name("SVHN_cropped") == "svhn"
 
 
@@ -188,7 +190,7 @@ def test_tfds_mock(name, tfds_name, classes, tmp_path):
         assert split.num_classes == classes and split.num_examples == 6
         assert split.name == D.canonical_name(name)
         x, y = D.as_numpy(split)
-        ds = D.train_pipeline(split, 4, D.PRESET_AUGMENT[name], 0)
+        ds = D.train_pipeline(split, 4, presets.resolve("madry", name)["augment"], 0)
         xb, yb = next(iter(ds))
     assert x.shape == (6, 32, 32, 3) and x.dtype == np.float32
     assert 0 <= x.min() and x.max() <= 1

@@ -19,7 +19,6 @@ QUICK = ["--dataset=cifar10_mini", "--arch=small_cnn", "--epochs=1", "--steps_pe
 
 @pytest.mark.parametrize("key", sorted(methods.METHODS))
 def test_trainer_smoke(tmp_path, key):
-    assert os.path.exists(os.path.join(ROOT, "trainers", f"{key}.py")), f"no CLI alias for {key}"
     out = tmp_path / key
     assert train.run_in_process(QUICK + [f"--method={key}", f"--output_dir={out}"]) == 0
     names = list(methods.METHODS[key].network_archs("small_cnn", {}))

@@ -46,7 +46,7 @@ from tf_st.data.splits import (IMAGE_EXTENSIONS, SPLITS, DatasetNotFoundError, S
 from tf_st.data.tfds_source import _load_tfds
 
 __all__ = [
-    "DATASETS", "PRESET_AUGMENT", "AUGMENTATIONS", "SPLITS", "DatasetSpec", "Split",
+    "DATASETS", "AUGMENTATIONS", "SPLITS", "DatasetSpec", "Split",
     "DatasetNotFoundError", "load", "load_image_folder", "from_arrays", "canonical_name",
     "train_pipeline", "train_epochs", "eval_pipeline", "take", "as_numpy", "crop_flip",
     "pad_crop_flip", "IMAGE_EXTENSIONS", "MINI_PATH", "MINI_TEST_NOTE", "MINI_TRAIN_NOTE",
@@ -77,15 +77,6 @@ DATASETS = {
 }
 _ALIASES = {"svhn_cropped": "svhn"}
 
-# Augmentation presets (ST paper / ST-AT protocol: no augmentation on SVHN).
-PRESET_AUGMENT = {
-    "cifar10": "crop_flip",
-    "cifar100": "crop_flip",
-    "svhn": "none",
-    "svhn_cropped": "none",
-    "cifar10_mini": "crop_flip",
-    "image_folder": "crop_flip",
-}
 
 
 def canonical_name(name):

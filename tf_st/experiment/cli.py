@@ -22,7 +22,7 @@ traceback too.
 from absl import app, flags
 
 from tf_st import cli, data, methods
-from tf_st.attacks.specs import parse as parse_attack
+from tf_st.attacks.specs import describe_names, parse as parse_attack
 from tf_st.experiment import config, runner
 
 FLAGS = flags.FLAGS
@@ -48,8 +48,7 @@ def _known_attacks(names):
 
 
 flags.register_validator("final_attacks", _known_attacks,
-                         "unknown attack in --final_attacks; use clean, fgsm, pgd<N>, cw<N>, "
-                         "pgd_rst, aa, apgd-ce, apgd-t, fab-t or square")
+                         f"unknown attack in --final_attacks; use {describe_names()}")
 
 
 class UsageError(ValueError):

@@ -60,9 +60,7 @@ def mixed_policy(dtype="auto"):
 def method_class(key):
     """The registered method class for ``key`` (``tf_st.methods.get``)."""
     from tf_st import methods
-    if key not in methods.METHODS:
-        raise ValueError(f"unknown method {key!r}; choose one of {sorted(methods.METHODS)}")
-    return methods.METHODS[key]
+    return methods.get(key)
 
 
 def resolve(settings: Settings) -> Settings:
