@@ -70,3 +70,23 @@ def test_a_glob_covers_a_new_method_module_and_fix_keeps_it(tmp_path, monkeypatc
                                               "tf_st/methods/foo.py", "tf_st/methods/madry.py",
                                               "tf_st/methods/sub/deeper.py"}
     assert build_graph.add_missing(text) == text  # nothing to add: the globs cover it all
+
+
+def test_build_graph_is_acyclic():
+    """Bazel refuses a dependency cycle; the graph BUILD lists has none."""
+    from tests import build_graph
+    with open(os.path.join(build_graph.ROOT, "BUILD")) as f:
+        deps = {r["name"]: r["deps"] for r in build_graph.parse_build(f.read())}
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", "cycle: " + " -> ".join(path + [name])
+        state[name] = "open"
+        for d in deps.get(name, ()):
+            visit(d, path + [name])
+        state[name] = "done"
+
+    for name in deps:
+        visit(name, [])

@@ -98,3 +98,60 @@ def test_only_package_classes_with_their_own_key_register():
     finally:
         registry.unregister("outside_probe")
     assert methods.METHODS == before and Inherits.key == "madry"
+
+
+# ------------------------------------------------- the other registries: archs, attacks, data
+
+def test_a_registered_architecture_builds_through_models_build():
+    import keras
+
+    from tf_st import models
+
+    def tiny(num_classes=10, input_shape=(32, 32, 3), name="tiny"):
+        inputs = keras.Input(input_shape)
+        return keras.Model(inputs, keras.layers.Dense(num_classes)(
+            keras.layers.GlobalAveragePooling2D()(inputs)), name=name)
+
+    models.register_arch("tiny_probe", tiny)
+    try:
+        net = models.build("tiny_probe", 3, input_shape=(8, 8, 3))
+        assert net.output_shape == (None, 3) and net.name == "tiny_probe"
+        with pytest.raises(ValueError, match="already registered"):
+            models.register_arch("resnet18", tiny)
+    finally:
+        models.ARCHS.pop("tiny_probe", None)
+    # Every built-in module registered its architectures.
+    assert {"resnet18", "preact_resnet18", "small_cnn", "wrn34_10", "wrn34_5", "wrn28_10",
+            "wrn32_10"} == set(models.ARCHS)
+
+
+def test_a_registered_attack_name_parses_and_is_listed():
+    from tf_st.attacks import specs
+
+    specs.register_attack("pgdl<N>", lambda epsilon, step_size, n: specs.PGD(
+        epsilon=epsilon, step_size=step_size / 2, steps=n))
+    try:
+        a = specs.parse("pgdl6", epsilon=0.25, step_size=0.5)
+        assert (a.steps, a.step_size, a.epsilon) == (6, 0.25, 0.25)
+        assert specs.describe_names().endswith("square or pgdl<N>")
+        with pytest.raises(ValueError, match="unknown attack"):
+            specs.parse("pgdl0")
+        with pytest.raises(ValueError, match="already registered"):
+            specs.register_attack("fgsm", lambda e, s: None)
+    finally:
+        specs._ATTACKS.pop("pgdl<N>")
+    assert specs.attack_names() == specs.ATTACK_NAMES
+
+
+def test_a_registered_dataset_is_known_to_load(tmp_path):
+    from tf_st import data
+
+    data.register_dataset("probe_folder", data.DatasetSpec("folder", None, None, "a probe"))
+    try:
+        assert data.canonical_name("Probe_Folder") == "probe_folder"
+        with pytest.raises(ValueError, match="lower case and new"):
+            data.register_dataset("cifar10", data.DATASETS["cifar10"])
+    finally:
+        data.DATASETS.pop("probe_folder")
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        data.canonical_name("probe_folder")

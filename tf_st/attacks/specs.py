@@ -346,39 +346,60 @@ class AutoAttack:
                                batch_size=batch_size)
 
 
-# The attack names ``parse`` accepts (``<N>``: a positive number of steps), in the order
-# every message lists them: the one list behind parse's error and the command lines'
-# help and validators (``describe_names``).
-ATTACK_NAMES = ("clean", "fgsm", "pgd<N>", "cw<N>", "pgd_rst", "aa", "apgd-ce", "apgd-t",
-                "fab-t", "square")
-_NAME_EXAMPLES = {"pgd<N>": "pgd20, pgd100", "cw<N>": "cw100"}
+# The attack-name registry behind ``parse``, its error message and every command line's
+# help and validators.  ``register_attack(name, factory)``: ``factory(epsilon, step_size)``
+# returns the spec; a name ending in ``<N>`` takes a positive step count,
+# ``factory(epsilon, step_size, n)``.  Names are listed in registration order.
+_ATTACKS = {}
+_NAME_EXAMPLES = {}
+
+
+def register_attack(name, factory, *, examples=None):
+    if name in _ATTACKS:
+        raise ValueError(f"attack name {name!r} is already registered")
+    _ATTACKS[name] = factory
+    if examples:
+        _NAME_EXAMPLES[name] = examples
+
+
+register_attack("clean", lambda epsilon, step_size: Clean())
+register_attack("fgsm", lambda epsilon, step_size: FGSM(epsilon=epsilon))
+register_attack("pgd<N>", lambda epsilon, step_size, n: PGD(
+    epsilon=epsilon, step_size=step_size, steps=n, loss="ce"), examples="pgd20, pgd100")
+register_attack("cw<N>", lambda epsilon, step_size, n: PGD(
+    epsilon=epsilon, step_size=step_size, steps=n, loss="cw"), examples="cw100")
+# semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts.
+register_attack("pgd_rst", lambda epsilon, step_size: PGD(
+    epsilon=epsilon, step_size=0.01, steps=40, restarts=5, every_iterate=True))
+register_attack("aa", lambda epsilon, step_size: AutoAttack(epsilon=epsilon))
+# The AutoAttack components alone, each with the standard suite's settings.
+for _component in STANDARD:
+    register_attack(_component.name,
+                    lambda epsilon, step_size, cls=type(_component): cls(epsilon=epsilon))
+
+
+def attack_names():
+    """The registered names (``<N>``: a positive number of steps), in registration order."""
+    return tuple(_ATTACKS)
+
+
+ATTACK_NAMES = attack_names()  # the built-in names (a snapshot; attack_names() is live)
 
 
 def describe_names(examples=False):
     """``'clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, apgd-t, fab-t or square'``
     (``examples``: ``pgd<N> (e.g. pgd20, pgd100)``, ...), for messages and help."""
     names = [f"{n} (e.g. {_NAME_EXAMPLES[n]})" if examples and n in _NAME_EXAMPLES else n
-             for n in ATTACK_NAMES]
+             for n in attack_names()]
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
     """The spec an attack name denotes (see the module docstring)."""
     name = name.strip()
-    if name == "clean":
-        return Clean()
-    if name == "fgsm":
-        return FGSM(epsilon=epsilon)
-    if name == "aa":
-        return AutoAttack(epsilon=epsilon)
-    if name == "pgd_rst":
-        # semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts.
-        return PGD(epsilon=epsilon, step_size=0.01, steps=40, restarts=5, every_iterate=True)
-    single = {"apgd-ce": APGD, "apgd-t": APGDT, "fab-t": FABT, "square": Square}
-    if name in single:
-        return single[name](epsilon=epsilon)
-    m = re.fullmatch(r"(pgd|cw)(\d+)", name)
-    if m and int(m.group(2)) > 0:
-        return PGD(epsilon=epsilon, step_size=step_size, steps=int(m.group(2)),
-                   loss="ce" if m.group(1) == "pgd" else "cw")
+    if name in _ATTACKS and not name.endswith("<N>"):
+        return _ATTACKS[name](epsilon, step_size)
+    m = re.fullmatch(r"([a-z_-]+?)(\d+)", name)
+    if m and f"{m.group(1)}<N>" in _ATTACKS and int(m.group(2)) > 0:
+        return _ATTACKS[f"{m.group(1)}<N>"](epsilon, step_size, int(m.group(2)))
     raise ValueError(f"unknown attack {name!r}: use {describe_names(examples=True)}")

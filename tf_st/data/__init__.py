@@ -46,7 +46,7 @@ from tf_st.data.splits import (IMAGE_EXTENSIONS, SPLITS, DatasetNotFoundError, S
 from tf_st.data.tfds_source import _load_tfds
 
 __all__ = [
-    "DATASETS", "AUGMENTATIONS", "SPLITS", "DatasetSpec", "Split",
+    "DATASETS", "register_dataset", "AUGMENTATIONS", "SPLITS", "DatasetSpec", "Split",
     "DatasetNotFoundError", "load", "load_image_folder", "from_arrays", "canonical_name",
     "train_pipeline", "train_epochs", "eval_pipeline", "take", "as_numpy", "crop_flip",
     "pad_crop_flip", "IMAGE_EXTENSIONS", "MINI_PATH", "MINI_TEST_NOTE", "MINI_TRAIN_NOTE",
@@ -76,6 +76,21 @@ DATASETS = {
                                 "images in <data_dir>/<split>/<class>/<file>"),
 }
 _ALIASES = {"svhn_cropped": "svhn"}
+
+
+def register_dataset(name, spec, *, alias_of=None):
+    """Adds a dataset ``name`` (lower case) that ``load`` reads as ``spec`` says: another
+    TFDS dataset is ``register_dataset("fashion_mnist", DatasetSpec("tfds",
+    "fashion_mnist", 10, "..."))``.  Training it also needs its row in the preset table
+    (``tf_st.training.presets.PRESETS[(name, "*")]``).  Register before the trainer CLI
+    is imported: its ``--dataset`` choices are read when its flags are defined."""
+    if name != name.lower() or name in DATASETS:
+        raise ValueError(f"dataset name {name!r} must be lower case and new")
+    if spec.kind not in ("tfds", "mini", "folder"):
+        raise ValueError(f"unknown dataset kind {spec.kind!r}; use tfds, mini or folder")
+    DATASETS[name] = spec
+    if alias_of:
+        _ALIASES[name] = alias_of
 
 
 

@@ -23,6 +23,7 @@ key                reference                                            PyTorch 
 (Parameter counts exclude TRADES' unused ``sub_block1`` and the BN running statistics.)
 """
 
+from tf_st.models import _common
 from tf_st.models.layers import TorchBatchNorm, batch_groups, set_batchnorm
 from tf_st.models.resnet import preact_resnet18, resnet18
 from tf_st.models.small_cnn import small_cnn
@@ -31,24 +32,20 @@ from tf_st.models.torch_import import (StateDictMismatchError, keras_to_torch_st
 from tf_st.models.wideresnet import wide_resnet
 
 
-def _wrn(depth, widen_factor):
-    def builder(num_classes=10, input_shape=(32, 32, 3), name=None):
-        return wide_resnet(depth, widen_factor, num_classes, input_shape, name)
-    return builder
+def _import_model_modules():
+    """Every public module of the package, so that each registers its architectures."""
+    import importlib
+    import pkgutil
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
-# Explicit registry: arch key -> builder(num_classes, input_shape, name).
-ARCHS = {
-    "resnet18": resnet18,
-    "preact_resnet18": preact_resnet18,
-    "wrn34_10": _wrn(34, 10),
-    "wrn34_5": _wrn(34, 5),
-    "wrn28_10": _wrn(28, 10),
-    # FAT's WRN_madry-32-10 has n=(32-2)/6=5 blocks per stage, i.e. the depth-34 TRADES
-    # layer structure (without the unused sub_block1); only the name differs.
-    "wrn32_10": _wrn(34, 10),
-    "small_cnn": small_cnn,
-}
+_import_model_modules()
+# The registry (``tf_st.models._common.register_arch``): arch key -> builder(num_classes,
+# input_shape, name).
+ARCHS = _common.ARCHS
+register_arch = _common.register_arch
 
 
 def build(arch, num_classes, input_shape=(32, 32, 3), name=None):
@@ -70,7 +67,7 @@ def build(arch, num_classes, input_shape=(32, 32, 3), name=None):
 
 
 __all__ = [
-    "ARCHS", "build", "wide_resnet", "resnet18", "preact_resnet18", "small_cnn",
+    "ARCHS", "build", "register_arch", "wide_resnet", "resnet18", "preact_resnet18", "small_cnn",
     "TorchBatchNorm", "batch_groups", "set_batchnorm", "load_torch_state_dict", "torch_state_dict_template",
     "keras_to_torch_state_dict", "StateDictMismatchError",
 ]

@@ -15,6 +15,21 @@ from keras import layers
 
 from tf_st.models.layers import TorchBatchNorm
 
+# The architecture registry: key -> builder(num_classes, input_shape, name).  Each model
+# module registers its architectures where it defines them (``register_arch``);
+# ``tf_st.models`` imports every model module, so a new architecture is one new module.
+ARCHS = {}
+
+
+def register_arch(key, builder=None):
+    """Registers ``builder`` under ``key``; usable as a decorator (``@register_arch("k")``)."""
+    def add(fn):
+        if key in ARCHS and ARCHS[key] is not fn:
+            raise ValueError(f"architecture {key!r} is already registered")
+        ARCHS[key] = fn
+        return fn
+    return add if builder is None else add(builder)
+
 
 def torch_default_kernel_init():
     """PyTorch's default Conv/Linear weight init: ``kaiming_uniform_(a=sqrt(5))``.

@@ -88,11 +88,13 @@ def _resnet(block, num_blocks, num_classes, input_shape, name, preact):
     return keras.Model(inputs, logits, name=name)
 
 
+@C.register_arch("resnet18")
 def resnet18(num_classes=10, input_shape=(32, 32, 3), name="resnet18"):
     """kuangliu/ST-AT CIFAR ResNet-18 (BasicBlock, [2, 2, 2, 2]); returns logits."""
     return _resnet(_basic_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=False)
 
 
+@C.register_arch("preact_resnet18")
 def preact_resnet18(num_classes=10, input_shape=(32, 32, 3), name="preact_resnet18"):
     """robust_overfitting/AWP PreActResNet-18 (PreActBlock, [2, 2, 2, 2]); returns logits."""
     return _resnet(_preact_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=True)

@@ -19,6 +19,7 @@ from keras import layers
 from tf_st.models import _common as C
 
 
+@C.register_arch("small_cnn")
 def small_cnn(num_classes=10, input_shape=(32, 32, 3), name="small_cnn", widths=(32, 32, 64, 64),
               hidden=128):
     init = C.torch_default_kernel_init()

@@ -76,3 +76,17 @@ def wide_resnet(depth=34, widen_factor=10, num_classes=10, input_shape=(32, 32, 
     x = C.avgpool_flatten(x, 8, "head")
     logits = C.linear(x, num_classes, "fc", bias_initializer="zeros")
     return keras.Model(inputs, logits, name=name or f"wrn{depth}_{widen_factor}")
+
+
+def _wrn(depth, widen_factor):
+    def builder(num_classes=10, input_shape=(32, 32, 3), name=None):
+        return wide_resnet(depth, widen_factor, num_classes, input_shape, name)
+    return builder
+
+
+C.register_arch("wrn34_10", _wrn(34, 10))
+C.register_arch("wrn34_5", _wrn(34, 5))
+C.register_arch("wrn28_10", _wrn(28, 10))
+# FAT's WRN_madry-32-10 has n=(32-2)/6=5 blocks per stage, i.e. the depth-34 TRADES
+# layer structure (without the unused sub_block1); only the name differs.
+C.register_arch("wrn32_10", _wrn(34, 10))
