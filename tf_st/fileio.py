@@ -42,6 +42,13 @@ def _before_rename(path):
     fault_point("write:" + "/".join(os.path.abspath(path).split(os.sep)[-2:]))
 
 
+def atomic_replace(source, path):
+    """``os.replace(source, path)`` behind the fault point of a write of ``path``: the
+    commit step of a file staged under another name."""
+    _before_rename(path)
+    os.replace(source, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path, directory=False):
     """Yields a temporary path beside ``path``; on a clean exit it replaces ``path``

@@ -4,7 +4,9 @@ a best-weights write, of the export directory and of the evaluation report, and 
 after a checkpoint save; each such run is followed by the same command without the fault
 until it finishes.  In deterministic mode the outcome equals an uninterrupted run."""
 
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,10 +20,20 @@ from tests.reliability.test_kill_resume import ARGS, _weights
 
 pytestmark = pytest.mark.slow
 
-# (fault point, occurrence): the 2nd best-weights write (epoch 2's, an improvement or a
-# tie), the 2nd checkpoint, the export's rename, the final report's rename.
-FAULTS = [("best.weights.h5", 2), ("checkpoint", 2), ("write:export/", 1),
-          ("evaluation.json", 1)]
+# (fault point, occurrence), aimed at every write of an epoch's commit and of the end of
+# the run: epoch 2's staged best weights (before the checkpoint), its metrics row, its
+# checkpoint (just after the save, before the staged weights are renamed into place),
+# the rename of the 2nd best weights into place, then the export's and the final
+# report's renames.
+FAULTS = [("best.pending", 2), ("metrics.csv", 2), ("checkpoint", 2), ("best.weights.h5", 2),
+          ("write:export/", 1), ("evaluation.json", 1)]
+# Columns that hold wall-clock times, which differ between any two runs.
+TIMES = ("train_seconds", "eval_seconds")
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in TIMES} for r in csv.DictReader(f)]
 
 
 def _run(out, fault=None):
@@ -55,6 +67,13 @@ def test_kill_at_a_write_then_rerun_equals_an_uninterrupted_run(tmp_path, straig
     assert rb["partial"] is False
     assert ra["attacks"]["pgd3"]["accuracy"] == rb["attacks"]["pgd3"]["accuracy"]
     assert sorted(os.listdir(tmp_path / "export")) == sorted(os.listdir(straight / "export"))
+    # Every epoch's metrics row, once, equal to the uninterrupted run's; the card the same.
+    assert _metrics(tmp_path) == _metrics(straight)
+    ca = json.loads((straight / "export" / "1" / "model_card.json").read_text())
+    cb = json.loads((tmp_path / "export" / "1" / "model_card.json").read_text())
+    assert all(math.isfinite(cb[k]) for k in ("clean_acc", "pgd20_acc"))
+    for key in ("best_epoch", "clean_acc", "pgd20_acc"):
+        assert ca[key] == cb[key], key
     leftovers = [n for d in (tmp_path, tmp_path / "export") for n in os.listdir(d)
-                 if n.startswith(".tmp-") or ".tmp." in n]
+                 if n.startswith(".tmp-") or ".tmp." in n or ".pending-" in n]
     assert not leftovers

@@ -272,6 +272,8 @@ def fit(settings, log=print):
         method.build_optimizers()
     run_ckpt = ckpt_lib.RunCheckpoint(s.output_dir, method)
     start_epoch = run_ckpt.restore()
+    # A corrupt metrics.csv is refused now, not after an epoch of training.
+    cb.read_metrics(os.path.join(s.output_dir, "metrics.csv"))
     if start_epoch:
         best = ", ".join(
             f"{'' if run_ckpt.single else n + ' '}{100 * float(run_ckpt.best_robust[n].numpy()):.2f}% "
@@ -291,6 +293,7 @@ def fit(settings, log=print):
         cb.MetricsCSV(os.path.join(s.output_dir, "metrics.csv"), train_keys),
         keras.callbacks.TensorBoard(os.path.join(s.output_dir, "tensorboard"),
                                     write_graph=False, update_freq="epoch"),
+        cb.CommitEpoch(run_ckpt),
         cb.EpochSummary(tag, method, best_cb, start_epoch, s.epochs, train_keys,
                         schedule.lr_at_epoch),
     ]
@@ -336,6 +339,10 @@ def export_best(settings, trained, log=print):
                                      "nothing is exported")
         best_epoch = int(ckpt.best_epoch[name].numpy())
         row = read_metrics_row(metrics_path, best_epoch)
+        if not row:
+            raise RuntimeError(f"{metrics_path} has no row for epoch {best_epoch}, the best "
+                               f"epoch of {name}; nothing is exported (the card would "
+                               "carry no accuracy)")
         prefix = metric_prefix(method, name)
         attack = method.selection_attack
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],

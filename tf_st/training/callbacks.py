@@ -2,9 +2,10 @@
 
 ``EpochRecord`` (lr, train seconds) -> ``RobustEvaluation`` (clean and PGD-20 accuracy
 of every network, the selection metric) -> ``BestAndLatest`` (best weights per network,
-then the resumable checkpoint) -> ``MetricsCSV`` -> ``keras.callbacks.TensorBoard`` ->
-``EpochSummary`` (one printed line per epoch with ETA), with ``StopOnNonFinite``
-watching every batch.
+staged) -> ``MetricsCSV`` -> ``keras.callbacks.TensorBoard`` -> ``CommitEpoch`` (the
+resumable checkpoint, then the staged best weights into place: the epoch's one commit
+point, ``tf_st.training.checkpoint``) -> ``EpochSummary`` (one printed line per epoch
+with ETA), with ``StopOnNonFinite`` watching every batch.
 
 Each callback reads and extends the epoch's ``logs`` dict, which Keras hands to every
 callback in turn, so the CSV row, the TensorBoard scalars and the printed line show the
@@ -115,9 +116,8 @@ class RobustEvaluation(keras.callbacks.Callback):
 
 
 class BestAndLatest(keras.callbacks.Callback):
-    """Keeps each network's best weights by its own robust accuracy, then writes the
-    resumable checkpoint of the finished epoch (in that order, so a resumed run never
-    lacks the best weights its checkpoint claims)."""
+    """Stages each network's best weights by its own robust accuracy; ``CommitEpoch``
+    (after the metrics row is written) saves the checkpoint and puts them in place."""
 
     def __init__(self, run_ckpt, method):
         super().__init__()
@@ -132,6 +132,18 @@ class BestAndLatest(keras.callbacks.Callback):
             if self.run_ckpt.maybe_save_best(name, net, acc, epoch + 1,
                                              strict=self.method.selection_strict):
                 self.best_at_last_epoch.add(name)
+
+
+class CommitEpoch(keras.callbacks.Callback):
+    """The epoch's commit point: the resumable checkpoint, then the staged best weights.
+    Installed after everything that writes the epoch's records (metrics row, TensorBoard),
+    so a resumed run either redoes the epoch whole or finds it complete."""
+
+    def __init__(self, run_ckpt):
+        super().__init__()
+        self.run_ckpt = run_ckpt
+
+    def on_epoch_end(self, epoch, logs=None):
         self.run_ckpt.save(epoch + 1)
 
 
@@ -149,10 +161,7 @@ class MetricsCSV(keras.callbacks.Callback):
         row.update({f"train_{k}": float(logs[k]) for k in self.train_keys if k in logs})
         row.update({k: v for k, v in logs.items()
                     if k not in self.train_keys and k not in row})
-        rows = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
+        rows = [r for r in read_metrics(self.path) if int(r["epoch"]) < row["epoch"]]
         rows.append({k: str(v) for k, v in row.items()})
         fields = list(row)
         lines = [",".join(fields)]
@@ -166,13 +175,27 @@ def _csv_cell(value):
     return f'"{value}"' if "," in value or '"' in value else value
 
 
-def read_metrics_row(path, epoch):
+def read_metrics(path):
+    """The rows of ``metrics.csv`` (none if it does not exist); a corrupt file raises
+    ``ValueError`` naming it."""
     if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            if int(r["epoch"]) == epoch:
-                return r
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:
+            int(r["epoch"])
+        return rows
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it and the "
+                         "run's checkpoints directory to retrain, or rerun with --overwrite") \
+            from None
+
+
+def read_metrics_row(path, epoch):
+    for r in read_metrics(path):
+        if int(r["epoch"]) == epoch:
+            return r
     return {}
 
 

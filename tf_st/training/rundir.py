@@ -39,6 +39,24 @@ def differences(old, new, free=FREE):
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def read_settings(record, overwrite=False):
+    """The settings a run directory was started with; a corrupt ``settings.json`` is
+    refused naming it (``None`` with ``overwrite``: the directory is then emptied)."""
+    try:
+        with open(record) as f:
+            old = json.load(f)
+        if not isinstance(old, dict):
+            raise ValueError(f"a JSON {type(old).__name__}, not an object")
+        return old
+    except (ValueError, UnicodeDecodeError) as e:
+        if overwrite:
+            return None
+        raise RunDirectoryError(
+            f"{record} is corrupt ({e}); it records the settings this run directory was "
+            "started with: rerun with --overwrite to discard the run, or restore the "
+            "file") from None
+
+
 class RunDirectory:
     def __init__(self, path, settings_json, overwrite=False):
         self.path, self.settings, self.overwrite = path, settings_json, overwrite
@@ -73,15 +91,14 @@ class RunDirectory:
     def _check_settings(self):
         record = os.path.join(self.path, SETTINGS_FILE)
         if os.path.exists(record):
-            with open(record) as f:
-                old = json.load(f)
-            diff = differences(old, self.settings)
+            old = read_settings(record, self.overwrite)  # None: corrupt, with --overwrite
+            diff = differences(old, self.settings) if old is not None else None
             if diff and not self.overwrite:
                 listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff)
                 raise RunDirectoryError(
                     f"run directory {self.path} holds a run with other settings ({listed}); "
                     "rerun with --overwrite to discard it, or choose another --output_dir")
-            if diff:
+            if old is None or diff:
                 for name in os.listdir(self.path):
                     if name == LOCK_FILE:
                         continue
