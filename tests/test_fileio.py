@@ -45,3 +45,58 @@ def test_export_removes_stale_temporaries(tmp_path):
     export_classifier(model, str(tmp_path), version=1, model_card={"method": "x"})
     assert sorted(os.listdir(tmp_path)) == ["1"]
     assert load(str(tmp_path)).model_card == {"method": "x"}
+
+
+def test_replacing_a_directory_never_leaves_the_name_empty(tmp_path, monkeypatch):
+    """The rerun of a finished run exports over export/1: the old version stays in place
+    until the new one is, and both swap methods leave only the new one behind."""
+    from tf_st import fileio
+    target = tmp_path / "1"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    seen = []
+    real_rmtree = fileio.shutil.rmtree
+
+    def watching_rmtree(p, *a, **k):
+        seen.append(((target / "new.txt").exists(), os.path.isdir(target)))
+        return real_rmtree(p, *a, **k)
+
+    monkeypatch.setattr(fileio.shutil, "rmtree", watching_rmtree)
+    for exchange in (True, False):
+        if not exchange:
+            monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+        with fileio.atomic_path(str(target), directory=True) as tmp:
+            # While the new version is written, the old one is still served.
+            assert (target / ("old.txt" if exchange else "new.txt")).exists()
+            with open(os.path.join(tmp, "new.txt"), "w") as f:
+                f.write("new")
+        assert sorted(os.listdir(target)) == ["new.txt"]
+        assert [n for n in os.listdir(tmp_path) if n != "1"] == []
+    # The old version was deleted only once the new one was in place.
+    assert seen and all(new and present for new, present in seen)
+
+
+def test_a_full_disk_is_named_before_hdf5_can_crash(tmp_path, monkeypatch):
+    import collections
+
+    import keras
+
+    from tf_st import fileio
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10, 10, 100))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    path = str(tmp_path / "best.weights.h5")
+    with pytest.raises(OSError, match="cannot write .*best.weights.h5: 100 bytes free"):
+        fileio.atomic_save_weights(model, path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_os_errors_of_an_atomic_write_name_the_file(tmp_path):
+    import errno
+
+    from tf_st import fileio
+    path = str(tmp_path / "report.json")
+    with pytest.raises(OSError, match="cannot write .*report.json: No space left") as raised:
+        with fileio.atomic_path(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert raised.value.errno == errno.ENOSPC and os.listdir(tmp_path) == []

@@ -42,6 +42,37 @@ def _before_rename(path):
     fault_point("write:" + "/".join(os.path.abspath(path).split(os.sep)[-2:]))
 
 
+def _exchange(a, b):
+    """Atomically swaps the directories ``a`` and ``b`` (``renameat2(RENAME_EXCHANGE)``,
+    which Python's os module does not expose); False where unavailable."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _naming(e, path):
+    """``e`` (an OSError, e.g. ``[Errno 28] No space left on device`` without a file
+    name) as one that names the file being written."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return OSError(e.errno, f"cannot write {path}: {e.strerror or e}")
+    return OSError(f"cannot write {path}: {e}")
+
+
+def check_free_space(path, needed):
+    """Refuses a write of about ``needed`` bytes to ``path`` on a device with less free
+    space: HDF5 (``save_weights``) crashes the process on a full disk instead of raising."""
+    parent = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise OSError(28, f"cannot write {path}: {free} bytes free on its device, about "
+                      f"{needed} needed")
+
+
 def atomic_replace(source, path):
     """``os.replace(source, path)`` behind the fault point of a write of ``path``: the
     commit step of a file staged under another name."""
@@ -63,14 +94,27 @@ def atomic_path(path, directory=False):
                                    suffix=os.path.splitext(base)[1])
         os.close(fd)
     try:
-        yield tmp
-        if not directory:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+        try:
+            yield tmp
+            if not directory:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+        except OSError as e:
+            raise _naming(e, path) from None
         _before_rename(path)
         if directory and os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # Keep the old version servable until the new one is in place: swap the two
+            # directories in one step where the kernel can (Linux renameat2), else move
+            # the old aside for the instant of the second rename; then delete the old.
+            if _exchange(tmp, path):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                old = tmp + "-old"
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -111,6 +155,9 @@ def atomic_save_weights(model, path):
     if not path.endswith(suffix):
         raise ValueError(f"weights path must end with {suffix}: {path}")
     tmp = path[:-len(suffix)] + ".tmp" + suffix
+    # The weights, HDF5 metadata, and the old file until the rename.
+    size = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+    check_free_space(path, 2 * size + (1 << 20))
     try:
         model.save_weights(tmp)
         with open(tmp, "rb+") as f:

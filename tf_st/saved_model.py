@@ -127,7 +127,11 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
     # A kill during an earlier export leaves its temporary directory behind.
     remove_stale_temporaries(export_dir)
     with atomic_path(final, directory=True) as tmp:
-        archive.write_out(tmp, verbose=False)
+        try:
+            archive.write_out(tmp, verbose=False)
+        except tf.errors.ResourceExhaustedError as e:  # a full disk, from TF's writer
+            raise OSError(28, f"cannot write the SavedModel {final}: no space left on the "
+                          f"device ({(e.message or '').strip()[:200]})") from None
         if model_card is not None:
             atomic_write_json(os.path.join(tmp, MODEL_CARD), model_card)
     return final

@@ -1,6 +1,9 @@
 """Evaluation with data loading, a printed table and a JSON report; shared by
 ``export.evaluate`` and the trainers' final evaluation."""
 
+import contextlib
+import errno
+import fcntl
 import os
 import time
 
@@ -9,17 +12,93 @@ from tf_st.evaluation.robustness import evaluate
 from tf_st.fileio import atomic_write_json
 
 
-def check_output_writable(output):
-    """Fails now, not after hours of attacks, if the report cannot be written."""
+class NonFiniteOutputError(ValueError):
+    """The model returns NaN or infinite logits: no accuracy of it would mean anything."""
+    exit_code = 3  # as a diverged training (tf_st.cli)
+
+
+# Free space the report needs at least (a report is a few kilobytes; the probe write
+# below catches a full disk that ``statvfs`` would still call non-full for root).
+_PROBE_BYTES = 64 * 1024
+
+
+def check_output_writable(output, what="the report"):
+    """Fails now, not after hours of attacks, if ``output`` cannot be written: a
+    directory, a dangling symlink, an unwritable or full disk."""
     if not output:
         return
+    if os.path.islink(output) and not os.path.exists(output):
+        raise ValueError(f"cannot write {what} {output}: it is a dangling symbolic link")
+    if os.path.isdir(output):
+        raise ValueError(f"cannot write {what} {output}: it is a directory; give a file name")
     parent = os.path.dirname(os.path.abspath(output))
     probe = parent
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise PermissionError(f"cannot write the report {output}: {probe} is not a "
+        raise PermissionError(f"cannot write {what} {output}: {probe} is not a "
                               "writable directory")
+    test = os.path.join(probe, f".tmp-space-probe-{os.getpid()}")
+    try:
+        with open(test, "wb") as f:
+            f.write(b"\0" * _PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"cannot write {what} {output}: no space left on the "
+                          f"device of {probe}") from None
+        raise OSError(e.errno, f"cannot write {what} {output}: {e.strerror}") from None
+    finally:
+        if os.path.exists(test):
+            os.remove(test)
+
+
+@contextlib.contextmanager
+def exclusive(path, what="report"):
+    """An advisory lock on ``path`` (a ``.<name>.lock`` file beside it) for the ``with``
+    block, as the trainer holds its run directory: a second evaluation writing the same
+    file is refused before any attack instead of both exiting 0 with one report lost."""
+    if not path:
+        yield
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    lock = os.path.join(parent, f".{os.path.basename(path)}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with open(lock) as f:
+                owner = f.read().strip() or "another process"
+            raise ValueError(f"the {what} {path} is being written by {owner}; wait for it "
+                             "or choose another file") from None
+        os.ftruncate(fd, 0)
+        import socket
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_logits(logits_fn, x, batch_size):
+    """The model's outputs on every example are 2-D (examples x classes, at least two)
+    and finite; NaN or inf stops the evaluation (exit 3) instead of being reported as an
+    accuracy."""
+    import numpy as np
+    for i in range(0, len(x), batch_size):
+        z = np.asarray(logits_fn(x[i:i + batch_size]))
+        if z.ndim != 2 or z.shape[1] < 2:
+            raise ValueError(f"the model's outputs have shape {z.shape}; evaluation needs "
+                             "logits of shape (examples, classes) with at least 2 classes")
+        bad = ~np.isfinite(z).all(axis=1)
+        if bad.any():
+            first = i + int(np.argmax(bad))
+            raise NonFiniteOutputError(
+                f"the model returns non-finite logits (NaN or inf) on {int(bad.sum())} of "
+                f"the examples {i}-{i + len(z) - 1} (first: example {first}); nothing is "
+                "reported")
 
 
 def is_partial(output):
@@ -65,15 +144,34 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
 
     ``strategy``: replicas attack different batches at the same time, with the
     per-example results of one device (``robustness.evaluate``)."""
-    from tf_st import data as tf_st_data
-
     # Bad names, unwritable outputs and a foreign AutoAttack state fail before any work.
     specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
              for a in attacks]
     check_output_writable(output)
+    if state_file and all(s.batched for s in specs):
+        import sys
+        print(f"warning: --state_file={state_file} is not used: no attack of this run "
+              "keeps state (only AutoAttack-type attacks resume from it)", file=sys.stderr)
+        state_file = None
+    if state_file:
+        check_output_writable(state_file, "the state file")
+    with exclusive(output), exclusive(state_file, "state file"):
+        return _evaluate_and_report(
+            logits_fn, specs, dataset=dataset, data_dir=data_dir, split=split, epsilon=epsilon,
+            step_size=step_size, examples=examples, batch_size=batch_size, seed=seed,
+            output=output, model_card=model_card, state_file=state_file, verbose=verbose,
+            strategy=strategy)
+
+
+def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon, step_size,
+                         examples, batch_size, seed, output, model_card, state_file, verbose,
+                         strategy):
+    from tf_st import data as tf_st_data
+
     split_obj = tf_st_data.load(dataset, split, data_dir=data_dir)
     x, y = tf_st_data.as_numpy(split_obj, limit=examples)
     batch = min(batch_size, len(x))
+    check_logits(logits_fn, x, batch)
     whole = [s for s in specs if not s.batched]
     if state_file:
         for spec in whole:

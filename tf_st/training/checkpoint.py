@@ -141,7 +141,13 @@ class RunCheckpoint:
     def save(self, epochs_done):
         """The epoch's commit: the checkpoint, then the pending best weights into place."""
         self.epoch.assign(epochs_done)
-        path = self._manager.save(checkpoint_number=epochs_done)
+        try:
+            path = self._manager.save(checkpoint_number=epochs_done)
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, OSError) as e:
+            # A full disk surfaces as ResourceExhaustedError from TensorFlow's writer.
+            raise OSError(28 if isinstance(e, tf.errors.ResourceExhaustedError) else None,
+                          f"cannot write the checkpoint in {self._manager.directory} "
+                          f"({_reason(e)}); the previous checkpoint is intact") from None
         fault_point("checkpoint")
         for name, pending in sorted(self._pending.items()):
             atomic_replace(pending, self.best_weights_paths[name])
