@@ -358,7 +358,7 @@ class PGD(_PGDFamily):
 # runs ranks 2 .. targets + 1 through ``stage``); untargeted ones accept only None.
 def _target_rank(target_rank, rank):
     if rank is not None:
-        if target_rank is not None and target_rank != rank:
+        if target_rank is not None:
             raise ValueError("pass target_rank only (rank= is its old name)")
         target_rank = rank
     return 2 if target_rank is None else target_rank
