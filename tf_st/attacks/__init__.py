@@ -7,9 +7,10 @@ from tf_st.attacks import apgd, autoattack, losses, specs, starts
 from tf_st.attacks.fab import fab_targeted
 from tf_st.attacks.pgd import cw_inf, early_stopped_pgd, fgsm, pgd, project
 from tf_st.attacks.specs import (APGD, APGDT, ATTACK_NAMES, FABT, FGSM, PGD, AttackResult,
-                                 AutoAttack, Clean, Square, describe_names, parse)
+                                 AutoAttack, Clean, EarlyStoppedPGD, EveryIteratePGD, Square,
+                                 describe_names, parse)
 from tf_st.attacks.square import square_linf
 
 __all__ = ["APGD", "APGDT", "ATTACK_NAMES", "FABT", "FGSM", "PGD", "AttackResult", "AutoAttack", "Clean",
-           "Square", "apgd", "autoattack", "cw_inf", "describe_names", "early_stopped_pgd", "fab_targeted", "fgsm",
+           "EarlyStoppedPGD", "EveryIteratePGD", "Square", "apgd", "autoattack", "cw_inf", "describe_names", "early_stopped_pgd", "fab_targeted", "fgsm",
            "losses", "parse", "pgd", "project", "specs", "square_linf", "starts"]

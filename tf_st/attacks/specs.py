@@ -7,10 +7,19 @@ Fields (where they apply): ``epsilon`` (L-inf budget, [0, 1] units), ``step_size
 A spec validates itself at construction (one range check, ``checks``).
 
 * ``spec.perturb(logits_fn, x, y, seed=None, x_init=None) -> x_adv``: graph-safe, no
-  re-classification; what training methods call.
+  re-classification; what training methods call (they pass their own ``x_init``: a spec's
+  ``start``/``init_std`` are evaluation-only, the start drawn when no ``x_init`` is given).
+* ``spec.perturb_details(...) -> (x_adv, details)``: the same with what the attack reports
+  on the way (``EarlyStoppedPGD``: ``passes``; ``EveryIteratePGD``: ``fooled_any``).
 * ``spec.run(logits_fn, x, y, seed=None) -> AttackResult(x_adv, fooled, details)``:
   ``x_adv`` projected onto the eps-ball and [0, 1], ``fooled[i]`` iff ``x_adv[i]`` is
-  misclassified (or, for ``PGD(every_iterate=True)``, iff any iterate was: RST's rule).
+  misclassified (or, for ``EveryIteratePGD``, iff any iterate was: RST's rule).
+* ``seed`` (everywhere): None, an int ``n`` (= the pair ``(n, 0)``) or a pair of ints
+  (``as_seed``).  AutoAttack components' ``perturb`` also take ``target_rank=`` (the
+  class rank to aim at; targeted components only, default 2).
+* PGD comes as three specs: ``PGD`` (plain), ``EarlyStoppedPGD`` (FAT's PGD-K-tau) and
+  ``EveryIteratePGD`` (RST's evaluation rule); ``PGD(tau=...)`` and
+  ``PGD(every_iterate=True)`` still build and delegate to the latter two.
 * ``AutoAttack`` orchestrates its components over a whole dataset (later attacks only on
   still-robust points), so it is not a per-batch attack: ``batched = False`` and
   ``spec.evaluate(logits_fn, x, y, ...)`` runs it (``tf_st.attacks.autoattack``).
@@ -49,6 +58,23 @@ def _check_int(name, value, low):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def as_seed(seed):
+    """The one seed type of every spec's ``perturb``/``run``: ``None`` (stateful draws),
+    an int ``n`` (the pair ``(n, 0)``) or a pair of ints (a tuple, list, array or shape-[2]
+    integer tensor) -> ``None`` or an int64 ``[2]`` tensor (stateless draws)."""
+    if seed is None:
+        return None
+    s = tf.convert_to_tensor(seed, dtype_hint=tf.int64)
+    if not s.dtype.is_integer:
+        raise TypeError(f"a seed is an int or a pair of ints, got {seed!r}")
+    s = tf.cast(s, tf.int64)
+    if s.shape.rank == 0:
+        return tf.stack([s, tf.zeros([], tf.int64)])
+    if s.shape.rank == 1 and s.shape[0] == 2:
+        return s
+    raise ValueError(f"a seed is an int or a pair of ints, got shape {s.shape}")
+
+
 def _misclassified(logits_fn, x_adv, y):
     pred = tf.argmax(logits_fn(x_adv), axis=1, output_type=tf.int32)
     return tf.not_equal(pred, tf.cast(y, tf.int32))
@@ -70,15 +96,20 @@ class _Attack:
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
         raise NotImplementedError
 
+    def perturb_details(self, logits_fn, x, y, *, seed=None, x_init=None):
+        """``(x_adv, details)``: ``perturb``'s point and what the attack reports on the way
+        (``{}`` unless the spec says otherwise)."""
+        return self.perturb(logits_fn, x, y, seed=seed, x_init=x_init), {}
+
     def run(self, logits_fn, x, y, seed=None):
         x = tf.convert_to_tensor(x)
-        x_adv = project(self.perturb(logits_fn, x, y, seed=seed), x, self.epsilon)
+        x_adv = project(self.perturb(logits_fn, x, y, seed=as_seed(seed)), x, self.epsilon)
         return AttackResult(x_adv, _misclassified(logits_fn, x_adv, y))
 
 
 @dataclasses.dataclass(frozen=True)
 class Clean(_Attack):
-    """No perturbation: ``fooled`` = misclassified clean."""
+    """No perturbation: ``fooled`` = misclassified clean (``seed`` and ``x_init`` unused)."""
     epsilon: float = 0.0
     name = "clean"
 
@@ -92,7 +123,8 @@ class Clean(_Attack):
 
 @dataclasses.dataclass(frozen=True)
 class FGSM(_Attack):
-    """One step of size ``epsilon`` from ``x`` itself (ST-AT and CAT evaluate FGSM so)."""
+    """One step of size ``epsilon`` from ``x`` itself (ST-AT and CAT evaluate FGSM so;
+    deterministic: ``seed`` and ``x_init`` unused)."""
     epsilon: float = 8 / 255
     loss: Union[str, Callable] = "ce"
     name = "fgsm"
@@ -111,15 +143,154 @@ def _loss(loss):
                          "callable(logits, y) -> per-example loss") from None
 
 
+class _PGDFamily(_Attack):
+    """What the three PGD specs share (their fields are declared on each): the checks,
+    the name, the evaluation-only random start and ``run``'s restarts."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.start not in starts.STARTS:
+            raise ValueError(f"unknown start {self.start!r}; choose one of {starts.STARTS}")
+        _loss(self.loss)
+
+    @property
+    def name(self):
+        base = "cw" if self.loss == "cw" else "pgd"
+        return f"{base}{self.steps}"
+
+    def _start(self, x, seed):
+        """The evaluation start (``start``, ``init_std``): used only when no ``x_init``
+        is passed; training methods always pass their own."""
+        return starts.random_start(x, self.start, epsilon=self.epsilon, std=self.init_std,
+                                   seed=as_seed(seed))
+
+    def _single(self, logits_fn, x, y, seed, x_init, **extras):
+        raise NotImplementedError
+
+    def _fooled_along_the_way(self, details):
+        """Examples fooled at some point other than the returned iterate (RST's rule)."""
+        return None
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        return self.perturb_details(logits_fn, x, y, seed=seed, x_init=x_init)[0]
+
+    def perturb_details(self, logits_fn, x, y, *, seed=None, x_init=None):
+        return self._single(logits_fn, tf.convert_to_tensor(x), y, as_seed(seed), x_init)
+
+    def run(self, logits_fn, x, y, seed=None):
+        """``restarts`` runs from the evaluation start (restart ``r`` of seed ``(a, b)``
+        draws with ``(a, 7919 b + r)``; one restart with the seed itself); an example's
+        result is its first fooling restart's (else the last restart's); ``details``
+        are the last restart's."""
+        x = tf.convert_to_tensor(x)
+        seed = as_seed(seed)
+        best, fooled, details = None, None, {}
+        for r in range(self.restarts):
+            seed_r = None if seed is None else tf.stack([seed[0], seed[1] * 7919 + r])
+            if self.restarts == 1:
+                seed_r = seed
+            x_adv, details = self._single(logits_fn, x, y, seed_r, None)
+            x_adv = project(x_adv, x, self.epsilon)
+            hit = _misclassified(logits_fn, x_adv, y)
+            along = self._fooled_along_the_way(details)
+            if along is not None:
+                hit = hit | along
+            if best is None:
+                best, fooled = x_adv, hit
+            else:
+                keep = tf.reshape(fooled, [-1] + [1] * (len(x.shape) - 1))
+                best = tf.where(keep, best, x_adv)
+                fooled = fooled | hit
+        return AttackResult(best, fooled, details)
+
+
 @dataclasses.dataclass(frozen=True)
-class PGD(_Attack):
+class EarlyStoppedPGD(_PGDFamily):
+    """FAT's early-stopped PGD-K-tau (``tf_st.attacks.pgd.early_stopped_pgd``): an example
+    stops at the first iterate misclassified after ``tau`` earlier misclassified ones;
+    ``details['passes']``: the gradient steps each example took.
+
+    ``perturb``/``perturb_details``/``run`` as every spec; ``perturb`` and
+    ``perturb_details`` also take ``tau=`` (overrides the field: an int or an int32
+    tensor, e.g. FAT's per-epoch schedule in a variable) and ``step_noise=``
+    (``[steps, *x.shape]``, added to each step: FAT's ``omega``).  ``start``/``init_std``
+    are evaluation-only (used when no ``x_init`` is passed)."""
+    epsilon: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    tau: int = 0
+    restarts: int = 1
+    loss: Union[str, Callable] = "ce"
+    start: str = "uniform_clamped"
+    init_std: float = 0.001
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_int("tau", self.tau, 0)
+
+    def _single(self, logits_fn, x, y, seed, x_init, tau=None, step_noise=None):
+        x0 = self._start(x, seed) if x_init is None else x_init
+        x_adv, passes = early_stopped_pgd(
+            logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
+            steps=self.steps, tau=self.tau if tau is None else tau,
+            loss_fn=_loss(self.loss), x_init=x0, step_noise=step_noise)
+        return x_adv, {"passes": passes}
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, tau=None, step_noise=None):
+        return self.perturb_details(logits_fn, x, y, seed=seed, x_init=x_init, tau=tau,
+                                    step_noise=step_noise)[0]
+
+    def perturb_details(self, logits_fn, x, y, *, seed=None, x_init=None, tau=None,
+                        step_noise=None):
+        return self._single(logits_fn, tf.convert_to_tensor(x), y, as_seed(seed), x_init,
+                            tau=tau, step_noise=step_noise)
+
+
+@dataclasses.dataclass(frozen=True)
+class EveryIteratePGD(_PGDFamily):
+    """PGD scored by RST's rule (semisup-adv ``attack_pgd.py``): ``run`` counts an example
+    as fooled if any iterate after a step, of any restart, was misclassified
+    (``details['fooled_any']``); with ``every_iterate_from_start`` the random start counts
+    too (stricter than semisup-adv).  ``perturb`` returns the last iterate, as PGD's.
+    ``every_iterate`` is always True (read by code that asks any spec).  ``start``/
+    ``init_std`` are evaluation-only (used when no ``x_init`` is passed)."""
+    epsilon: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 20
+    restarts: int = 1
+    loss: Union[str, Callable] = "ce"
+    start: str = "uniform"
+    init_std: float = 0.001
+    targeted: bool = False
+    every_iterate_from_start: bool = False
+    unroll: bool = False
+    every_iterate = True  # a class constant, not a field
+
+    def _single(self, logits_fn, x, y, seed, x_init):
+        x0 = self._start(x, seed) if x_init is None else x_init
+        x_adv, fooled_any = pgd(
+            logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
+            steps=self.steps, loss_fn=_loss(self.loss), x_init=x0, targeted=self.targeted,
+            track_iterates=True, track_start=self.every_iterate_from_start,
+            unroll=self.unroll)
+        return x_adv, {"fooled_any": fooled_any}
+
+    def _fooled_along_the_way(self, details):
+        return details["fooled_any"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PGD(_PGDFamily):
     """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``); ``loss='cw'`` is the
-    literature's "CW-inf".  ``tau`` turns on FAT's early stop (``early_stopped_pgd``:
-    ``details['passes']``); ``every_iterate`` counts an example as fooled if any iterate
-    after a step, of any restart, was misclassified (RST's PGD evaluation; with
-    ``every_iterate_from_start`` the random start counts too, a stricter rule than
-    semisup-adv's); with ``restarts > 1`` an example's result is its first fooling
-    restart's (else the last restart's)."""
+    literature's "CW-inf"; ``targeted`` descends.  ``start``/``init_std`` are
+    evaluation-only: the start drawn when no ``x_init`` is passed (training methods
+    always pass their own).  ``unroll``: the steps as a Python loop (a logits function
+    with collectives under MirroredStrategy: tf.while_loop allows none); the same numbers.
+
+    Kept for the public API: ``PGD(..., tau=k)`` delegates every call to
+    ``EarlyStoppedPGD`` (FAT's early stop; ``perturb_early_stopped`` is its old entry) and
+    ``PGD(..., every_iterate=True)`` to ``EveryIteratePGD`` (RST's rule); new code should
+    build those specs (``as_spec()`` gives the one this denotes)."""
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 20
@@ -131,78 +302,76 @@ class PGD(_Attack):
     tau: Optional[int] = None
     every_iterate: bool = False
     every_iterate_from_start: bool = False
-    # The steps as a Python loop (a logits function with collectives under
-    # MirroredStrategy: tf.while_loop allows none); the same numbers.
     unroll: bool = False
 
     def __post_init__(self):
         super().__post_init__()
-        if self.start not in starts.STARTS:
-            raise ValueError(f"unknown start {self.start!r}; choose one of {starts.STARTS}")
-        _loss(self.loss)
         if self.tau is not None:
             _check_int("tau", self.tau, 0)
+            if self.every_iterate or self.targeted or self.unroll:
+                raise ValueError("tau (FAT's early stop: EarlyStoppedPGD) takes no "
+                                 "every_iterate, targeted or unroll")
+        if self.every_iterate_from_start and not self.every_iterate:
+            raise ValueError("every_iterate_from_start needs every_iterate=True")
 
-    @property
-    def name(self):
-        base = "cw" if self.loss == "cw" else "pgd"
-        return f"{base}{self.steps}"
-
-    def _start(self, x, seed):
-        return starts.random_start(x, self.start, epsilon=self.epsilon, std=self.init_std,
-                                   seed=seed)
-
-    def _single(self, logits_fn, x, y, seed, x_init, tau=None, step_noise=None):
-        x0 = self._start(x, seed) if x_init is None else x_init
+    def as_spec(self):
+        """The one-algorithm spec this denotes: ``EarlyStoppedPGD``, ``EveryIteratePGD``
+        or this plain PGD."""
+        common = dict(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                      restarts=self.restarts, loss=self.loss, start=self.start,
+                      init_std=self.init_std)
         if self.tau is not None:
-            x_adv, passes = early_stopped_pgd(
-                logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
-                steps=self.steps, tau=self.tau if tau is None else tau,
-                loss_fn=_loss(self.loss), x_init=x0, step_noise=step_noise)
-            return x_adv, {"passes": passes}
-        out = pgd(logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
-                  steps=self.steps, loss_fn=_loss(self.loss), x_init=x0,
-                  targeted=self.targeted, track_iterates=self.every_iterate,
-                  track_start=self.every_iterate_from_start, unroll=self.unroll)
+            return EarlyStoppedPGD(tau=self.tau, **common)
         if self.every_iterate:
-            return out[0], {"fooled_any": out[1]}
-        return out, {}
+            return EveryIteratePGD(targeted=self.targeted, unroll=self.unroll,
+                                   every_iterate_from_start=self.every_iterate_from_start,
+                                   **common)
+        return self
 
-    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
-        return self._single(logits_fn, tf.convert_to_tensor(x), y, seed, x_init)[0]
+    def _single(self, logits_fn, x, y, seed, x_init, **extras):
+        spec = self.as_spec()
+        if spec is not self:
+            return spec._single(logits_fn, x, y, seed, x_init, **extras)
+        x0 = self._start(x, seed) if x_init is None else x_init
+        return pgd(logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
+                   steps=self.steps, loss_fn=_loss(self.loss), x_init=x0,
+                   targeted=self.targeted, unroll=self.unroll), {}
+
+    def _fooled_along_the_way(self, details):
+        return details["fooled_any"] if self.every_iterate else None
 
     def perturb_early_stopped(self, logits_fn, x, y, *, x_init, tau, step_noise=None):
-        """FAT's form (``tau`` set): ``(x_adv, passes)`` with a per-step ``tau`` (a tensor:
-        FAT's schedule changes it per epoch) and optional per-step noise."""
+        """The old form of ``EarlyStoppedPGD.perturb_details`` (``tau`` set): ``(x_adv,
+        passes)`` with a per-step ``tau`` and optional per-step noise."""
         if self.tau is None:
             raise ValueError("perturb_early_stopped needs a PGD spec with tau set")
-        x_adv, details = self._single(logits_fn, tf.convert_to_tensor(x), y, None, x_init,
-                                      tau=tau, step_noise=step_noise)
+        x_adv, details = self.as_spec().perturb_details(logits_fn, x, y, x_init=x_init,
+                                                        tau=tau, step_noise=step_noise)
         return x_adv, details["passes"]
-
-    def run(self, logits_fn, x, y, seed=None):
-        x = tf.convert_to_tensor(x)
-        best, fooled, details = None, None, {}
-        for r in range(self.restarts):
-            seed_r = None if seed is None else tf.stack(
-                [tf.cast(seed[0], tf.int64), tf.cast(seed[1], tf.int64) * 7919 + r])
-            if self.restarts == 1:
-                seed_r = seed
-            x_adv, details = self._single(logits_fn, x, y, seed_r, None)
-            x_adv = project(x_adv, x, self.epsilon)
-            hit = _misclassified(logits_fn, x_adv, y)
-            if self.every_iterate:
-                hit = hit | details["fooled_any"]
-            if best is None:
-                best, fooled = x_adv, hit
-            else:
-                keep = tf.reshape(fooled, [-1] + [1] * (len(x.shape) - 1))
-                best = tf.where(keep, best, x_adv)
-                fooled = fooled | hit
-        return AttackResult(best, fooled, details)
 
 
 # ------------------------------------------------------------- AutoAttack components
+
+
+# Every AutoAttack component's ``perturb`` takes ``target_rank=``: the ``k``-th highest
+# class to aim at (targeted components: APGDT, FABT; default 2, the runner-up; AutoAttack
+# runs ranks 2 .. targets + 1 through ``stage``); untargeted ones accept only None.
+def _target_rank(target_rank, rank):
+    if rank is not None:
+        if target_rank is not None:
+            raise ValueError("pass target_rank only (rank= is its old name)")
+        target_rank = rank
+    return 2 if target_rank is None else target_rank
+
+
+def _untargeted(spec, target_rank):
+    if target_rank is not None:
+        raise ValueError(f"{spec.name} is untargeted: it takes no target_rank")
+
+
+def _no_x_init(spec, x_init):
+    if x_init is not None:
+        raise ValueError(f"{spec.name} takes no x_init (it draws its own start)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,9 +396,10 @@ class APGD(_Attack):
                              return_details=True)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
-    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None):
+        _untargeted(self, target_rank)
         return apgd(logits_fn, x, y, epsilon=self.epsilon, n_iter=self.steps, loss=self.loss,
-                    rho=self.rho, seed=seed, x_init=x_init)[0]
+                    rho=self.rho, seed=as_seed(seed), x_init=x_init)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +421,17 @@ class APGDT(_Attack):
                              rho=self.rho, seed=seed, return_details=True)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
-    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, rank=2):
-        return self.stage(logits_fn, x, y, seed, rank, 0)[0]
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
+                rank=None):
+        """Toward the ``target_rank``-th highest class (default 2, the runner-up; ``rank=``
+        is the old name of ``target_rank``); from ``x_init`` if given."""
+        rank = _target_rank(target_rank, rank)
+        if x_init is None:
+            return self.stage(logits_fn, x, y, as_seed(seed), rank, 0)[0]
+        y_t = target_by_rank(logits_fn(x), rank)
+        return apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
+                    n_iter=self.steps, loss="dlr-targeted", y_target=y_t, rho=self.rho,
+                    seed=as_seed(seed), x_init=x_init)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,8 +455,13 @@ class FABT(_Attack):
                                 seed=seed)
         return x_adv, tf.zeros([tf.shape(x)[0]], tf.float32)
 
-    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, rank=2):
-        return self.stage(logits_fn, x, y, seed, rank, 0)[0]
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
+                rank=None):
+        """Toward the ``target_rank``-th highest class (default 2; ``rank=`` is the old
+        name); FAB starts from ``x`` itself, so ``x_init`` is refused."""
+        _no_x_init(self, x_init)
+        return self.stage(logits_fn, x, y, as_seed(seed), _target_rank(target_rank, rank),
+                          0)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,8 +481,11 @@ class Square(_Attack):
                                     return_details=True)
         return x_adv, tf.cast(det["queries"], tf.float32)
 
-    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
-        return self.stage(logits_fn, x, y, seed, 0, 0)[0]
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None):
+        """Square draws its own start (vertical stripes), so ``x_init`` is refused."""
+        _untargeted(self, target_rank)
+        _no_x_init(self, x_init)
+        return self.stage(logits_fn, x, y, as_seed(seed), 0, 0)[0]
 
 
 COMPONENTS = (APGD, APGDT, FABT, Square)
@@ -369,8 +556,8 @@ register_attack("pgd<N>", lambda epsilon, step_size, n: PGD(
 register_attack("cw<N>", lambda epsilon, step_size, n: PGD(
     epsilon=epsilon, step_size=step_size, steps=n, loss="cw"), examples="cw100")
 # semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts.
-register_attack("pgd_rst", lambda epsilon, step_size: PGD(
-    epsilon=epsilon, step_size=0.01, steps=40, restarts=5, every_iterate=True))
+register_attack("pgd_rst", lambda epsilon, step_size: EveryIteratePGD(
+    epsilon=epsilon, step_size=0.01, steps=40, restarts=5))
 register_attack("aa", lambda epsilon, step_size: AutoAttack(epsilon=epsilon))
 # The AutoAttack components alone, each with the standard suite's settings.
 for _component in STANDARD:

@@ -6,7 +6,7 @@ from early-stopped PGD-K-tau, for Madry AT (``fat``), TRADES (``fat_trades``) an
 Reference: zjfheart/Friendly-Adversarial-Training @ 80a0640, ``earlystop.py``,
 ``FAT.py``, ``FAT_for_TRADES.py``, ``FAT_for_MART.py`` (reference-implementations.md §3).
 As coded there, and so here by default:
-* the attack is ``earlystop`` (the ``PGD`` spec with ``tau``:
+* the attack is ``earlystop`` (the ``EarlyStoppedPGD`` spec:
   ``tf_st.attacks.pgd.early_stopped_pgd``) in
   inference-mode BN: start ``x + U(-eps, eps)`` (``fat``) or ``x + 0.001 N(0, 1)``
   (``fat_trades``, ``fat_mart``), *clamped to [0, 1]*; ``fat`` ascends CE and adds
@@ -41,7 +41,7 @@ import keras
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.specs import PGD
+from tf_st.attacks.specs import EarlyStoppedPGD
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
 from tf_st.methods.mart import mart_terms
@@ -115,10 +115,11 @@ class FAT(AdversarialMethod):
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
-        self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                          loss="ce", tau=self.tau,
-                          start={"uniform": "uniform_clamped", "normal": "normal_clamped",
-                                 "none": "none"}[self.fat_init])
+        self.attack = EarlyStoppedPGD(epsilon=self.epsilon, step_size=self.step_size,
+                                      steps=self.steps, loss="ce", tau=self.tau,
+                                      start={"uniform": "uniform_clamped",
+                                             "normal": "normal_clamped",
+                                             "none": "none"}[self.fat_init])
         self.current_tau = keras.Variable(tau_at_epoch(self.tau_schedule, self.tau, 1),
                                           trainable=False, dtype="int32", name="tau")
 
@@ -143,10 +144,10 @@ class FAT(AdversarialMethod):
             # Drawn up front over the global batch (draw indices 1..K), so replicas agree.
             step_noise = tf.stack([self.noise(x, "normal", 1 + k, self.omega)
                                    for k in range(self.steps)])
-        x_adv, passes = attack.perturb_early_stopped(forward, x, y, x_init=start,
-                                                     tau=self.current_tau.value,
-                                                     step_noise=step_noise)
-        return {"adv": x_adv, "passes": tf.cast(passes, x.dtype)}
+        x_adv, details = attack.perturb_details(forward, x, y, x_init=start,
+                                                tau=self.current_tau.value,
+                                                step_noise=step_noise)
+        return {"adv": x_adv, "passes": tf.cast(details["passes"], x.dtype)}
 
     def _bp(self, generated):
         return batch_mean(generated["passes"])
