@@ -83,7 +83,10 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
             fooled = fooled | counted
         else:
             grad = input_gradient(logits_fn, x_adv, y, loss_fn)
-        return i + 1, project(x_adv + step * tf.sign(grad), x, epsilon), fooled
+        # A SavedModel signature's gradient has batch dimension None; against a batch of
+        # one, broadcasting then loses the static 1 that the loop's shape invariant holds.
+        x_next = tf.ensure_shape(project(x_adv + step * tf.sign(grad), x, epsilon), x_adv.shape)
+        return i + 1, x_next, tf.ensure_shape(fooled, [x_adv.shape[0]])
 
     fooled = tf.zeros([tf.shape(x)[0]], tf.bool)
     if unroll:
@@ -152,8 +155,11 @@ def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_f
         if step_noise is not None:
             x_new = x_new + tf.cast(tf.gather(step_noise, k), x.dtype)
         mask = tf.reshape(running, [-1] + [1] * (len(x.shape) - 1))
-        x_adv = tf.where(mask, project(x_new, x, epsilon), x_adv)
-        return k + 1, x_adv, counter, running, passes + tf.cast(running, tf.int32)
+        x_adv = tf.ensure_shape(tf.where(mask, project(x_new, x, epsilon), x_adv), x_adv.shape)
+        # (ensure_shape: a batch of one keeps its static size; see ``pgd``.)
+        return (k + 1, x_adv, tf.ensure_shape(counter, running.shape),
+                tf.ensure_shape(running, running.shape),
+                tf.ensure_shape(passes + tf.cast(running, tf.int32), running.shape))
 
     if steps == 0:
         return x_adv, passes
