@@ -30,8 +30,11 @@ networks; here each network distils the *mean* of its peers' KL terms, which for
 networks is exactly the coded L3.  Member forwards follow the member order (a member's
 own forwards as in the pair above: TRADES clean then adversarial, ALP adversarial then
 clean, AT adversarial), then the peer forwards with the evaluating network in member
-order.  ``archs`` gives the networks different architectures (the paper's ResNet-18 +
-WRN-34-10 setting); empty means every network uses the run's ``--arch``.
+order.  Each member's attack and loss are its registered method's (``MEMBER_TABLE``:
+``madry.madry_loss``, ``trades.trades_loss``, ``alp.alp_loss``, TRADES' attack objective
+``losses.kl_from_clean``); CAT adds the weighting and the peer terms.  ``archs`` gives
+the networks different architectures (the paper's ResNet-18 + WRN-34-10 setting); empty
+means every network uses the run's ``--arch``.
 """
 
 import dataclasses
