@@ -202,9 +202,8 @@ def check_fat(torch, ref, x, y, rows):
                         rand_init=True, omega=0)
                 start = np.clip(x + 0.001 * noise.transpose(0, 2, 3, 1), 0, 1)
                 fwd = lambda t: model(t, training=False)  # noqa: E731
-                z_nat = fwd(tf.constant(x))
                 loss = (losses.cross_entropy if loss_fn == "cent"
-                        else (lambda z, _: losses.kl_divergence(z_nat, z)))
+                        else losses.kl_from_clean(fwd, tf.constant(x)))
                 ours, passes = PGD(epsilon=EPS, step_size=STEP, steps=K, tau=0, loss=loss) \
                     .perturb_early_stopped(fwd, tf.constant(x), tf.constant(y),
                                            x_init=tf.constant(start), tau=tau)

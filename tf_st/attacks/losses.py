@@ -64,6 +64,17 @@ def kl_divergence(target_logits, logits):
     return tf.reduce_sum(tf.math.xlogy(p, p) - p * tf.nn.log_softmax(logits), axis=1)
 
 
+def kl_from_clean(logits_fn, x, divergence=kl_divergence):
+    """TRADES' inner objective as an attack loss ``loss(z, y)``: per example
+    ``divergence(p(x), p(z))`` (default ``KL(p(x) || p(z))``), with the clean logits
+    ``logits_fn(x)`` computed once, here (one forward, at the caller's point in the
+    forward order), and held constant (stop-gradient).  The TRADES references recompute
+    them in eval mode at every step; it is the same value.  Used by TRADES, CAT's TRADES
+    member and FAT-TRADES."""
+    z_nat = tf.stop_gradient(logits_fn(x))
+    return lambda z, _: divergence(z_nat, z)
+
+
 def true_class_probability(logits, y):
     return true_class_logit(tf.nn.softmax(as_float(logits)), y)
 

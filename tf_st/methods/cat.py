@@ -30,21 +30,62 @@ networks; here each network distils the *mean* of its peers' KL terms, which for
 networks is exactly the coded L3.  Member forwards follow the member order (a member's
 own forwards as in the pair above: TRADES clean then adversarial, ALP adversarial then
 clean, AT adversarial), then the peer forwards with the evaluating network in member
-order.  ``archs`` gives the networks different architectures (the paper's ResNet-18 +
-WRN-34-10 setting); empty means every network uses the run's ``--arch``.
+order.  Each member's attack and loss are its registered method's (``MEMBER_TABLE``:
+``madry.madry_loss``, ``trades.trades_loss``, ``alp.alp_loss``, TRADES' attack objective
+``losses.kl_from_clean``); CAT adds the weighting and the peer terms.  ``archs`` gives
+the networks different architectures (the paper's ResNet-18 + WRN-34-10 setting); empty
+means every network uses the run's ``--arch``.
 """
 
 import dataclasses
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.attacks.specs import PGD
-from tf_st.methods.alp import alp_loss
+from tf_st.methods.alp import ALP, alp_loss
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
+from tf_st.methods.madry import MadryAT, madry_loss
+from tf_st.methods.trades import TRADES, trades_loss
 
-MEMBERS = ("madry", "trades", "alp")
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """How CAT trains one network as the registered ``method`` does: the attack's start
+    (``tf_st.attacks.starts``), its loss (``None``: the batch CE; else
+    ``attack_loss(logits_fn, x)`` gives the loss, TRADES' KL from the clean logits),
+    the member's own train-mode forwards in the reference order (``'nat'``: ``f(x)``,
+    ``'adv'``: ``f(x_adv)``) and its loss ``loss(cat, logits, y)`` from those logits
+    (``logits[part]``), the method's own loss function."""
+    method: type
+    start: str
+    attack_loss: Optional[Callable]
+    forwards: tuple
+    loss: Callable
+
+
+def _madry_member_loss(cat, z, y):
+    return madry_loss([z["adv"]], y)
+
+
+def _trades_member_loss(cat, z, y):
+    return trades_loss(z["nat"], [z["adv"]], y, cat.beta)[0]
+
+
+def _alp_member_loss(cat, z, y):
+    return alp_loss(z["adv"], z["nat"], y)[2]
+
+
+# CAT's attack_pgd (PGD-CE from a clamped uniform start) for AT and ALP; TRADES' KL
+# attack from x + 0.001 N(0, 1).
+MEMBER_TABLE = {m.method.key: m for m in (
+    Member(MadryAT, "uniform_clamped", None, ("adv",), _madry_member_loss),
+    Member(TRADES, "normal", losses.kl_from_clean, ("nat", "adv"), _trades_member_loss),
+    Member(ALP, "uniform_clamped", None, ("adv", "nat"), _alp_member_loss),
+)}
+MEMBERS = tuple(MEMBER_TABLE)
 
 
 def _members(value):
@@ -100,10 +141,11 @@ class CAT(AdversarialMethod):
         if tuple(self.network_names) != self.member_keys:
             raise ValueError(f"CAT with members {self.member_keys} needs networks named "
                              f"{list(self.member_keys)}, got {list(self.network_names)}")
-        # TRADES' KL attack (its loss is set per batch) and CAT's attack_pgd for the others.
+        self.member_specs = {m: MEMBER_TABLE[m] for m in self.member_keys}
+        # Each member's attack; a loss given by a function is set per batch.
         self.attacks = {m: PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                               loss="ce", start="normal" if m == "trades" else "uniform_clamped")
-                        for m in self.member_keys}
+                               loss="ce", start=member.start)
+                        for m, member in self.member_specs.items()}
 
     @property
     def member_keys(self):
@@ -127,34 +169,25 @@ class CAT(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         out = {}
-        for k, m in enumerate(self.member_keys):
+        for k, (m, member) in enumerate(self.member_specs.items()):
             forward = self._eval(m)
             if init is not None:
                 start = tf.cast(init[m], x.dtype)
             else:
-                start = self.start(x, "normal" if m == "trades" else "uniform_clamped", k)
+                start = self.start(x, member.start, k)
             attack = self.attacks[m]
-            if m == "trades":
-                z_nat = tf.stop_gradient(forward(x))
-                attack = dataclasses.replace(
-                    attack, loss=lambda z, _, z_nat=z_nat: losses.kl_divergence(z_nat, z))
+            if member.attack_loss is not None:
+                attack = dataclasses.replace(attack, loss=member.attack_loss(forward, x))
             out[m] = attack.perturb(forward, x, y, x_init=start)
         return out
 
     def _member_loss(self, m, x, y, x_adv):
         """``(loss, adversarial logits, clean logits or None)`` of one member, with its
         forwards in the reference order."""
-        net = self.networks[m]
-        if m == "trades":
-            z_nat, z_adv = net(x, training=True), net(x_adv, training=True)
-            loss = batch_mean(losses.cross_entropy(z_nat, y)) + losses.as_dtype(
-                self.beta, z_nat.dtype) * batch_mean(losses.kl_divergence(z_nat, z_adv))
-            return loss, z_adv, z_nat
-        if m == "alp":
-            z_adv, z_nat = net(x_adv, training=True), net(x, training=True)
-            return alp_loss(z_adv, z_nat, y)[2], z_adv, z_nat
-        z_adv = net(x_adv, training=True)
-        return batch_mean(losses.cross_entropy(z_adv, y)), z_adv, None
+        member, net = self.member_specs[m], self.networks[m]
+        inputs = {"nat": x, "adv": x_adv}
+        z = {part: net(inputs[part], training=True) for part in member.forwards}
+        return member.loss(self, z, y), z["adv"], z.get("nat")
 
     def training_loss(self, x, y, generated):
         own, adv_logits, clean = {}, {}, {}

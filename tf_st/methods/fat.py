@@ -16,7 +16,7 @@ As coded there, and so here by default:
 * losses in train mode: ``fat``: ``CE(f(x_adv), y)``; ``fat_trades``: forwards ``f(x)``
   then ``f(x_adv)``, ``CE(f(x), y) + beta KL_sum(p(x) || p(x_adv)) / B`` (beta 6, the
   clean logits reused as the target, not detached); ``fat_mart``: forwards ``f(x_adv)``
-  then ``f(x)``, MART's loss (``tf_st.methods.mart.mart_terms``, beta 6);
+  then ``f(x)``, MART's loss (``tf_st.methods.mart.mart_loss``, beta 6);
 * tau per epoch (``tau_schedule``, 1-based epochs): ``fat`` 0 up to epoch 50, 1 up to
   90, then 2; ``fat_trades`` 0/1/2/3 with breaks at 30, 50, 70; ``fat_mart`` 0..4 with
   breaks at 20, 40, 60, 80 (the scripts' ``adjust_tau``).  The runner sets it at every
@@ -44,7 +44,8 @@ from tf_st.attacks import losses
 from tf_st.attacks.specs import EarlyStoppedPGD
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
-from tf_st.methods.mart import mart_terms
+from tf_st.methods.mart import mart_loss
+from tf_st.methods.trades import trades_loss
 
 
 def parse_tau_schedule(text):
@@ -78,40 +79,59 @@ def _check_schedule(text):
     parse_tau_schedule(text)
 
 
-def _fat_fields(schedule, init, omega, beta=None):
-    """HParams fields of one FAT variant (defaults = its training script)."""
-    fields = [
-        ("tau", int, hparam(0, "Early-stop slack tau: extra steps after misclassification "
-                            "(used when --tau_schedule is empty).", minimum=0, integer=True)),
-        ("tau_schedule", str, hparam(schedule, "Per-epoch tau as 'epoch:tau,...,tau' "
-                                     "(1-based, tau up to and including that epoch); empty: "
-                                     "constant --tau.", check=_check_schedule)),
-        ("fat_init", str, hparam(init, "Start of the early-stopped PGD, clamped to [0, 1].",
-                                 choices=("uniform", "normal", "none"))),
-        ("omega", float, hparam(omega, "Std of the Gaussian noise added to every attack step.",
-                                minimum=0)),
-    ]
-    if beta is not None:
-        fields.append(("beta", float, hparam(beta, "Regulariser weight (FAT scripts: 6).",
-                                             minimum=0)))
-    return fields
+def _tau_schedule(default):
+    return hparam(default, "Per-epoch tau as 'epoch:tau,...,tau' (1-based, tau up to and "
+                  "including that epoch); empty: constant --tau.", check=_check_schedule)
 
 
-FATHParams = dataclasses.make_dataclass(
-    "FATHParams", _fat_fields("50:0,90:1,2", "uniform", 0.001), bases=(HParams,), frozen=True)
-FATTRADESHParams = dataclasses.make_dataclass(
-    "FATTRADESHParams", _fat_fields("30:0,50:1,70:2,3", "normal", 0.0, 6.0), bases=(HParams,),
-    frozen=True)
-FATMARTHParams = dataclasses.make_dataclass(
-    "FATMARTHParams", _fat_fields("20:0,40:1,60:2,80:3,4", "normal", 0.0, 6.0),
-    bases=(HParams,), frozen=True)
+def _fat_init(default):
+    return hparam(default, "Start of the early-stopped PGD, clamped to [0, 1].",
+                  choices=("uniform", "normal", "none"))
+
+
+def _omega(default):
+    return hparam(default, "Std of the Gaussian noise added to every attack step.", minimum=0)
+
+
+def _beta():
+    return hparam(6.0, "Regulariser weight (FAT scripts: 6).", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class FATHParams(HParams):
+    """``fat``: defaults of ``FAT.py``."""
+    tau: int = hparam(0, "Early-stop slack tau: extra steps after misclassification "
+                      "(used when --tau_schedule is empty).", minimum=0, integer=True)
+    tau_schedule: str = _tau_schedule("50:0,90:1,2")
+    fat_init: str = _fat_init("uniform")
+    omega: float = _omega(0.001)
+
+
+@dataclasses.dataclass(frozen=True)
+class FATTRADESHParams(FATHParams):
+    """``fat_trades``: defaults of ``FAT_for_TRADES.py``."""
+    tau_schedule: str = _tau_schedule("30:0,50:1,70:2,3")
+    fat_init: str = _fat_init("normal")
+    omega: float = _omega(0.0)
+    beta: float = _beta()
+
+
+@dataclasses.dataclass(frozen=True)
+class FATMARTHParams(FATHParams):
+    """``fat_mart``: defaults of ``FAT_for_MART.py``."""
+    tau_schedule: str = _tau_schedule("20:0,40:1,60:2,80:3,4")
+    fat_init: str = _fat_init("normal")
+    omega: float = _omega(0.0)
+    beta: float = _beta()
 
 
 class FAT(AdversarialMethod):
     key = "fat"
     term_names = ("loss", "bp")
     HParams = FATHParams
-    attack_loss = "ce"
+    # None: the attack ascends the batch CE; else ``attack_loss(logits_fn, x)`` gives its
+    # loss for this batch (FAT-TRADES: TRADES' KL from the clean logits).
+    attack_loss = None
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
@@ -135,10 +155,8 @@ class FAT(AdversarialMethod):
         else:
             start = self.start(x, self.attack.start, 0)
         attack = self.attack
-        if self.attack_loss == "kl":
-            z_nat = tf.stop_gradient(forward(x))
-            attack = dataclasses.replace(
-                attack, loss=lambda z, _: losses.kl_divergence(z_nat, z))
+        if self.attack_loss is not None:
+            attack = dataclasses.replace(attack, loss=self.attack_loss(forward, x))
         step_noise = None
         if self.omega:
             # Drawn up front over the global batch (draw indices 1..K), so replicas agree.
@@ -158,28 +176,29 @@ class FAT(AdversarialMethod):
 
 
 class FATTRADES(FAT):
+    """TRADES' loss (``tf_st.methods.trades.trades_loss``) and attack objective on FAT's
+    early-stopped attack; forwards ``f(x)`` then ``f(x_adv)``."""
     key = "fat_trades"
     term_names = ("loss", "ce", "reg", "bp")
     HParams = FATTRADESHParams
-    attack_loss = "kl"
+    attack_loss = staticmethod(losses.kl_from_clean)
 
     def training_loss(self, x, y, generated):
         z_nat, z_adv = self.forward_groups([x, generated["adv"]])
-        ce = batch_mean(losses.cross_entropy(z_nat, y))
-        reg = batch_mean(losses.kl_divergence(z_nat, z_adv))
-        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
-                "bp": self._bp(generated), "clean_logits": z_nat}
+        loss, ce, reg, _ = trades_loss(z_nat, [z_adv], y, self.beta)
+        return {"loss": loss, "ce": ce, "reg": reg, "bp": self._bp(generated),
+                "clean_logits": z_nat}
 
 
 class FATMART(FAT):
+    """MART's loss (``tf_st.methods.mart.mart_loss``) on FAT's early-stopped attack (CE,
+    as MART's); forwards ``f(x_adv)`` then ``f(x)``."""
     key = "fat_mart"
     term_names = ("loss", "bce", "kl", "bp")
     HParams = FATMARTHParams
 
     def training_loss(self, x, y, generated):
         z_adv, z_nat = self.forward_groups([generated["adv"], x])
-        bce, rob = mart_terms(z_nat, z_adv, y)
-        bce, kl = batch_mean(bce), batch_mean(rob)
-        return {"loss": bce + losses.as_dtype(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,
-                "bp": self._bp(generated), "clean_logits": z_nat}
-
+        loss, bce, kl = mart_loss(z_nat, [z_adv], y, self.beta)
+        return {"loss": loss, "bce": bce, "kl": kl, "bp": self._bp(generated),
+                "clean_logits": z_nat}

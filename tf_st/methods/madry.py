@@ -56,6 +56,13 @@ from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
 
 
+def madry_loss(z_advs, y):
+    """Vanilla AT's outer loss from its train-mode adversarial logits: the mean over the
+    neighbours ``z_advs`` of the batch-mean CE.  MadryAT and CAT's AT member use it."""
+    ces = [batch_mean(losses.cross_entropy(z, y)) for z in z_advs]
+    return tf.add_n(ces) / tf.cast(len(ces), ces[0].dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class MadryHParams(HParams):
     clamp_start: bool = hparam(True, "Clamp the uniform random start to [0, 1] "
@@ -136,9 +143,7 @@ class MadryAT(AdversarialMethod):
             self.forward_train(x)
 
     def training_loss(self, x, y, generated):
-        ces = [batch_mean(losses.cross_entropy(z, y))
-               for z in self.forward_groups([generated[n] for n in self.names])]
-        return {"loss": tf.add_n(ces) / tf.cast(len(ces), ces[0].dtype)}
+        return {"loss": madry_loss(self.forward_groups([generated[n] for n in self.names]), y)}
 
 
 class _SelectionForward:

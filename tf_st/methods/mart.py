@@ -64,6 +64,20 @@ def mart_terms(z_nat, z_adv, y):
     return bce, rob
 
 
+def mart_loss(z_nat, z_advs, y, beta):
+    """MART's outer loss from its train-mode logits: ``(loss, bce, kl)``, the batch
+    means of :func:`mart_terms` averaged over the neighbours ``z_advs``, ``loss = bce +
+    beta * kl``.  MART and FAT-MART use it."""
+    bces, robs = [], []
+    for z_adv in z_advs:
+        bce, rob = mart_terms(z_nat, z_adv, y)
+        bces.append(batch_mean(bce))
+        robs.append(batch_mean(rob))
+    count = tf.cast(len(bces), bces[0].dtype)
+    bce, kl = tf.add_n(bces) / count, tf.add_n(robs) / count
+    return bce + losses.as_dtype(beta, bce.dtype) * kl, bce, kl
+
+
 @dataclasses.dataclass(frozen=True)
 class MARTHParams(HParams):
     beta: float = nb.beta_hparam(5.0, "MART's ResNet-18 setting: 5")
@@ -96,15 +110,8 @@ class MART(AdversarialMethod):
 
     def training_loss(self, x, y, generated):
         z_nat, *z_advs = self.forward_groups([x] + [generated[n] for n in self.names])
-        bces, robs = [], []
-        for z_adv in z_advs:
-            bce, rob = mart_terms(z_nat, z_adv, y)
-            bces.append(batch_mean(bce))
-            robs.append(batch_mean(rob))
-        count = tf.cast(len(bces), bces[0].dtype)
-        bce, kl = tf.add_n(bces) / count, tf.add_n(robs) / count
-        return {"loss": bce + losses.as_dtype(self.beta, bce.dtype) * kl, "bce": bce, "kl": kl,
-                "clean_logits": z_nat}
+        loss, bce, kl = mart_loss(z_nat, z_advs, y, self.beta)
+        return {"loss": loss, "bce": bce, "kl": kl, "clean_logits": z_nat}
 
 
 class MART2(MART):

@@ -93,6 +93,18 @@ def trades_regularizer(name):
                          f"{sorted(TRADES_REGULARIZERS)}") from None
 
 
+def trades_loss(z_nat, z_advs, y, beta, reg_fn=_kl):
+    """TRADES' outer loss from its train-mode logits: ``(loss, ce, reg, ce_nat)`` with
+    ``ce = mean CE(f(x), y)``, ``reg = mean_k mean reg_fn(f(x), f(x_adv_k))`` (the clean
+    logits the target, not detached), ``loss = ce + beta * reg`` and ``ce_nat`` the
+    per-example clean CE.  TRADES, CAT's TRADES member and FAT-TRADES use it."""
+    ce_nat = losses.cross_entropy(z_nat, y)
+    ce = batch_mean(ce_nat)
+    regs = [batch_mean(reg_fn(z_nat, z_adv)) for z_adv in z_advs]
+    reg = tf.add_n(regs) / tf.cast(len(regs), regs[0].dtype)
+    return ce + losses.as_dtype(beta, ce.dtype) * reg, ce, reg, ce_nat
+
+
 @dataclasses.dataclass(frozen=True)
 class TRADESHParams(HParams):
     beta: float = nb.beta_hparam(6.0, "TRADES: 6")
@@ -131,11 +143,7 @@ class TRADES(AdversarialMethod):
     def generate(self, x, y, init=None):
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
-        z_nat = tf.stop_gradient(forward(x))
-
-        def inner(z_adv, _):
-            return self.reg_fn(z_nat, z_adv)
-
+        inner = losses.kl_from_clean(forward, x, self.reg_fn)
         start = lambda x, k: self.start(x, "normal", k, std=self.init_std)  # noqa: E731
         return nb.pgd_neighbours(self, x, y, init, start, forward,
                                  dataclasses.replace(self.attack, loss=inner))
@@ -147,14 +155,10 @@ class TRADES(AdversarialMethod):
         parts = [x] + [generated[n] for n in self.names]
         z_nat, *z_advs = self.forward_groups(
             parts, update_order=update_order(self.forward_order, len(self.names)))
-        z_target = z_nat
-        ce_nat = losses.cross_entropy(z_nat, y)
-        ce = batch_mean(ce_nat)
-        regs = [batch_mean(self.reg_fn(z_target, z_adv)) for z_adv in z_advs]
-        reg = tf.add_n(regs) / tf.cast(len(regs), regs[0].dtype)
+        loss, ce, reg, ce_nat = trades_loss(z_nat, z_advs, y, self.beta, self.reg_fn)
         below = tf.less(losses.cross_entropy(tf.stop_gradient(z_advs[0]), y),
                         tf.stop_gradient(ce_nat))
-        return {"loss": ce + losses.as_dtype(self.beta, ce.dtype) * reg, "ce": ce, "reg": reg,
+        return {"loss": loss, "ce": ce, "reg": reg,
                 "clean_logits": z_nat, "col_ratio": batch_mean(tf.cast(below, ce.dtype))}
 
 
