@@ -1,6 +1,5 @@
 """Benchmark helpers: the comparison report is rebuilt from results.json exactly as the
-full run writes it; op_profile's trace arithmetic; the --tf_options parser; the CAT
-step-order count; onednn_kernels' reading of oneDNN's verbose lines."""
+full run writes it; op_profile's trace arithmetic; the --tf_options parser; onednn_kernels' reading of oneDNN's verbose lines."""
 
 import json
 import os
@@ -74,18 +73,6 @@ def test_benchmark_options_are_key_value():
         "fold_bn": True, "group_forwards": False, "beta": "3"}
     with pytest.raises(ValueError, match="key=value"):
         parse_options(["fold_bn"])
-
-
-def test_cat_step_order_counts_no_difference_with_the_optimizer_off():
-    """benchmarks.cat_step_order with the dependency optimizer off (what training does):
-    the traced CAT steps equal the eager one, and the count line says so."""
-    r = subprocess.run([sys.executable, "-m", "benchmarks.cat_step_order", "--instances=3",
-                        "--dependency_optimization=false"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip().splitlines()[-1] == (
-        "dependency optimizer off: 0 of 3 traced CAT steps differ from the eager step")
 
 
 _VERBOSE = """onednn_verbose,v1,info,oneDNN v3.7.1
