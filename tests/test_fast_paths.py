@@ -395,3 +395,22 @@ def test_cat_attacks_each_network_through_its_folded_forward(float64):
     assert not np.allclose(plain["trades"], plain["alp"])
     assert set(method.__dict__["_folded_forwards"]) == {net.name for net in nets.values()}
 
+
+
+def test_execution_options_are_read_only_constructor_keywords():
+    """``group_forwards`` / ``fold_batchnorm`` / ``keep_variable_access_order`` are given
+    to the constructor and cannot be flipped afterwards (a traced step would not see it);
+    the defaults are grouped forwards, no folding, ordered variable access."""
+    from tf_st.methods.base import AdversarialMethod
+    method = methods.build("trades", small_bn_model())
+    assert (method.group_forwards, method.fold_batchnorm) == (True, False)
+    assert method._keep_variable_access_order is True
+    for name in ("group_forwards", "fold_batchnorm"):
+        assert isinstance(getattr(AdversarialMethod, name), property)
+        with pytest.raises(AttributeError):
+            setattr(method, name, not getattr(method, name))
+    other = methods.build("trades", small_bn_model(), group_forwards=False, fold_batchnorm=True,
+                          keep_variable_access_order=False)
+    assert (other.group_forwards, other.fold_batchnorm) == (False, True)
+    assert other._keep_variable_access_order is False
+    assert "group_forwards" not in other.hparams()
