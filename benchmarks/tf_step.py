@@ -30,23 +30,21 @@ def build_tf_st(key, k, jit_compile, options, threads=0, inter_op=0):
 
     options = dict(options)
     set_threads(threads, int(options.pop("inter_op_threads", inter_op)))
-    from tf_st.models import _common
-    _common.PAD_LAYERS_AT_STRIDE_1 = bool(options.pop("pad_layers", False))
+    pad_layers = bool(options.pop("pad_layers", False))
     keras.utils.set_random_seed(1)
-    clf = models.build("resnet18", 10)
+    clf = models.build("resnet18", 10, pad_at_stride_1=pad_layers)
     set_batchnorm(clf, fused=options.pop("fused_bn", True))
-    group_forwards = options.pop("group_forwards", True)
-    fold_bn = options.pop("fold_bn", False)
     jit_compile = options.pop("jit_compile", jit_compile)
     jit_attack = options.pop("jit_attack", False)
-    if options.pop("dependency_optimization", False):
-        # Leaves Grappler's dependency optimizer on (training turns it off: it reordered
-        # a variable read after the variable's update; tf_st.methods.base).
-        from tf_st.methods import base
-        base.keep_variable_access_order = lambda: None
-    method = methods.build(key, clf, steps=k, epsilon=EPS, step_size=STEP, beta=BETA, **options)
-    method.group_forwards = group_forwards
-    method.fold_batchnorm = fold_bn
+    # The method's execution options (tf_st.methods.base.AdversarialMethod):
+    # dependency_optimization=true leaves Grappler's dependency optimizer on (training
+    # turns it off: it reordered a variable read after the variable's update).
+    method = methods.build(
+        key, clf, steps=k, epsilon=EPS, step_size=STEP, beta=BETA,
+        group_forwards=options.pop("group_forwards", True),
+        fold_batchnorm=options.pop("fold_bn", False),
+        keep_variable_access_order=not options.pop("dependency_optimization", False),
+        **options)
     if jit_attack:
         # XLA on the inner attack alone (the rest of the step stays on TensorFlow's kernels).
         method.generate = tf.function(method.generate, jit_compile=True)

@@ -109,19 +109,19 @@ def sharded_evaluation_flags(model_strategy, strategies):
     return out
 
 
-def small_cat():
+def small_cat(**options):
     """``(nets, method)``: CAT with a TRADES and an ALP member, each a small BN model
-    (BN statistics seeded apart), K = 3."""
+    (BN statistics seeded apart), K = 3; ``options``: the method's execution options
+    (``group_forwards=``, ``fold_batchnorm=``, ...)."""
     from tf_st import methods
     nets = {"trades": small_bn_model(bn_seed=1), "alp": small_bn_model(bn_seed=2)}
-    return nets, methods.build("cat", nets, members="trades,alp", steps=3)
+    return nets, methods.build("cat", nets, members="trades,alp", steps=3, **options)
 
 
 def small_cat_step(eager):
     """One step of :func:`small_cat` from seed 0 on a fixed batch of 6 (floatx inputs),
     eager or traced: ``(logged collaborative term, every network's weights after it)``.
-    The traced step must equal the eager one (``tests/test_cat_alp.py``,
-    ``benchmarks/cat_step_order.py``)."""
+    The traced step must equal the eager one (``tests/test_cat_alp.py``)."""
     import tensorflow as tf
     x = tf.constant(np.random.RandomState(0).uniform(0, 1, (6, 4, 4, 2)),
                     dtype=keras.config.floatx())

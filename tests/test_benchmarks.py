@@ -1,6 +1,5 @@
 """Benchmark helpers: the comparison report is rebuilt from results.json exactly as the
-full run writes it; op_profile's trace arithmetic; the --tf_options parser; the CAT
-step-order count; onednn_kernels' reading of oneDNN's verbose lines."""
+full run writes it; op_profile's trace arithmetic; the --tf_options parser; onednn_kernels' reading of oneDNN's verbose lines."""
 
 import json
 import os
@@ -76,18 +75,6 @@ def test_benchmark_options_are_key_value():
         parse_options(["fold_bn"])
 
 
-def test_cat_step_order_counts_no_difference_with_the_optimizer_off():
-    """benchmarks.cat_step_order with the dependency optimizer off (what training does):
-    the traced CAT steps equal the eager one, and the count line says so."""
-    r = subprocess.run([sys.executable, "-m", "benchmarks.cat_step_order", "--instances=3",
-                        "--dependency_optimization=false"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip().splitlines()[-1] == (
-        "dependency optimizer off: 0 of 3 traced CAT steps differ from the eager step")
-
-
 _VERBOSE = """onednn_verbose,v1,info,oneDNN v3.7.1
 onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,forward_training,src:f32::blocked:acdb::f0,,alg:convolution_direct,mb8_ic64oc64_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,99.0
 === onednn_kernels: step begins ===
@@ -158,3 +145,57 @@ def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
                        text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode != 0
     assert "is not a trades checkout" in r.stderr
+
+
+# Every command in benchmarks/ (benchmarks/README.md lists them with the helper modules).
+COMMANDS = ("aa_crosscheck", "autoattack", "autoattack_memory", "compare_methods",
+            "crosscheck_methods", "deterministic_cost", "onednn_kernels", "op_profile",
+            "step_time", "vs_reference")
+HELPERS = ("flops", "onednn_log", "profile_trace", "reference_step", "tf_step")
+
+
+def _run(args, timeout=600):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_benchmarks_directory_holds_the_listed_tools_and_readme_names_each():
+    present = {name[:-3] for name in os.listdir(os.path.join(ROOT, "benchmarks"))
+               if name.endswith(".py") and name != "__init__.py"}
+    assert present == set(COMMANDS) | set(HELPERS), sorted(present ^ (set(COMMANDS) | set(HELPERS)))
+    readme = open(os.path.join(ROOT, "benchmarks", "README.md")).read()
+    for name in COMMANDS:
+        assert f"python -m benchmarks.{name}" in readme, name
+    for name in HELPERS:
+        assert f"`{name}.py`" in readme, name
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_benchmark_help(name):
+    """``--help`` prints the module's usage (its docstring names the command) and the
+    flags, without importing anything that fails."""
+    r = _run([f"benchmarks.{name}", "--help"], timeout=300)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode in (0, 1), r.stderr[-3000:]  # absl's --help exits 1
+    assert f"python -m benchmarks.{name}" in r.stdout, r.stdout[:2000]
+    assert "--" in r.stdout.split(f"python -m benchmarks.{name}", 1)[1]
+
+
+def test_step_time_runs_a_tiny_measurement():
+    r = _run(["benchmarks.step_time", "--arch=small_cnn", "--batch_size=4",
+              "--methods=natural,trades", "--steps=1", "--inner_steps=1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "natural" in r.stdout and "trades" in r.stdout, r.stdout
+
+
+def test_op_profile_runs_with_every_tf_option_lever(tmp_path):
+    """tf_st's benchmark step (benchmarks.tf_step) with its levers switched (separate
+    forwards, folded BN, stride-1 pad layers, dependency optimizer left on) runs and is
+    profiled."""
+    r = _run(["benchmarks.op_profile", "--method=trades", "--batch_size=2", "--inner_steps=1",
+              "--warmup=1", "--steps=1", "--top=3",
+              "--tf_options=group_forwards=false,fold_bn=true,pad_layers=true,"
+              "dependency_optimization=true"], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Conv2D" in r.stdout or "convolution" in r.stdout, r.stdout[-3000:]

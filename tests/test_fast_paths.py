@@ -43,9 +43,12 @@ def _separate(model, xs, order):
 
 
 def _grouped(model, xs, order):
-    with batch_groups(len(xs), order):
-        joined = tf.concat(xs, axis=0)
-        z = batch_stats_forward(model, joined) if not order else model(joined, training=True)
+    groups = batch_groups(len(xs), order)
+    joined = tf.concat(xs, axis=0)
+    if not order:
+        z = batch_stats_forward(model, joined, batch_groups=groups)
+    else:
+        z = model(joined, training=True, batch_groups=groups)
     return tf.split(z, len(xs), axis=0)
 
 
@@ -83,18 +86,19 @@ def test_batch_groups_rejects_bad_group_index():
 
 
 def _assert_same_step_with_and_without(key, attribute):
-    """One train step (generate, loss, update) of ``key`` with the method's ``attribute``
-    on, then off, from the same weights and batch: the same weights and moving
-    statistics."""
+    """One train step (generate, loss, update) of ``key`` with the method's execution
+    option ``attribute`` on, then off, from the same weights and batch: the same weights
+    and moving statistics."""
     out = []
     for value in (True, False):
         keras.utils.set_random_seed(0)
         if key == "cat":
-            _, method = small_cat()
+            _, method = small_cat(**{attribute: value})
         else:
             kwargs = {"tau": 1} if key.startswith("fat") else {}
-            method = methods.build(key, small_bn_model(bn_seed=1), steps=3, **kwargs)
-        setattr(method, attribute, value)
+            method = methods.build(key, small_bn_model(bn_seed=1), steps=3,
+                                   **{attribute: value}, **kwargs)
+        assert getattr(method, attribute) is value
         method.compile(optimizer=keras.optimizers.SGD(0.5))
         x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
         method.train_on_batch(x, y)
@@ -384,10 +388,29 @@ def test_cat_attacks_each_network_through_its_folded_forward(float64):
     nets, method = small_cat()
     x = _batches(1, size=6)[0]
     plain = {m: method._eval(m)(x).numpy() for m in nets}
-    method.fold_batchnorm = True
+    method = methods.get("cat")(nets, members="trades,alp", steps=3, fold_batchnorm=True)
     for m, net in nets.items():
         np.testing.assert_allclose(method._eval(m)(x).numpy(), plain[m], rtol=0, atol=1e-12)
         np.testing.assert_allclose(plain[m], net(x, training=False).numpy(), atol=1e-12)
     assert not np.allclose(plain["trades"], plain["alp"])
     assert set(method.__dict__["_folded_forwards"]) == {net.name for net in nets.values()}
 
+
+
+def test_execution_options_are_read_only_constructor_keywords():
+    """``group_forwards`` / ``fold_batchnorm`` / ``keep_variable_access_order`` are given
+    to the constructor and cannot be flipped afterwards (a traced step would not see it);
+    the defaults are grouped forwards, no folding, ordered variable access."""
+    from tf_st.methods.base import AdversarialMethod
+    method = methods.build("trades", small_bn_model())
+    assert (method.group_forwards, method.fold_batchnorm) == (True, False)
+    assert method._keep_variable_access_order is True
+    for name in ("group_forwards", "fold_batchnorm"):
+        assert isinstance(getattr(AdversarialMethod, name), property)
+        with pytest.raises(AttributeError):
+            setattr(method, name, not getattr(method, name))
+    other = methods.build("trades", small_bn_model(), group_forwards=False, fold_batchnorm=True,
+                          keep_variable_access_order=False)
+    assert (other.group_forwards, other.fold_batchnorm) == (False, True)
+    assert other._keep_variable_access_order is False
+    assert "group_forwards" not in other.hparams()

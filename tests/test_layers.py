@@ -31,10 +31,7 @@ SHARED_LAYERS = {0}
 
 # Known upward imports still to be removed, each with what removes it.  Nothing may be
 # added here: a new entry is a new layering defect.
-PENDING = {
-    # A one-off investigation that reuses a test fixture; it goes with the benchmark.
-    ("benchmarks/cat_step_order.py", "tests/helpers.py"),
-}
+PENDING = set()
 
 
 def unit(path):

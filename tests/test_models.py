@@ -526,18 +526,17 @@ def test_logits_match_pytorch_after_import(arch):
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "wrn34_5", "small_cnn"])
-def test_same_padded_stride1_convs_equal_explicit_padding(float64, arch, monkeypatch):
+def test_same_padded_stride1_convs_equal_explicit_padding(float64, arch):
     """Stride-1 3x3 convs pad with 'same' (no pad layer, whose gradient is a slice copy):
     the same logits, input gradients and weights (names included) as the explicit
-    ZeroPadding2D construction; stride-2 convs keep their pad layer."""
+    ZeroPadding2D construction (``pad_at_stride_1=True``); stride-2 convs keep their pad
+    layer."""
     import tensorflow as tf
 
-    from tf_st.models import _common
     out = []
     for pad_layers in (True, False):
-        monkeypatch.setattr(_common, "PAD_LAYERS_AT_STRIDE_1", pad_layers)
         keras.utils.set_random_seed(0)
-        model = models.build(arch, 10)
+        model = models.build(arch, 10, pad_at_stride_1=pad_layers)
         pads = [la.name for la in model.layers if isinstance(la, keras.layers.ZeroPadding2D)]
         x = tf.constant(_rng(1).uniform(0, 1, (2, 32, 32, 3)))
         with tf.GradientTape() as tape:

@@ -32,6 +32,11 @@ is responsible for what every method would otherwise get wrong on its own:
 * the three BatchNorm modes the references use (see ``forward_*``);
 * variable reads and updates in program order: building the train function turns off
   Grappler's dependency optimizer for the process (``keep_variable_access_order``).
+
+How a step is computed (not what it computes) is chosen at construction, by keywords every
+method takes besides its hyperparameters: ``group_forwards`` (default True),
+``fold_batchnorm`` (default False) and ``keep_variable_access_order`` (default True); they
+are read-only afterwards (a traced step would not see a later change).
 """
 
 import dataclasses
@@ -43,7 +48,7 @@ from tf_st.attacks import losses, starts
 from tf_st.methods import registry
 from tf_st.methods.hparams import HParams
 from tf_st.models.folding import fold_batchnorm
-from tf_st.models.layers import batch_groups
+from tf_st.models.layers import batch_groups, check_batch_groups_reach
 
 
 class StepHook:
@@ -78,8 +83,24 @@ class AdversarialMethod(keras.Model):
         if registry.registers_itself(cls):
             registry.register(cls)
 
-    def __init__(self, networks, *, seed=0, name=None, step_hooks=(), **hparams):
+    def __init__(self, networks, *, seed=0, name=None, step_hooks=(), group_forwards=True,
+                 fold_batchnorm=False, keep_variable_access_order=True, **hparams):
+        """``networks``: one network or ``{name: network}``; ``hparams``: the fields of
+        ``HParams``.  Execution options (the same numbers either way, float64 tests in
+        tests/test_fast_paths.py and tests/test_cat_alp.py):
+
+        * ``group_forwards``: forwards that BatchNorm keeps apart run as one forward of
+          their concatenation (``forward_groups``); False: separate forwards.
+        * ``fold_batchnorm``: inference-mode forwards fold every conv -> BN pair into one
+          biased convolution (``forward_eval``).
+        * ``keep_variable_access_order``: building the train function turns off
+          Grappler's dependency optimizer (``keep_variable_access_order`` below); False
+          leaves it as it is (benchmarks measure what it costs).
+        """
         super().__init__(name=name or self.key or "method")
+        self._group_forwards = bool(group_forwards)
+        self._fold_batchnorm = bool(fold_batchnorm)
+        self._keep_variable_access_order = bool(keep_variable_access_order)
         self.hp = self.HParams.build(self.key, hparams)
         for f in dataclasses.fields(self.hp):
             setattr(self, f.name, getattr(self.hp, f.name))
@@ -132,8 +153,21 @@ class AdversarialMethod(keras.Model):
         """The first network: what ``call`` and single-network code paths use."""
         return getattr(self, self.network_names[0])
 
+    @property
+    def group_forwards(self):
+        """Whether ``forward_groups`` runs one forward of the concatenated parts
+        (constructor option)."""
+        return self._group_forwards
+
+    @property
+    def fold_batchnorm(self):
+        """Whether inference-mode forwards run with BatchNorm folded into the
+        convolutions (constructor option)."""
+        return self._fold_batchnorm
+
     def make_train_function(self, force=False):
-        keep_variable_access_order()
+        if self._keep_variable_access_order:
+            keep_variable_access_order()
         return super().make_train_function(force)
 
     # ---------------------------------------------------------------- optimizers
@@ -184,16 +218,15 @@ class AdversarialMethod(keras.Model):
         ``model.train()``)."""
         return self.primary(x, training=True)
 
-    # True: inference-mode forwards fold every conv -> BN pair into one biased
-    # convolution (``tf_st.models.folding``; the same function and gradients up to
-    # rounding, float64 test in tests/test_fast_paths.py).  Off: on this project's CPU
-    # it was not faster (benchmarks/RESULTS.md); worth measuring on a GPU.
-    fold_batchnorm = False
-
     def forward_eval(self, x, network=None):
-        """Inference-mode BN (PyTorch ``model.eval()``), as the TRADES/MART attacks use."""
+        """Inference-mode BN (PyTorch ``model.eval()``), as the TRADES/MART attacks use.
+
+        With ``fold_batchnorm=True`` every conv -> BN pair is folded into one biased
+        convolution (``tf_st.models.folding``; the same function and gradients up to
+        rounding, float64 test in tests/test_fast_paths.py).  Off by default: on this
+        project's CPU it was not faster (benchmarks/RESULTS.md); worth measuring on a GPU."""
         net = network or self.primary
-        if not self.fold_batchnorm:
+        if not self._fold_batchnorm:
             return net(x, training=False)
         folded = self.__dict__.setdefault("_folded_forwards", {})
         if net.name not in folded:
@@ -207,28 +240,34 @@ class AdversarialMethod(keras.Model):
         input and, inside a tape, the trainable variables."""
         return batch_stats_forward(self.primary, x)
 
-    # Forwards that BatchNorm keeps apart (each its own batch statistics) run as one
-    # forward of their concatenation with per-part statistics (``forward_groups``):
-    # the same numbers, larger convolutions.  False: separate forwards (benchmarks).
-    group_forwards = True
-
     def forward_groups(self, xs, update_order=None, network=None):
         """``[f(x) for x in xs]`` with train-mode BN, each ``x`` normalised with its own
         batch statistics as in separate forwards, the moving statistics updated by the
         parts listed in ``update_order`` in that order (default: all, in order; ``()``:
         none, as ``forward_batch_stats``; a part listed twice updates twice, as a
-        reference that forwards the same batch twice).  Equal-sized parts only."""
+        reference that forwards the same batch twice).  Equal-sized parts only.
+
+        With ``group_forwards`` (the default) the parts run as one forward of their
+        concatenation with per-part BatchNorm statistics (``batch_groups``): the same
+        numbers, larger convolutions; without it, as separate forwards."""
         net = network or self.primary
         order = tuple(range(len(xs))) if update_order is None else tuple(update_order)
-        if not self.group_forwards:
+        if not self._group_forwards:
             zs = {}
             for g in order:  # train-mode forwards in update order; a repeat only updates
                 z = net(xs[g], training=True)
                 zs.setdefault(g, z)
             return [zs[i] if i in zs else batch_stats_forward(net, x) for i, x in enumerate(xs)]
-        with batch_groups(len(xs), order):
-            joined = tf.concat(xs, axis=0)
-            z = batch_stats_forward(net, joined) if not order else net(joined, training=True)
+        groups = batch_groups(len(xs), order)
+        checked = self.__dict__.setdefault("_batch_groups_checked", set())
+        if id(net) not in checked:
+            check_batch_groups_reach(net)
+            checked.add(id(net))
+        joined = tf.concat(xs, axis=0)
+        if not order:
+            z = batch_stats_forward(net, joined, batch_groups=groups)
+        else:
+            z = net(joined, training=True, batch_groups=groups)
         return tf.split(z, len(xs), axis=0)
 
     # ---------------------------------------------------------------------- noise
@@ -315,6 +354,11 @@ class AdversarialMethod(keras.Model):
                 out[metric.name] = metric.result()
         return out
 
+    # Overrides a private Keras method (``keras.src.backend.tensorflow.trainer.
+    # TensorFlowTrainer._maybe_symbolic_build``, called by ``fit``/``evaluate`` before
+    # the first step):
+    # Keras has no public hook for how compiled metrics are built.  Its presence and
+    # keyword signature are pinned by tests/test_keras_internals.py.
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras 3.15 builds compiled metrics from a first batch, which under a strategy
         it gets with ``strategy.reduce("MEAN", batch)`` -- a call that fails under
@@ -338,15 +382,23 @@ class AdversarialMethod(keras.Model):
 
 
 def keep_variable_access_order():
-    """Turns off Grappler's dependency optimizer, for the process (TensorFlow has no
-    per-function switch).
+    """Turns off Grappler's dependency optimizer, for the process.
+
+    Why the process and not the train function: TensorFlow's public switch
+    (``tf.config.optimizer.set_experimental_options``) is process-wide, and neither
+    ``tf.function`` nor Keras' ``compile``/``fit`` takes Grappler options.  A per-call
+    ``ConfigProto`` reaches a function's optimizer only through the private, thread-local
+    ``tensorflow.python.eager.context.context().function_call_options``, which would have to
+    be set around every call Keras' fit loop makes of the train function (and on every
+    worker thread); that was not done.  ``AdversarialMethod(...,
+    keep_variable_access_order=False)`` leaves the optimizer as it is.
 
     Why: in the traced step a forward reads a network's weights, and that network's
     optimizer update is ordered after the read only by the control edge TensorFlow's
     automatic control dependencies add (the read's value need not feed that network's
     gradient: CAT's peer forwards feed only the peers' gradients).  The function graph
     has the edge; on TensorFlow 2.21 the optimized graph sometimes let the update run
-    first (``benchmarks/cat_step_order.py`` counts how often): the peer forward then
+    first (counts in benchmarks/RESULTS.md): the peer forward then
     read the updated last layer, and the collaborative term and the step changed from
     run to run.  With the dependency optimizer off, the traced step equals the eager
     one (``tests/test_cat_alp.py``).  Any other
@@ -367,10 +419,12 @@ def batch_mean(values):
     return tf.reduce_mean(values)
 
 
-def batch_stats_forward(network, x):
+def batch_stats_forward(network, x, **call_kwargs):
     """``network(x)`` with batch statistics, moving statistics untouched (see
-    ``AdversarialMethod.forward_batch_stats``)."""
+    ``AdversarialMethod.forward_batch_stats``); ``call_kwargs`` (e.g. ``batch_groups``)
+    go to the network's call."""
     logits, _ = network.stateless_call(
         [v.value for v in network.trainable_variables],
-        [v.value for v in network.non_trainable_variables], x, training=True)
+        [v.value for v in network.non_trainable_variables], x, training=True,
+        **call_kwargs)
     return logits

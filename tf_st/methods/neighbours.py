@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tf_st.attacks.specs import PGD
 from tf_st.methods.hparams import hparam
+from tf_st.models.layers import all_layers
 
 ATTACK_BN_MODES = ("eval", "train", "batch_stats")
 
@@ -61,10 +62,7 @@ def synchronized_replicas(net):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return False
-    # Keras keeps no public recursive layer walk; _flatten_layers is what
-    # models.set_batchnorm uses too.
-    return any(getattr(layer, "synchronized", False)
-               for layer in net._flatten_layers(include_self=False, recursive=True))
+    return any(getattr(layer, "synchronized", False) for layer in all_layers(net))
 
 
 def pgd_neighbours(method, x, y, init, start, forward, attack=None):

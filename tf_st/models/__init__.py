@@ -48,7 +48,7 @@ ARCHS = _common.ARCHS
 register_arch = _common.register_arch
 
 
-def build(arch, num_classes, input_shape=(32, 32, 3), name=None):
+def build(arch, num_classes, input_shape=(32, 32, 3), name=None, **options):
     """Builds ``arch`` (a key of :data:`ARCHS`) as a functional Keras model producing logits.
 
     Args:
@@ -56,6 +56,10 @@ def build(arch, num_classes, input_shape=(32, 32, 3), name=None):
       num_classes: number of logits.
       input_shape: HWC shape of one image (the reference nets assume 32×32).
       name: Keras model name; defaults to ``arch``.
+      **options: construction options the architecture's builder takes, passed only
+        when given.  The bundled architectures take ``pad_at_stride_1`` (default False:
+        stride-1 3x3 convs pad with 'same'; True: with their own ZeroPadding2D layer,
+        the same numbers and weights, ``_common.conv3x3``).
 
     Raises:
       ValueError: unknown ``arch`` (the message lists the known keys).
@@ -63,7 +67,7 @@ def build(arch, num_classes, input_shape=(32, 32, 3), name=None):
     if arch not in ARCHS:
         raise ValueError(f"Unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
     return ARCHS[arch](num_classes=int(num_classes), input_shape=tuple(input_shape),
-                       name=name or arch)
+                       name=name or arch, **options)
 
 
 __all__ = [

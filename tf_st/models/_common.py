@@ -62,12 +62,7 @@ def logits_dtype():
     return None
 
 
-# True: stride-1 convs get their own ZeroPadding2D layer too (the construction before
-# they took 'same'; benchmarks.vs_reference --ablate=pad_layers=true).
-PAD_LAYERS_AT_STRIDE_1 = False
-
-
-def conv3x3(x, filters, stride, name, kernel_initializer):
+def conv3x3(x, filters, stride, name, kernel_initializer, pad_at_stride_1=False):
     """PyTorch ``Conv2d(k=3, stride, padding=1, bias=False)``.
 
     Stride 2: explicit symmetric ``ZeroPadding2D(1)`` + ``'valid'``: Keras ``'same'`` at
@@ -77,8 +72,12 @@ def conv3x3(x, filters, stride, name, kernel_initializer):
     gradient comes out of the convolution's backward at the input's size (through a pad
     layer it is computed on the padded size, then sliced: a copy of every activation
     gradient).  The weights and their names do not depend on the choice.
+
+    ``pad_at_stride_1=True`` gives stride-1 convs their own ZeroPadding2D layer too (the
+    construction before they took 'same'; ``models.build(..., pad_at_stride_1=True)``,
+    ``benchmarks.vs_reference --ablate=pad_layers=true``).
     """
-    if stride == 1 and not PAD_LAYERS_AT_STRIDE_1:
+    if stride == 1 and not pad_at_stride_1:
         return layers.Conv2D(filters, 3, padding="same", use_bias=False,
                              kernel_initializer=kernel_initializer, name=name)(x)
     x = layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)

@@ -8,11 +8,19 @@ TRADES, MART, Madry and FAT run ten or more inference-mode forwards and input ba
 per step: folded, each BatchNorm costs no elementwise pass of its own, forward or
 backward, and the bias and the following ReLU fuse into the convolution (TensorFlow's
 remapper).  On this project's 2-core CPU that was not faster (``benchmarks/RESULTS.md``),
-so methods use it only with ``fold_batchnorm = True``.
+so methods use it only when built with ``fold_batchnorm=True``.
 
 Only conv -> BN pairs fold (ResNet-18, the small CNN); a BN after a ReLU (pre-activation
 ResNet, WideResNet) is left as it is.  The weights are read on every call, so the folded
 function follows training.
+
+Private Keras internals used (Keras has no public way to re-run a functional graph with
+some layers replaced); each is pinned by tests/test_keras_internals.py:
+``keras.src.models.functional.Functional`` (the class of functional models),
+``Functional._nodes_by_depth`` (the graph's nodes, to find conv -> BN pairs),
+``Functional._run_through_graph(x, operation_fn=...)`` (the graph walk ``Functional.call``
+itself uses, with each layer's call replaced) and ``Layer._call_context_args`` (which
+layers take ``training``).
 """
 
 import keras
@@ -104,6 +112,7 @@ def fold_batchnorm(model):
 
     def forward(x):
         x = tf.cast(x, graph.inputs[0].dtype)
+        # Private: the walk Functional.call makes, with our per-layer calls (see above).
         return graph._run_through_graph(x, operation_fn=operation_fn)
 
     return forward

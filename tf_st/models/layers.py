@@ -1,42 +1,61 @@
 """Layers with PyTorch semantics, so that imported reference checkpoints and training
 dynamics match the official code (reference-implementations.md §7)."""
 
-import contextlib
-import threading
+import dataclasses
 
 import keras
 import tensorflow as tf
 from keras import ops
-
-# Trace-time setting of the calling thread (MirroredStrategy traces each replica in its
-# own thread): see ``batch_groups``.
-_local = threading.local()
 
 # FusedBatchNormV3 computes in these input dtypes (not float64: float64 models take the
 # composite path, which is what the float64 parity tests exercise).
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
 
 
-@contextlib.contextmanager
-def batch_groups(groups, update_order=None):
-    """Within the block, a ``TorchBatchNorm`` in training mode splits its batch into
-    ``groups`` equal consecutive slices and normalises each with its own statistics,
-    exactly as ``groups`` separate forwards would; the moving statistics are then updated
-    with the groups' statistics in ``update_order`` (group indices, repeats allowed; by
-    default every group in order; ``()`` for none).
+@dataclasses.dataclass(frozen=True)
+class BatchGroups:
+    """How a train-mode ``TorchBatchNorm`` treats its batch: ``groups`` equal consecutive
+    slices, each normalised with its own statistics; the moving statistics updated with
+    the groups' statistics in ``order`` (see ``batch_groups``)."""
+    groups: int
+    order: tuple
 
-    One forward of ``concat([a, b])`` inside ``batch_groups(2)`` thus equals ``f(a)`` then
+
+def batch_groups(groups, update_order=None):
+    """The ``BatchGroups`` to pass as ``model(x, training=True, batch_groups=...)`` (or
+    through ``stateless_call``): every ``TorchBatchNorm`` of the functional ``model`` in
+    training mode splits its batch into ``groups`` equal consecutive slices and
+    normalises each with its own statistics, exactly as ``groups`` separate forwards
+    would; the moving statistics are then updated with the groups' statistics in
+    ``update_order`` (group indices, repeats allowed; by default every group in order;
+    ``()`` for none).
+
+    One forward of ``concat([a, b])`` with ``batch_groups(2)`` thus equals ``f(a)`` then
     ``f(b)`` in outputs, gradients and moving statistics, with convolutions twice as large
-    (faster on most hardware).  The setting is read when the layers are traced."""
+    (faster on most hardware).
+
+    The setting is a call argument, not global state: Keras' functional models hand any
+    extra call keyword to each of their layers that registered it as a call-context
+    argument (``TorchBatchNorm`` does, ``Layer._register_call_context_args``).  A
+    ``TorchBatchNorm`` inside a nested sub-model is not reached that way
+    (``check_batch_groups_reach`` tells)."""
     order = tuple(range(groups)) if update_order is None else tuple(update_order)
     if groups < 1 or any(not 0 <= g < groups for g in order):
         raise ValueError(f"batch_groups({groups}, {update_order}): bad group index")
-    previous = getattr(_local, "groups", None)
-    _local.groups = (int(groups), order)
-    try:
-        yield
-    finally:
-        _local.groups = previous
+    return BatchGroups(int(groups), tuple(int(g) for g in order))
+
+
+def check_batch_groups_reach(model):
+    """Raises ``ValueError`` unless every ``TorchBatchNorm`` of ``model`` is one of its own
+    layers, i.e. receives ``batch_groups=`` when ``model`` is called with it (a functional
+    model passes call-context arguments only to its own layers)."""
+    own = {id(layer) for layer in model.layers}
+    nested = [layer.name for layer in all_layers(model)
+              if isinstance(layer, TorchBatchNorm) and id(layer) not in own]
+    if nested:
+        raise ValueError(
+            f"{model.name}: BatchNorm layers {nested} sit in a nested model, which does not "
+            "pass batch_groups on; use group_forwards=False for this network")
 
 
 @keras.saving.register_keras_serializable(package="tf_st")
@@ -67,6 +86,9 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     def __init__(self, momentum=0.9, epsilon=1e-5, unbiased_moving_variance=True, fused=True,
                  **kwargs):
         super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
+        # A functional model called with ``batch_groups=`` hands it to this layer
+        # (private Keras API, pinned by tests/test_keras_internals.py).
+        self._register_call_context_args("batch_groups")
         self.unbiased_moving_variance = unbiased_moving_variance
         self.fused = fused
 
@@ -74,14 +96,14 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
         return (self.fused and len(x.shape) == 4 and self.axis % 4 == 3 and self.center
                 and self.scale and keras.backend.standardize_dtype(x.dtype) in _FUSED_DTYPES)
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, mask=None, batch_groups=None):
         if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
         if not (training and self.trainable):
             # Inference: Keras' affine form; on CPU the fused kernel was slower here once
             # its gradient is needed (attacks back-propagate through it).
             return super().call(inputs, training=training, mask=mask)
-        groups, order = getattr(_local, "groups", None) or (1, (0,))
+        groups, order = (batch_groups.groups, batch_groups.order) if batch_groups else (1, (0,))
         parts = tf.split(inputs, groups, axis=0) if groups > 1 else [inputs]
         outputs, stats = zip(*(self._normalize(p) for p in parts))
         m = self.momentum
@@ -137,7 +159,15 @@ def set_batchnorm(model, **attributes):
     unknown = set(attributes) - {"fused", "synchronized"}
     if unknown:
         raise ValueError(f"unknown BatchNorm setting(s) {sorted(unknown)}")
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model):
         if isinstance(layer, TorchBatchNorm):
             for name, value in attributes.items():
                 setattr(layer, name, bool(value))
+
+
+def all_layers(model):
+    """Every layer of ``model``, nested models' layers included (``model`` excluded).
+
+    Keras 3 has no public recursive walk (``Model.layers`` lists only the top level); this
+    uses the private ``Layer._flatten_layers``, pinned by tests/test_keras_internals.py."""
+    return list(model._flatten_layers(include_self=False, recursive=True))

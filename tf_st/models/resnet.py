@@ -43,11 +43,11 @@ from tf_st.models import _common as C
 _STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
 
 
-def _basic_block(x, planes, stride, name, init):
+def _basic_block(x, planes, stride, name, init, pad):
     in_planes = int(x.shape[-1])
-    out = C.conv3x3(x, planes, stride, f"{name}.conv1", init)
+    out = C.conv3x3(x, planes, stride, f"{name}.conv1", init, pad)
     out = C.relu(C.bn(out, f"{name}.bn1"), f"{name}.relu1")
-    out = C.conv3x3(out, planes, 1, f"{name}.conv2", init)
+    out = C.conv3x3(out, planes, 1, f"{name}.conv2", init, pad)
     out = C.bn(out, f"{name}.bn2")
     if stride != 1 or in_planes != planes:
         shortcut = C.conv1x1(x, planes, stride, f"{name}.shortcut.0", init)
@@ -58,7 +58,7 @@ def _basic_block(x, planes, stride, name, init):
     return C.relu(out, f"{name}.relu2")
 
 
-def _preact_block(x, planes, stride, name, init):
+def _preact_block(x, planes, stride, name, init, pad):
     in_planes = int(x.shape[-1])
     out = C.relu(C.bn(x, f"{name}.bn1"), f"{name}.relu1")
     if stride != 1 or in_planes != planes:
@@ -66,21 +66,21 @@ def _preact_block(x, planes, stride, name, init):
         shortcut = C.conv1x1(out, planes, stride, f"{name}.shortcut.0", init)
     else:
         shortcut = x  # identity on the raw input
-    out = C.conv3x3(out, planes, stride, f"{name}.conv1", init)
+    out = C.conv3x3(out, planes, stride, f"{name}.conv1", init, pad)
     out = C.relu(C.bn(out, f"{name}.bn2"), f"{name}.relu2")
-    out = C.conv3x3(out, planes, 1, f"{name}.conv2", init)
+    out = C.conv3x3(out, planes, 1, f"{name}.conv2", init, pad)
     return layers.Add(name=f"{name}.add")([out, shortcut])
 
 
-def _resnet(block, num_blocks, num_classes, input_shape, name, preact):
+def _resnet(block, num_blocks, num_classes, input_shape, name, preact, pad=False):
     init = C.torch_default_kernel_init()
     inputs = C.image_input(input_shape)
-    x = C.conv3x3(inputs, 64, 1, "conv1", init)
+    x = C.conv3x3(inputs, 64, 1, "conv1", init, pad)
     if not preact:
         x = C.relu(C.bn(x, "bn1"), "relu")
     for stage, ((planes, stride), n) in enumerate(zip(_STAGES, num_blocks), start=1):
         for i in range(n):
-            x = block(x, planes, stride if i == 0 else 1, f"layer{stage}.{i}", init)
+            x = block(x, planes, stride if i == 0 else 1, f"layer{stage}.{i}", init, pad)
     if preact:
         x = C.relu(C.bn(x, "bn"), "relu")
     x = C.avgpool_flatten(x, 4, "head")
@@ -89,12 +89,17 @@ def _resnet(block, num_blocks, num_classes, input_shape, name, preact):
 
 
 @C.register_arch("resnet18")
-def resnet18(num_classes=10, input_shape=(32, 32, 3), name="resnet18"):
-    """kuangliu/ST-AT CIFAR ResNet-18 (BasicBlock, [2, 2, 2, 2]); returns logits."""
-    return _resnet(_basic_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=False)
+def resnet18(num_classes=10, input_shape=(32, 32, 3), name="resnet18", pad_at_stride_1=False):
+    """kuangliu/ST-AT CIFAR ResNet-18 (BasicBlock, [2, 2, 2, 2]); returns logits.
+    ``pad_at_stride_1``: see ``_common.conv3x3``."""
+    return _resnet(_basic_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=False,
+                   pad=pad_at_stride_1)
 
 
 @C.register_arch("preact_resnet18")
-def preact_resnet18(num_classes=10, input_shape=(32, 32, 3), name="preact_resnet18"):
-    """robust_overfitting/AWP PreActResNet-18 (PreActBlock, [2, 2, 2, 2]); returns logits."""
-    return _resnet(_preact_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=True)
+def preact_resnet18(num_classes=10, input_shape=(32, 32, 3), name="preact_resnet18",
+                    pad_at_stride_1=False):
+    """robust_overfitting/AWP PreActResNet-18 (PreActBlock, [2, 2, 2, 2]); returns logits.
+    ``pad_at_stride_1``: see ``_common.conv3x3``."""
+    return _resnet(_preact_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=True,
+                   pad=pad_at_stride_1)

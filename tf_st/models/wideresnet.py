@@ -42,16 +42,16 @@ def wrn_conv_init():
                                               distribution="untruncated_normal")
 
 
-def _wrn_block(x, out_planes, stride, name, init):
+def _wrn_block(x, out_planes, stride, name, init, pad):
     in_planes = int(x.shape[-1])
     equal_in_out = in_planes == out_planes
     if equal_in_out and stride != 1:
         raise ValueError(f"{name}: identity shortcut with stride {stride} (TRADES would "
                          "fail too)")
     act = C.relu(C.bn(x, f"{name}.bn1"), f"{name}.relu1")
-    out = C.conv3x3(act, out_planes, stride, f"{name}.conv1", init)
+    out = C.conv3x3(act, out_planes, stride, f"{name}.conv1", init, pad)
     out = C.relu(C.bn(out, f"{name}.bn2"), f"{name}.relu2")
-    out = C.conv3x3(out, out_planes, 1, f"{name}.conv2", init)
+    out = C.conv3x3(out, out_planes, 1, f"{name}.conv2", init, pad)
     if equal_in_out:
         shortcut = x
     else:
@@ -60,18 +60,20 @@ def _wrn_block(x, out_planes, stride, name, init):
 
 
 def wide_resnet(depth=34, widen_factor=10, num_classes=10, input_shape=(32, 32, 3),
-                name=None):
-    """TRADES WideResNet-``depth``-``widen_factor``; returns a Keras model producing logits."""
+                name=None, pad_at_stride_1=False):
+    """TRADES WideResNet-``depth``-``widen_factor``; returns a Keras model producing logits.
+    ``pad_at_stride_1``: see ``_common.conv3x3``."""
     if depth < 10 or (depth - 4) % 6 != 0:
         raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1, got {depth}")
     n = (depth - 4) // 6
     widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
     init = wrn_conv_init()
     inputs = C.image_input(input_shape)
-    x = C.conv3x3(inputs, widths[0], 1, "conv1", init)
+    x = C.conv3x3(inputs, widths[0], 1, "conv1", init, pad_at_stride_1)
     for b, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
         for i in range(n):
-            x = _wrn_block(x, width, stride if i == 0 else 1, f"block{b}.layer.{i}", init)
+            x = _wrn_block(x, width, stride if i == 0 else 1, f"block{b}.layer.{i}", init,
+                           pad_at_stride_1)
     x = C.relu(C.bn(x, "bn1"), "relu")
     x = C.avgpool_flatten(x, 8, "head")
     logits = C.linear(x, num_classes, "fc", bias_initializer="zeros")
@@ -79,8 +81,8 @@ def wide_resnet(depth=34, widen_factor=10, num_classes=10, input_shape=(32, 32, 
 
 
 def _wrn(depth, widen_factor):
-    def builder(num_classes=10, input_shape=(32, 32, 3), name=None):
-        return wide_resnet(depth, widen_factor, num_classes, input_shape, name)
+    def builder(num_classes=10, input_shape=(32, 32, 3), name=None, pad_at_stride_1=False):
+        return wide_resnet(depth, widen_factor, num_classes, input_shape, name, pad_at_stride_1)
     return builder
 
 
