@@ -141,3 +141,30 @@ def test_a_garbled_metrics_csv_is_refused_naming_it(tmp_path):
         cb.read_metrics(str(path))
     path.write_text("epoch,lr\n1,0.1\n2,0.1\n")
     assert [r["epoch"] for r in cb.read_metrics(str(path))] == ["1", "2"]
+
+
+def test_a_dangling_symlink_output_dir_is_named(tmp_path):
+    link = tmp_path / "run"
+    os.symlink(tmp_path / "gone", link)
+    with pytest.raises(RunDirectoryError, match="dangling symbolic link"):
+        with RunDirectory(str(link), {"method": "st"}):
+            pass
+
+
+def test_a_full_disk_at_the_checkpoint_or_the_export_is_one_named_error(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from tf_st import saved_model
+    method, ck = fresh(tmp_path)
+
+    def full(*a, **k):
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(ck._manager, "save", full)
+    with pytest.raises(OSError, match="cannot write the checkpoint in .*checkpoints"):
+        ck.save(1)
+    # keras.export.ExportArchive() is an instance of a backend subclass.
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full)
+    with pytest.raises(OSError, match="cannot write the SavedModel .*export/1: no space"):
+        saved_model.export_classifier(method.classifier, str(tmp_path / "export"), version=1)
+    assert not (tmp_path / "export" / "1").exists()

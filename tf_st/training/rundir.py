@@ -63,6 +63,10 @@ class RunDirectory:
         self._fd = None
 
     def __enter__(self):
+        if os.path.islink(self.path) and not os.path.exists(self.path):
+            raise RunDirectoryError(f"--output_dir {self.path} is a dangling symbolic link "
+                                    f"(to {os.readlink(self.path)}); create its target or "
+                                    "choose another --output_dir")
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunDirectoryError(f"--output_dir {self.path} exists and is not a directory")
         os.makedirs(self.path, exist_ok=True)
