@@ -213,6 +213,7 @@ class _Run:
         self.state_file = st_lib.StateFile(state_file, state_interval, write=write_state)
         self.state = None
         self.fns = {}
+        # The built-in components' fields are reported even when they do not run (0).
         self.passes = {c.passes_field: 0 for c in COMPONENTS if c.passes_field}
         self.x_adv = (np.array(inputs.x, dtype=inputs.dtype.as_numpy_dtype, copy=True)
                       if return_adversarials else None)
