@@ -487,13 +487,14 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     t_start = time.time()
     # Every component attacks at this evaluation's epsilon.
     inputs = _inputs(x, y, epsilon, version, attacks, batch_size)
-    seed = int(int(time.time() * 1000) % (2**31) if seed is None else seed)
+    seed = int(time.time() * 1000) % (2**31) if seed is None else int(seed)
+    if progress is None and verbose:
+        progress = _print_progress
+    log = logger if (logger is not None and verbose) else (lambda *a, **k: None)
     # With several workers all read the state file (a shared file system) and only the
     # chief writes it, so a resumed evaluation resumes at the same point on every worker.
     run = _Run(logits_fn, inputs, seed, strategy=strategy, jit_compile=jit_compile,
-               checks=checks, progress=_print_progress if progress is None and verbose
-               else progress, log=logger if (logger is not None and verbose)
-               else (lambda *a, **k: None), state_file=state_file,
+               checks=checks, progress=progress, log=log, state_file=state_file,
                state_interval=state_interval, write_state=worker_index(strategy) == 0,
                return_adversarials=return_adversarials)
     prev = run.state_file.load()  # a corrupt file is refused before any work
