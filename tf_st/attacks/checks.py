@@ -10,3 +10,14 @@ def check_unit_interval(name, value):
             f"{name}={value!r} is outside [0, 1]: perturbation sizes are in [0, 1] image "
             f"units (8/255 = {8 / 255:.5f}, not 8)")
     return float(value)
+
+
+def looks_like_probabilities(outputs):
+    """Whether a model's outputs ``[B, classes]`` look like probabilities (in [0, 1], rows
+    summing to 1) rather than logits: the attacks' losses assume logits, and after a
+    softmax their gradients vanish, so robustness is overestimated.  The one test behind
+    AutoAttack's sanity check and ``tf_st.evaluation``'s model warnings."""
+    import numpy as np
+    z = np.asarray(outputs, np.float64)
+    return bool(z.min() >= 0.0 and z.max() <= 1.0
+                and np.allclose(z.sum(-1), 1.0, atol=1e-4))

@@ -374,27 +374,79 @@ def _no_x_init(spec, x_init):
         raise ValueError(f"{spec.name} takes no x_init (it draws its own start)")
 
 
+_ZERO_GRAD_WARNING = (
+    "{count} attacked points had an all-zero gradient at the APGD start: gradient masking "
+    "(e.g. saturated softmax, non-differentiable preprocessing) may make white-box attacks "
+    "fail; the robust accuracy may be overestimated.")
+
+
+class Component(_Attack):
+    """An AutoAttack component: what it needs and how it runs on the still-robust points
+    (``tf_st.attacks.autoattack`` runs each as *stages*, one per target rank and restart,
+    each on the points still robust when it starts).  Adding a component is one subclass
+    (a frozen dataclass with ``epsilon``, ``steps``, ``restarts``) defining ``name`` and
+    ``stage``; ``AutoAttack(version='custom', components=...)`` then runs it.
+
+    * ``targeted`` / ``targets``: its stages go through the target ranks 2 .. targets + 1
+      (``target_ranks``; 0: one untargeted rank), ``restarts`` stages per rank.
+    * ``stage(logits_fn, x, y, seed, rank, restart) -> (x_adv, count [B] float32)``: one
+      batch of one stage, graph-safe (``seed``, ``rank``, ``restart`` are tensors);
+      ``count`` is a per-example tally (APGD: all-zero gradient at the start; Square:
+      queries; zeros by default).
+    * ``count_warning(total)``: the sanity warning (or None) for an attack's total count
+      in one run; ``passes_field``: the ``Result.passes`` entry its counts add up to.
+    * ``classes_warning(n_classes)``: a warning (or None) about the model's class count;
+      ``black_box``: the official "black-box beats white-box" check compares it against
+      the attacks before it.
+    """
+    targeted = False
+    targets = 0
+    passes_field = None
+    black_box = False
+
+    def target_ranks(self, n_targets):
+        """The target ranks of this component's stages (``[0]``: untargeted)."""
+        return range(2, n_targets + 2) if self.targeted else [0]
+
+    def stage(self, logits_fn, x, y, seed, rank, restart):
+        raise NotImplementedError
+
+    def count_warning(self, total):
+        return None
+
+    def classes_warning(self, n_classes):
+        return None
+
+    def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        return self.stage(logits_fn, x, y, as_seed(seed), 0, 0)[0]
+
+
+def _no_count(x):
+    return tf.zeros([tf.shape(x)[0]], tf.float32)
+
+
 @dataclasses.dataclass(frozen=True)
-class APGD(_Attack):
+class APGD(Component):
     """APGD with cross-entropy (``loss='ce'``) or untargeted DLR (``loss='dlr'``)."""
     epsilon: float = 8 / 255
     steps: int = 100
     restarts: int = 1
     rho: float = 0.75
     loss: str = "ce"
-    targeted = False
-    extra = "zero_grad"
 
     @property
     def name(self):
         return "apgd-ce" if self.loss == "ce" else f"apgd-{self.loss}"
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
-        """One AutoAttack stage batch: ``(x_adv, extra [B] float32)``."""
+        """One AutoAttack stage batch: ``(x_adv, zero-gradient-at-start [B] float32)``."""
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss=self.loss, rho=self.rho, seed=seed,
                              return_details=True)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
+
+    def count_warning(self, total):
+        return _ZERO_GRAD_WARNING.format(count=total) if total else None
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None):
         _untargeted(self, target_rank)
@@ -403,7 +455,7 @@ class APGD(_Attack):
 
 
 @dataclasses.dataclass(frozen=True)
-class APGDT(_Attack):
+class APGDT(Component):
     """APGD-T: targeted DLR toward the 2nd .. (targets+1)-th highest class."""
     epsilon: float = 8 / 255
     steps: int = 100
@@ -412,7 +464,6 @@ class APGDT(_Attack):
     rho: float = 0.75
     name = "apgd-t"
     targeted = True
-    extra = "zero_grad"
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         y_t = target_by_rank(logits_fn(x), rank)
@@ -420,6 +471,15 @@ class APGDT(_Attack):
                              n_iter=self.steps, loss="dlr-targeted", y_target=y_t,
                              rho=self.rho, seed=seed, return_details=True)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
+
+    def count_warning(self, total):
+        return _ZERO_GRAD_WARNING.format(count=total) if total else None
+
+    def classes_warning(self, n_classes):
+        if n_classes < 4:
+            return ("The targeted DLR loss needs at least 4 classes (it uses the 3rd and "
+                    "4th largest logits); with fewer the smallest logit is used instead.")
+        return None
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
                 rank=None):
@@ -435,8 +495,9 @@ class APGDT(_Attack):
 
 
 @dataclasses.dataclass(frozen=True)
-class FABT(_Attack):
-    """FAB-T: targeted FAB toward the 2nd .. (targets+1)-th highest class."""
+class FABT(Component):
+    """FAB-T: targeted FAB toward the 2nd .. (targets+1)-th highest class; restarts after
+    the first start at a random point."""
     epsilon: float = 8 / 255
     steps: int = 100
     restarts: int = 1
@@ -446,14 +507,13 @@ class FABT(_Attack):
     beta: float = 0.9
     name = "fab-t"
     targeted = True
-    extra = None
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         x_adv, _ = fab_targeted(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                                 target_rank=rank, n_iter=self.steps, alpha_max=self.alpha_max,
                                 eta=self.eta, beta=self.beta, random_start=restart > 0,
                                 seed=seed)
-        return x_adv, tf.zeros([tf.shape(x)[0]], tf.float32)
+        return x_adv, _no_count(x)
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
                 rank=None):
@@ -465,15 +525,15 @@ class FABT(_Attack):
 
 
 @dataclasses.dataclass(frozen=True)
-class Square(_Attack):
+class Square(Component):
     """Square attack, margin loss, ``resc_schedule=False``; ``steps`` = queries."""
     epsilon: float = 8 / 255
     steps: int = 5000
     restarts: int = 1
     p_init: float = 0.8
     name = "square"
-    targeted = False
-    extra = "queries"
+    passes_field = "square_queries"
+    black_box = True
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         x_adv, _, det = square_linf(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
@@ -487,9 +547,33 @@ class Square(_Attack):
         _no_x_init(self, x_init)
         return self.stage(logits_fn, x, y, as_seed(seed), 0, 0)[0]
 
-
-COMPONENTS = (APGD, APGDT, FABT, Square)
+COMPONENTS = (APGD, APGDT, FABT, Square)  # the built-in ones; any Component subclass runs
 STANDARD: Tuple = (APGD(), APGDT(), FABT(), Square())
+VERSIONS = {"standard": STANDARD}
+
+
+def components_for(version="standard", components=None, *, epsilon=None,
+                   argument="components"):
+    """The components of an AutoAttack ``version`` (``'custom'``: ``components`` as given,
+    each a ``Component``), each at ``epsilon`` when given; ``argument`` names the
+    caller's keyword in the messages."""
+    if version == "custom":
+        if not components:
+            raise ValueError(f"version='custom' needs a non-empty `{argument}` sequence")
+        components = tuple(components)
+        for a in components:
+            if not isinstance(a, Component):
+                raise TypeError(f"unknown AutoAttack component {a!r}")
+    elif components is not None:
+        raise ValueError(f"`{argument}` is only accepted with version='custom'")
+    elif version not in VERSIONS:
+        raise ValueError(f"unknown version {version!r}; expected one of "
+                         f"{sorted(VERSIONS) + ['custom']}")
+    else:
+        components = VERSIONS[version]
+    if epsilon is None:
+        return components
+    return tuple(dataclasses.replace(a, epsilon=epsilon) for a in components)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,19 +588,8 @@ class AutoAttack:
 
     def __post_init__(self):
         check_unit_interval("epsilon", self.epsilon)
-        if self.version == "custom":
-            if not self.components:
-                raise ValueError("version='custom' needs a non-empty `components` sequence")
-            for a in self.components:
-                if not isinstance(a, COMPONENTS):
-                    raise TypeError(f"unknown AutoAttack component {a!r}")
-        elif self.version != "standard":
-            raise ValueError(f"unknown version {self.version!r}; expected standard or custom")
-        elif self.components is not None:
-            raise ValueError("`components` is only accepted with version='custom'")
-        comps = STANDARD if self.version == "standard" else tuple(self.components)
-        object.__setattr__(self, "components",
-                           tuple(dataclasses.replace(a, epsilon=self.epsilon) for a in comps))
+        object.__setattr__(self, "components", components_for(
+            self.version, self.components, epsilon=self.epsilon))
 
     def evaluate(self, logits_fn, x, y, **options):
         """``tf_st.attacks.autoattack.evaluate`` with this spec's settings."""

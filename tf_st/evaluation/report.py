@@ -7,6 +7,7 @@ import fcntl
 import os
 import time
 
+from tf_st.attacks.checks import looks_like_probabilities
 from tf_st.attacks.specs import parse
 from tf_st.evaluation.robustness import evaluate
 from tf_st.fileio import atomic_write_json
@@ -117,11 +118,12 @@ def is_partial(output):
 def sanity_warnings(logits_fn, x):
     """Warnings about a model that every attack would evaluate wrongly: outputs that are
     probabilities (gradients of the attacks' losses assume logits and vanish after a
-    softmax, overestimating robustness) or outputs that do not depend on the input."""
+    softmax, overestimating robustness; ``tf_st.attacks.checks.looks_like_probabilities``,
+    AutoAttack's test too) or outputs that do not depend on the input."""
     import numpy as np
     z = np.asarray(logits_fn(x), np.float64)
     out = []
-    if z.min() >= 0 and np.allclose(z.sum(1), 1.0, atol=1e-4):
+    if looks_like_probabilities(z):
         out.append("the model's outputs look like probabilities (non-negative, rows summing "
                    "to 1), not logits: attacks on them are weaker and robust accuracy is "
                    "overestimated; export the pre-softmax outputs")

@@ -12,7 +12,8 @@ An attack's accuracy is the accuracy on its adversarial examples, as ST-AT repor
 ``worst_case`` counts an example as robust only if it is clean-correct and correct
 under every attack that was run (AutoAttack's rule, applied to the attacks run here).
 
-Batches are padded to a fixed size so that each attack traces once.
+Batches are padded to a fixed size (``tf_st.attacks.batches.pad_rows``, the last row
+repeated) so that each attack traces once.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tf_st.attacks.batches import pad_rows
 from tf_st.attacks.checks import check_unit_interval
 from tf_st.attacks.specs import parse
 
@@ -91,15 +93,6 @@ def _batches(data, batch_size):
         yield x[i:i + batch_size], y[i:i + batch_size]
 
 
-def _pad(x, y, size):
-    n = len(x)
-    if n == size:
-        return x, y, n
-    reps = size - n
-    return (np.concatenate([x, np.repeat(x[-1:], reps, axis=0)]),
-            np.concatenate([y, np.repeat(y[-1:], reps, axis=0)]), n)
-
-
 def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, step_size=2 / 255,
              batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None,
              strategy=None):
@@ -136,7 +129,8 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
             calls, counts = [], []
             for b, (x, y) in group:
                 size = max(batch_size, len(x))
-                xp, yp, n = _pad(np.asarray(x), np.asarray(y), size)
+                n = len(x)
+                xp, yp = pad_rows(size, np.asarray(x), np.asarray(y))
                 calls.append((tf.constant(xp, dtype), tf.constant(yp, tf.int64),
                               tf.constant([seed, b * 1009 + index], tf.int64)))
                 counts.append(n)

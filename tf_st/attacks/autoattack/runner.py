@@ -12,6 +12,10 @@ Design:
 * Presets are immutable: ``STANDARD`` is a tuple of frozen settings objects.  To change
   anything pass ``version='custom', attacks=(APGD(steps=10), Square(steps=100))`` (the
   component specs of ``tf_st.attacks.specs``; each runs at ``evaluate``'s ``epsilon``).
+* Components (``tf_st.attacks.specs.Component``) say what they need (targets, restarts)
+  and how a stage batch runs; ``evaluate`` is a loop over them: prepare the inputs ->
+  clean pass -> for each stage: select the still-robust points, run, record, save the
+  state -> report.  Adding a component is one ``Component`` subclass.
 * Work is split into *stages* (one per attack, restart and target class).  Each stage
   attacks the still-robust points in fixed-size batches through one ``tf.function`` per
   attack kind and batch size (targets and seeds are tensor arguments), so nothing
@@ -51,27 +55,18 @@ import tensorflow as tf
 
 from tf_st.attacks import losses
 from tf_st.attacks.autoattack import state as st_lib
-from tf_st.attacks.specs import COMPONENTS, STANDARD
+from tf_st.attacks.autoattack.state import AttackLog
+from tf_st.attacks.batches import pad_rows
+from tf_st.attacks.checks import looks_like_probabilities
+from tf_st.attacks.specs import COMPONENTS, VERSIONS, components_for
 
-VERSIONS = {"standard": STANDARD}
+__all__ = ["VERSIONS", "AttackLog", "AutoAttackWarning", "Result", "attacks_for",
+           "check_state", "evaluate"]
 
 
 def attacks_for(version="standard", attacks=None):
     """The attack tuple of a version; ``'custom'`` takes ``attacks`` as given."""
-    if version == "custom":
-        if not attacks:
-            raise ValueError("version='custom' needs a non-empty `attacks` sequence")
-        attacks = tuple(attacks)
-        for a in attacks:
-            if not isinstance(a, COMPONENTS):
-                raise TypeError(f"unknown attack settings {a!r}")
-        return attacks
-    if attacks is not None:
-        raise ValueError("`attacks` is only accepted with version='custom'")
-    if version not in VERSIONS:
-        raise ValueError(f"unknown version {version!r}; expected one of "
-                         f"{sorted(VERSIONS) + ['custom']}")
-    return VERSIONS[version]
+    return components_for(version, attacks, argument="attacks")
 
 
 class AutoAttackWarning(UserWarning):
@@ -79,15 +74,6 @@ class AutoAttackWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- result
-
-
-@dataclasses.dataclass
-class AttackLog:
-    name: str
-    robust_accuracy: float
-    seconds: float
-    attacked: int = 0
-    fooled: int = 0
 
 
 @dataclasses.dataclass
@@ -119,37 +105,63 @@ class Result:
             robust_flags=[bool(v) for v in self.robust_flags])
 
 
-# ----------------------------------------------------------------------------- checks
+# ----------------------------------------------------------------------------- inputs
 
 
-def _warn(msg, collected):
-    collected.append(msg)
-    warnings.warn(msg, AutoAttackWarning, stacklevel=3)
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Inputs:
+    """What ``evaluate`` and ``check_state`` both derive from their arguments: the
+    components at ``epsilon``, numpy ``x`` and int64 ``y``, the batch size and the
+    compute dtype (float64 inputs stay float64)."""
+    attacks: tuple
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+    dtype: tf.DType
+
+    @property
+    def n(self):
+        return int(self.y.shape[0])
+
+    def batch(self, idx, size=None):
+        """The batch of the indices ``idx``, padded to ``size`` (default the batch size)
+        by repeating its first point."""
+        xb, yb = pad_rows(size or self.batch_size, self.x[idx], self.y[idx], row=0)
+        return (tf.constant(np.asarray(xb, self.dtype.as_numpy_dtype)),
+                tf.constant(yb.astype(np.int32)))
+
+    def bucket(self, count):
+        """Batch size for ``count`` points: ``count`` rounded up to a multiple of
+        ``batch_size // 8``, so that a stage's last (or only) small batch does not pay for
+        a full batch while each attack still traces at most 8 shapes."""
+        grain = max(1, self.batch_size // 8)
+        return min(self.batch_size, -(-int(count) // grain) * grain)
+
+    def signature(self, size):
+        return (tf.TensorSpec([size, *self.x.shape[1:]], self.dtype),
+                tf.TensorSpec([size], tf.int32))
+
+    def clean_fn(self, logits_fn):
+        return tf.function(lambda xb: losses.as_float(logits_fn(xb)),
+                           input_signature=[self.signature(self.batch_size)[0]])
 
 
-def _check_outputs(logits, logits2, collected):
-    z = np.asarray(logits, np.float64)
-    if z.min() >= 0.0 and z.max() <= 1.0 and np.allclose(z.sum(-1), 1.0, atol=1e-4):
-        _warn("The model outputs look like probabilities (non-negative, rows summing to "
-              "1), not logits.  APGD-CE's cross-entropy and the DLR losses assume "
-              "logits: pass the pre-softmax outputs, otherwise gradients vanish and the "
-              "robust accuracy is overestimated.", collected)
-    z2 = np.asarray(logits2, np.float64)
-    if np.abs(z - z2).max() > 1e-5 * (1.0 + np.abs(z).max()):
-        _warn("Two forward passes on the same inputs gave different outputs: the model "
-              "is randomised (dropout left on, stochastic layers, training-mode "
-              "BatchNorm?).  The standard version assumes a deterministic model; "
-              "robust accuracy may be overestimated (consider EoT attacks).", collected)
+def _inputs(x, y, epsilon, version, attacks, batch_size):
+    attacks = components_for(version, attacks, epsilon=float(epsilon), argument="attacks")
+    x_np = x.numpy() if isinstance(x, tf.Tensor) else x
+    y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
+    n = int(y_np.shape[0])
+    if x_np.shape[0] != n:
+        raise ValueError("x and y have different lengths")
+    if n == 0:
+        raise ValueError("no examples to evaluate")
+    dtype = tf.float64 if np.dtype(x_np.dtype) == np.float64 else tf.float32
+    return _Inputs(attacks, x_np, y_np, max(1, min(int(batch_size), n)), dtype)
 
 
-# ----------------------------------------------------------------------------- evaluate
-
-
-def _print_progress(info):
-    if info["event"] == "batch":
-        print(f"[autoattack] {info['stage']}: batch {info['batch']}/{info['batches']}, "
-              f"robust {info['robust']}/{info['n']} ({info['seconds']:.1f}s)",
-              file=sys.stderr, flush=True)
+def _fingerprint(inputs, epsilon, seed, probe_logits):
+    return st_lib.fingerprint(inputs.n, epsilon, inputs.attacks, seed, inputs.y,
+                              inputs.batch_size, x=inputs.x, probe_logits=probe_logits)
 
 
 def _refuse_foreign(state_file, prev, fp):
@@ -159,21 +171,156 @@ def _refuse_foreign(state_file, prev, fp):
                          "differs from this run's; delete it or pass another --state_file")
 
 
-def _inputs(x, y, epsilon, version, attacks, batch_size):
-    """What ``evaluate`` and ``check_state`` both derive from their arguments: the
-    components at ``epsilon``, numpy ``x`` and int64 ``y``, ``n``, the batch size and
-    the compute dtype (float64 inputs stay float64)."""
-    attacks = tuple(dataclasses.replace(a, epsilon=float(epsilon))
-                    for a in attacks_for(version, attacks))
-    x_np = x.numpy() if isinstance(x, tf.Tensor) else x
-    y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
-    n = int(y_np.shape[0])
-    if x_np.shape[0] != n:
-        raise ValueError("x and y have different lengths")
-    if n == 0:
-        raise ValueError("no examples to evaluate")
-    dtype = tf.float64 if np.dtype(x_np.dtype) == np.float64 else tf.float32
-    return attacks, x_np, y_np, n, max(1, min(int(batch_size), n)), dtype
+def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standard",
+                attacks=None, seed, batch_size=500):
+    """Refuses (``ValueError`` naming the file and what differs) a state file that
+    ``evaluate`` with these arguments would refuse, at the cost of one forward pass of
+    the first batch; so a caller that runs other attacks first (``export.evaluate``)
+    finds out before them, not hours later.  No state file yet: nothing to check."""
+    prev = st_lib.StateFile(state_file, 0).load()
+    if prev is None:
+        return
+    inputs = _inputs(x, y, epsilon, version, attacks, batch_size)
+    # evaluate's first clean batch, so the probe logits (rounded in the fingerprint) are
+    # the ones it will compute.
+    first = np.arange(0, inputs.batch_size)
+    z = inputs.clean_fn(logits_fn)(inputs.batch(first)[0]).numpy()
+    _refuse_foreign(state_file, prev, _fingerprint(inputs, epsilon, int(seed), z))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _print_progress(info):
+    if info["event"] == "batch":
+        print(f"[autoattack] {info['stage']}: batch {info['batch']}/{info['batches']}, "
+              f"robust {info['robust']}/{info['n']} ({info['seconds']:.1f}s)",
+              file=sys.stderr, flush=True)
+
+
+class _Run:
+    """One evaluation: its inputs and options, where it reports (``log``, ``event``,
+    ``warn``), its compiled stage functions and, once the clean pass is done, ``state``
+    (``st_lib.RunState``: what it has found, as the state file holds it)."""
+
+    def __init__(self, logits_fn, inputs, seed, *, strategy, jit_compile, checks,
+                 progress, log, state_file, state_interval, write_state,
+                 return_adversarials):
+        self.logits_fn, self.inputs, self.seed = logits_fn, inputs, seed
+        self.strategy, self.jit_compile, self.checks = strategy, jit_compile, checks
+        self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        self.progress, self.log, self.warnings = progress, log, []
+        self.state_file = st_lib.StateFile(state_file, state_interval, write=write_state)
+        self.state = None
+        self.fns = {}
+        # The built-in components' fields are reported even when they do not run (0).
+        self.passes = {c.passes_field: 0 for c in COMPONENTS if c.passes_field}
+        self.x_adv = (np.array(inputs.x, dtype=inputs.dtype.as_numpy_dtype, copy=True)
+                      if return_adversarials else None)
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+        warnings.warn(msg, AutoAttackWarning, stacklevel=4)
+
+    def event(self, **info):
+        if self.progress:
+            self.progress(info)
+
+    def save(self, force=False):
+        self.state_file.save(self.state.payload(), force=force)
+
+    def stage_fn(self, attack, size):
+        """The compiled stage function of ``attack`` for batches of ``size``."""
+        key = (type(attack).__name__ + repr(attack), size)
+        if key not in self.fns:
+            self.fns[key] = st_lib.make_stage_fn(self.logits_fn, attack, self.jit_compile,
+                                                 *self.inputs.signature(size))
+        return self.fns[key]
+
+
+def _check_outputs(z, z2, warn):
+    if looks_like_probabilities(z):
+        warn("The model outputs look like probabilities (non-negative, rows summing to "
+             "1), not logits.  APGD-CE's cross-entropy and the DLR losses assume "
+             "logits: pass the pre-softmax outputs, otherwise gradients vanish and the "
+             "robust accuracy is overestimated.")
+    z, z2 = np.asarray(z, np.float64), np.asarray(z2, np.float64)
+    if np.abs(z - z2).max() > 1e-5 * (1.0 + np.abs(z).max()):
+        warn("Two forward passes on the same inputs gave different outputs: the model "
+             "is randomised (dropout left on, stochastic layers, training-mode "
+             "BatchNorm?).  The standard version assumes a deterministic model; "
+             "robust accuracy may be overestimated (consider EoT attacks).")
+
+
+def _clean_pass(run):
+    """Clean flags, the first batch's logits (the model's fingerprint) and the number of
+    classes; the output checks on the first batch."""
+    inputs, bs = run.inputs, run.inputs.batch_size
+    clean_fn = inputs.clean_fn(run.logits_fn)
+    clean = np.zeros(inputs.n, bool)
+    for b0 in range(0, inputs.n, bs):
+        idx = np.arange(b0, min(b0 + bs, inputs.n))
+        xb, _ = inputs.batch(idx)
+        z = clean_fn(xb).numpy()
+        if b0 == 0:
+            probe_logits = z[: len(idx)]
+            if run.checks:
+                _check_outputs(z, clean_fn(xb).numpy(), run.warn)
+        clean[idx] = z[: len(idx)].argmax(1) == inputs.y[idx]
+    clean_acc = float(clean.mean())
+    run.log(f"[autoattack] clean accuracy: {clean_acc:.2%}")
+    run.event(event="clean", clean_accuracy=clean_acc, n=inputs.n)
+    return clean, probe_logits, z.shape[1]
+
+
+def _target_count(run, n_classes):
+    """The number of target classes of the targeted components (their ``targets``, at
+    most ``n_classes - 1``); the checks of the model's class count."""
+    targeted = [a for a in run.inputs.attacks if a.targeted]
+    n_targets = 0
+    if targeted:
+        wanted = max(a.targets for a in targeted)
+        n_targets = min(wanted, n_classes - 1)
+        if run.checks and n_targets < wanted:
+            run.warn(f"The model has {n_classes} classes, fewer than targets + 1 = "
+                     f"{wanted + 1}: targeted attacks use the {n_targets} available targets.")
+    if run.checks:
+        for message in dict.fromkeys(a.classes_warning(n_classes) for a in run.inputs.attacks):
+            if message:
+                run.warn(message)
+        if n_classes <= 2:
+            run.warn("Binary classifiers: DLR-based attacks are ill-defined (they need >= 3 "
+                     "classes); results of APGD-T may be meaningless.")
+    return n_targets
+
+
+def _start_state(run, prev, clean, probe_logits, epsilon):
+    """The run's state: fresh, or continued from the state file's ``prev`` (refused if
+    it belongs to another model, data or settings)."""
+    fp = _fingerprint(run.inputs, epsilon, run.seed, probe_logits)
+    run.state = st_lib.RunState(fp, clean, float(clean.mean()), clean.copy())
+    if prev is not None:
+        _refuse_foreign(run.state_file.path, prev, fp)
+        run.state.resume(prev)
+        run.log(f"[autoattack] resuming from {run.state_file.path}: "
+                f"{len(run.state.finished)} stages finished")
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+@dataclasses.dataclass
+class _Tally:
+    """One attack's totals (``fooled`` and the clock continue a resumed run's; the
+    points attacked and the components' counts are this process's)."""
+    start: float
+    fooled: int
+    attacked: int = 0
+    count: int = 0
+
+    def log(self, attack, robust):
+        return AttackLog(attack.name, float(robust.mean()), time.time() - self.start,
+                         self.attacked, self.fooled)
 
 
 def _replica_groups(sizes, replicas):
@@ -187,37 +334,128 @@ def _replica_groups(sizes, replicas):
     return groups
 
 
-def _batch_of(x_np, y_np, idx, size, dtype):
-    """Batch of ``size`` for the indices ``idx`` (padded by repeating the first)."""
-    pad = size - len(idx)
-    full = np.concatenate([idx, np.full(pad, idx[0], idx.dtype)]) if pad else idx
-    xb = np.asarray(x_np[full], dtype.as_numpy_dtype)
-    return tf.constant(xb), tf.constant(y_np[full].astype(np.int32))
-
-
-def _clean_fn(logits_fn, x_np, bs, dtype):
-    return tf.function(lambda xb: losses.as_float(logits_fn(xb)),
-                       input_signature=[tf.TensorSpec([bs, *x_np.shape[1:]], dtype)])
-
-
-def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standard",
-                attacks=None, seed, batch_size=500):
-    """Refuses (``ValueError`` naming the file and what differs) a state file that
-    ``evaluate`` with these arguments would refuse, at the cost of one forward pass of
-    the first batch; so a caller that runs other attacks first (``export.evaluate``)
-    finds out before them, not hours later.  No state file yet: nothing to check."""
-    prev = st_lib.StateFile(state_file, 0).load()
-    if prev is None:
+def _run_attack(run, ai, attack, stages):
+    """Runs the unfinished ``stages`` of ``attack``, then logs it and its checks."""
+    key, logs = st_lib.attack_key(ai, attack), run.state.attack_logs
+    if key in logs and all(s.key in run.state.finished for s in stages):
+        run.log(f"[autoattack] robust accuracy after {attack.name.upper()}: "
+                f"{logs[key].robust_accuracy:.2%} (finished earlier)")
         return
-    attacks, x_np, y_np, n, bs, dtype = _inputs(x, y, epsilon, version, attacks, batch_size)
-    # evaluate's first clean batch, so the probe logits (rounded in the fingerprint) are
-    # the ones it will compute.
-    first = np.arange(0, min(bs, n))
-    xb, _ = _batch_of(x_np, y_np, first, bs, dtype)
-    z = _clean_fn(logits_fn, x_np, bs, dtype)(xb).numpy()
-    fp = st_lib.fingerprint(n, epsilon, attacks, int(seed), y_np, bs, x=x_np,
-                            probe_logits=z[: len(first)])
-    _refuse_foreign(state_file, prev, fp)
+    before = logs.get(key)
+    tally = _Tally(start=time.time() - (before.seconds if before else 0.0),
+                   fooled=before.fooled if before else 0)
+    for stage in stages:
+        if stage.key not in run.state.finished:
+            _run_stage(run, attack, stage, tally)
+    logs[key] = tally.log(attack, run.state.robust)
+    run.log(f"[autoattack] robust accuracy after {attack.name.upper()}: "
+            f"{logs[key].robust_accuracy:.2%} (total time {logs[key].seconds:.1f} s)")
+    run.event(event="attack", attack=attack.name, robust_accuracy=logs[key].robust_accuracy,
+              seconds=logs[key].seconds)
+    message = attack.count_warning(tally.count) if run.checks else None
+    if message:
+        run.warn(message)
+    if attack.passes_field:
+        run.passes[attack.passes_field] = run.passes.get(attack.passes_field, 0) + tally.count
+
+
+def _run_stage(run, attack, stage, tally):
+    """One stage on the points still robust when it started (less those done before a
+    restart), in batches; up to one batch per replica at a time (a stage's batches are
+    independent)."""
+    todo = run.state.start_stage(stage)
+    bs = run.inputs.batch_size
+    batches = [todo[b0:b0 + bs] for b0 in range(0, len(todo), bs)]
+    sizes = [run.inputs.bucket(len(idx)) for idx in batches]
+    for group in _replica_groups(sizes, run.replicas):
+        outputs = _run_group(run, attack, stage, [(bi, batches[bi], sizes[bi]) for bi in group])
+        for bi, output in zip(group, outputs):
+            _record(run, attack, stage, tally, batches[bi], output)
+            run.event(event="batch", stage=stage.key, attack=attack.name, batch=bi + 1,
+                      batches=len(batches), robust=int(run.state.robust.sum()),
+                      n=run.inputs.n, seconds=time.time() - tally.start)
+    run.state.finish_stage(stage)
+
+
+def _run_group(run, attack, stage, group):
+    """``group``: ``(batch number, indices, padded size)`` of one size; each batch gets
+    its own stateless seed.  Returns each batch's ``(x_adv, fooled, count)``."""
+    from tf_st.distribute import run_sharded
+    size = group[0][2]
+    calls = [(*run.inputs.batch(idx, size),
+              tf.constant(st_lib.batch_seed(run.seed, stage.key, bi)),
+              tf.constant(stage.target_rank, tf.int32), tf.constant(stage.restart, tf.int32))
+             for bi, idx, _ in group]
+    return run_sharded(run.strategy, run.stage_fn(attack, size), calls)
+
+
+def _record(run, attack, stage, tally, idx, output):
+    """A batch's outcome: flags, adversarial examples, the attack's log, the state file."""
+    x_out, fooled, count = output
+    k = len(idx)
+    fooled = fooled.numpy()[:k]
+    tally.count += int(count.numpy()[:k].sum())
+    hit = run.state.record(idx, fooled)
+    tally.attacked += k
+    tally.fooled += int(fooled.sum())
+    if run.x_adv is not None and len(hit):
+        run.x_adv[hit] = x_out.numpy()[:k][fooled]
+    run.state.attack_logs[st_lib.attack_key(stage.attack_index, attack)] = tally.log(
+        attack, run.state.robust)
+    run.save()
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _attack_logs(run):
+    """``(component, AttackLog)`` of each attack that has a log, in order."""
+    keys = [(a, st_lib.attack_key(ai, a)) for ai, a in enumerate(run.inputs.attacks)]
+    return [(a, run.state.attack_logs[k]) for a, k in keys if k in run.state.attack_logs]
+
+
+def _black_box_check(run, logs):
+    """The official check: a black-box last attack (Square) improving on the attacks
+    before it by more than 0.2% means gradient masking."""
+    if not (run.checks and len(logs) > 1 and logs[-1][0].black_box):
+        return
+    before = min(log.robust_accuracy for _, log in logs[:-1])
+    last = logs[-1][1]
+    if last.robust_accuracy < before - 0.002:
+        run.warn(f"{last.name.capitalize()} (black-box) decreased the robust accuracy by "
+                 f"{before - last.robust_accuracy:.2%} after the white-box attacks: "
+                 "this usually means gradient masking; the white-box results are not "
+                 "reliable for this model.")
+
+
+def _model_info(clean_acc, robust_acc, epsilon, dataset, architecture, model_info):
+    """The RobustBench fields."""
+    info = dict(clean_acc=round(100 * clean_acc, 2), autoattack_acc=round(100 * robust_acc, 2),
+                eps=f"{epsilon * 255:.4g}/255", threat_model="Linf")
+    if dataset:
+        info["dataset"] = dataset
+    if architecture:
+        info["architecture"] = architecture
+    info.update(model_info or {})
+    return info
+
+
+def _report(run, t_start, epsilon, version, dataset, architecture, model_info):
+    logs = _attack_logs(run)
+    _black_box_check(run, logs)
+    state = run.state
+    robust_acc = float(state.robust.mean())
+    run.log(f"[autoattack] robust accuracy: {robust_acc:.2%}")
+    return Result(robust_flags=state.robust, clean_flags=state.clean,
+                  clean_accuracy=state.clean_accuracy, robust_accuracy=robust_acc,
+                  attacks=[log for _, log in logs], epsilon=float(epsilon), seed=run.seed,
+                  version=version, seconds=time.time() - t_start, x_adv=run.x_adv,
+                  warnings=run.warnings, passes=dict(run.passes),
+                  model_info=_model_info(state.clean_accuracy, robust_acc, epsilon,
+                                         dataset, architecture, model_info))
+
+
+# ----------------------------------------------------------------------------- evaluate
 
 
 def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=None,
@@ -245,210 +483,29 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     each call this with the same arguments and all return the whole result
     (``tf_st.distribute.run_sharded``).
     """
-    from tf_st.distribute import run_sharded, worker_index
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    from tf_st.distribute import worker_index
     t_start = time.time()
     # Every component attacks at this evaluation's epsilon.
-    attacks, x_np, y_np, n, bs, dtype = _inputs(x, y, epsilon, version, attacks, batch_size)
-    if seed is None:
-        seed = int(time.time() * 1000) % (2**31)
-    seed = int(seed)
+    inputs = _inputs(x, y, epsilon, version, attacks, batch_size)
+    seed = int(time.time() * 1000) % (2**31) if seed is None else int(seed)
     if progress is None and verbose:
         progress = _print_progress
     log = logger if (logger is not None and verbose) else (lambda *a, **k: None)
-    collected = []
-
-    def bucket(count):
-        """Batch size for ``count`` points: ``count`` rounded up to a multiple of
-        ``bs // 8``, so that a stage's last (or only) small batch does not pay for ``bs``
-        examples while each attack still traces at most 8 shapes."""
-        grain = max(1, bs // 8)
-        return min(bs, -(-int(count) // grain) * grain)
-
-    def spec(size):
-        return (tf.TensorSpec([size, *x_np.shape[1:]], dtype), tf.TensorSpec([size], tf.int32))
-
-    def batch_of(idx, size=bs):
-        return _batch_of(x_np, y_np, idx, size, dtype)
-
-    # A corrupt state file is refused before any work, naming the file.  With several
-    # workers all read it (a shared file system) and only the chief writes it, so a
-    # resumed evaluation resumes at the same point on every worker.
-    state = st_lib.StateFile(state_file, state_interval,
-                             write=worker_index(strategy) == 0)
-    prev = state.load()
-
-    # ---- clean pass
-    clean_fn = _clean_fn(logits_fn, x_np, bs, dtype)
-    clean = np.zeros(n, bool)
-    n_classes = None
-    probe_logits = None
-    for b0 in range(0, n, bs):
-        idx = np.arange(b0, min(b0 + bs, n))
-        xb, yb = batch_of(idx)
-        z = clean_fn(xb).numpy()
-        n_classes = z.shape[1]
-        if b0 == 0:
-            probe_logits = z[: len(idx)]
-            if checks:
-                _check_outputs(z, clean_fn(xb).numpy(), collected)
-        clean[idx] = z[: len(idx)].argmax(1) == y_np[idx]
-    clean_acc = float(clean.mean()) if n else 0.0
-    log(f"[autoattack] clean accuracy: {clean_acc:.2%}")
-    if progress:
-        progress(dict(event="clean", clean_accuracy=clean_acc, n=n))
-
-    needs_targets = any(a.targeted for a in attacks)
-    n_targets = 0
-    if needs_targets:
-        wanted = max(a.targets for a in attacks if a.targeted)
-        n_targets = min(wanted, n_classes - 1)
-        if checks and n_targets < wanted:
-            _warn(f"The model has {n_classes} classes, fewer than targets + 1 = "
-                  f"{wanted + 1}: targeted attacks use the {n_targets} available targets.",
-                  collected)
-        if checks and any(a.name == "apgd-t" for a in attacks) and n_classes < 4:
-            _warn("The targeted DLR loss needs at least 4 classes (it uses the 3rd and "
-                  "4th largest logits); with fewer the smallest logit is used instead.",
-                  collected)
-    if checks and n_classes is not None and n_classes <= 2:
-        _warn("Binary classifiers: DLR-based attacks are ill-defined (they need >= 3 "
-              "classes); results of APGD-T may be meaningless.", collected)
-
-    # ---- state
-    fp = st_lib.fingerprint(n, epsilon, attacks, seed, y_np, bs, x=x_np,
-                            probe_logits=probe_logits)
-    robust = clean.copy()
-    finished, attack_logs = [], {}
-    current, done_in_current = None, np.zeros(n, bool)
-    if prev is not None:
-        _refuse_foreign(state_file, prev, fp)
-        robust = st_lib.flags_arr(prev["robust_flags"])
-        finished = list(prev["finished"])
-        attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
-        if prev.get("current"):
-            current = prev["current"]
-            done_in_current = st_lib.flags_arr(prev["done_in_current"])
-        log(f"[autoattack] resuming from {state_file}: {len(finished)} stages finished")
-
-    def payload():
-        return dict(fingerprint=fp, robust_flags=st_lib.flags_str(robust),
-                    clean_flags=st_lib.flags_str(clean), clean_accuracy=clean_acc,
-                    finished=finished, current=current,
-                    done_in_current=st_lib.flags_str(done_in_current),
-                    attack_logs={k: dataclasses.asdict(v) for k, v in attack_logs.items()})
-
-    x_adv_all = None
-    if return_adversarials:
-        x_adv_all = np.array(x_np, dtype=dtype.as_numpy_dtype, copy=True)
-
-    fns = {}
-    zero_grad = 0
-    queries = 0
-    stages = st_lib.stages(attacks, n_targets)
-    passes = {}
+    # With several workers all read the state file (a shared file system) and only the
+    # chief writes it, so a resumed evaluation resumes at the same point on every worker.
+    run = _Run(logits_fn, inputs, seed, strategy=strategy, jit_compile=jit_compile,
+               checks=checks, progress=progress, log=log, state_file=state_file,
+               state_interval=state_interval, write_state=worker_index(strategy) == 0,
+               return_adversarials=return_adversarials)
+    prev = run.state_file.load()  # a corrupt file is refused before any work
+    clean, probe_logits, n_classes = _clean_pass(run)
+    stages = st_lib.stages(inputs.attacks, _target_count(run, n_classes))
+    _start_state(run, prev, clean, probe_logits, epsilon)
     stop = st_lib.save_on_signals()
     try:
-        for ai, a in enumerate(attacks):
-            key = f"{ai}:{a.name}"
-            if key in attack_logs and all(s.key in finished for s in stages
-                                         if s.attack_index == ai):
-                log(f"[autoattack] robust accuracy after {a.name.upper()}: "
-                    f"{attack_logs[key].robust_accuracy:.2%} (finished earlier)")
-                continue
-            t_att = time.time() - (attack_logs[key].seconds if key in attack_logs else 0.0)
-            attacked = 0
-            fooled_total = attack_logs[key].fooled if key in attack_logs else 0
-            fn_key = type(a).__name__ + repr(a)
-            for st in (s for s in stages if s.attack_index == ai):
-                if st.key in finished:
-                    continue
-                if current != st.key:
-                    current, done_in_current = st.key, np.zeros(n, bool)
-                todo = np.nonzero(robust & ~done_in_current)[0]
-                n_batches = -(-len(todo) // bs)
-                # Up to one batch per replica at a time: a stage's batches are
-                # independent (its points were fixed when it started).
-                batches = [todo[bi * bs:(bi + 1) * bs] for bi in range(n_batches)]
-                sizes = [bucket(len(idx)) for idx in batches]
-                for group in _replica_groups(sizes, replicas):
-                    calls = []
-                    for bi in group:
-                        idx, size = batches[bi], sizes[bi]
-                        if (fn_key, size) not in fns:
-                            fns[(fn_key, size)] = st_lib.make_stage_fn(
-                                logits_fn, a, jit_compile, *spec(size))
-                        calls.append((*batch_of(idx, size),
-                                      tf.constant(st_lib.batch_seed(seed, st.key, bi)),
-                                      tf.constant(st.target_rank, tf.int32),
-                                      tf.constant(st.restart, tf.int32)))
-                    outputs = run_sharded(strategy, fns[(fn_key, size)], calls)
-                    for bi, (x_out, fooled, extra) in zip(group, outputs):
-                        idx = batches[bi]
-                        k = len(idx)
-                        fooled = fooled.numpy()[:k]
-                        extra = extra.numpy()[:k]
-                        if a.extra == "zero_grad":
-                            zero_grad += int(extra.sum())
-                        if a.extra == "queries":
-                            queries += int(extra.sum())
-                        hit = idx[fooled]
-                        robust[hit] = False
-                        done_in_current[idx] = True
-                        attacked += k
-                        fooled_total += int(fooled.sum())
-                        if x_adv_all is not None and len(hit):
-                            x_adv_all[hit] = x_out.numpy()[:k][fooled]
-                        attack_logs[key] = AttackLog(a.name, float(robust.mean()),
-                                                     time.time() - t_att, attacked, fooled_total)
-                        state.save(payload())
-                        if progress:
-                            progress(dict(event="batch", stage=st.key, attack=a.name,
-                                          batch=bi + 1, batches=n_batches,
-                                          robust=int(robust.sum()), n=n,
-                                          seconds=time.time() - t_att))
-                finished.append(st.key)
-                current, done_in_current = None, np.zeros(n, bool)
-            attack_logs[key] = AttackLog(a.name, float(robust.mean()) if n else 0.0,
-                                         time.time() - t_att, attacked, fooled_total)
-            log(f"[autoattack] robust accuracy after {a.name.upper()}: "
-                f"{attack_logs[key].robust_accuracy:.2%} "
-                f"(total time {attack_logs[key].seconds:.1f} s)")
-            if progress:
-                progress(dict(event="attack", attack=a.name,
-                              robust_accuracy=attack_logs[key].robust_accuracy,
-                              seconds=attack_logs[key].seconds))
-            if checks and a.extra == "zero_grad" and zero_grad:
-                _warn(f"{zero_grad} attacked points had an all-zero gradient at the APGD "
-                      "start: gradient masking (e.g. saturated softmax, non-differentiable "
-                      "preprocessing) may make white-box attacks fail; the robust "
-                      "accuracy may be overestimated.", collected)
-                zero_grad = 0
+        for ai, attack in enumerate(inputs.attacks):
+            _run_attack(run, ai, attack, [s for s in stages if s.attack_index == ai])
     finally:
-        state.save(payload(), force=True)
+        run.save(force=True)
         st_lib.restore_signals(stop)
-
-    logs = [attack_logs[f"{ai}:{a.name}"] for ai, a in enumerate(attacks)
-            if f"{ai}:{a.name}" in attack_logs]
-    # Square improving on the white-box attacks (official tolerance 0.2%)
-    if checks and logs and logs[-1].name == "square" and len(logs) > 1:
-        before = min(l.robust_accuracy for l in logs[:-1])
-        if logs[-1].robust_accuracy < before - 0.002:
-            _warn(f"Square (black-box) decreased the robust accuracy by "
-                  f"{before - logs[-1].robust_accuracy:.2%} after the white-box attacks: "
-                  "this usually means gradient masking; the white-box results are not "
-                  "reliable for this model.", collected)
-    robust_acc = float(robust.mean()) if n else 0.0
-    log(f"[autoattack] robust accuracy: {robust_acc:.2%}")
-    info = dict(clean_acc=round(100 * clean_acc, 2), autoattack_acc=round(100 * robust_acc, 2),
-                eps=f"{epsilon * 255:.4g}/255", threat_model="Linf")
-    if dataset:
-        info["dataset"] = dataset
-    if architecture:
-        info["architecture"] = architecture
-    info.update(model_info or {})
-    passes = dict(square_queries=queries)
-    return Result(robust_flags=robust, clean_flags=clean, clean_accuracy=clean_acc,
-                  robust_accuracy=robust_acc, attacks=logs, epsilon=float(epsilon),
-                  seed=seed, version=version, seconds=time.time() - t_start,
-                  x_adv=x_adv_all, warnings=collected, model_info=info, passes=passes)
+    return _report(run, t_start, epsilon, version, dataset, architecture, model_info)

@@ -32,14 +32,81 @@ class Stage:
 
 
 def stages(attacks, n_targets):
+    """The schedule: per component, its target ranks (``Component.target_ranks``) times
+    its restarts, in that order; the keys are the state file's."""
     out = []
     for ai, a in enumerate(attacks):
-        ranks = range(2, n_targets + 2) if a.targeted else [0]
-        for rank in ranks:
+        for rank in a.target_ranks(n_targets):
             for r in range(a.restarts):
-                key = f"{ai}:{a.name}:t{rank}:r{r}" if a.targeted else f"{ai}:{a.name}:r{r}"
+                key = f"{ai}:{a.name}:t{rank}:r{r}" if rank else f"{ai}:{a.name}:r{r}"
                 out.append(Stage(key, ai, a, r, rank))
     return out
+
+
+def attack_key(attack_index, attack):
+    """An attack's key in the state file's ``attack_logs``."""
+    return f"{attack_index}:{attack.name}"
+
+
+@dataclasses.dataclass
+class AttackLog:
+    name: str
+    robust_accuracy: float
+    seconds: float
+    attacked: int = 0
+    fooled: int = 0
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a run has found so far: the state file's content (``payload`` writes it,
+    ``resume`` reads it back; the field names and order are the file format)."""
+    fingerprint: dict
+    clean: np.ndarray
+    clean_accuracy: float
+    robust: np.ndarray
+    finished: list = dataclasses.field(default_factory=list)
+    current: object = None  # the key of the stage in progress, or None
+    done_in_current: np.ndarray = None
+    attack_logs: dict = dataclasses.field(default_factory=dict)  # attack_key -> AttackLog
+
+    def __post_init__(self):
+        if self.done_in_current is None:
+            self.done_in_current = np.zeros(len(self.robust), bool)
+
+    def resume(self, prev):
+        """Continues the run of the state file's content ``prev`` (its fingerprint
+        already checked); the clean flags stay this process's."""
+        self.robust = flags_arr(prev["robust_flags"])
+        self.finished = list(prev["finished"])
+        self.attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
+        if prev.get("current"):
+            self.current = prev["current"]
+            self.done_in_current = flags_arr(prev["done_in_current"])
+
+    def payload(self):
+        return dict(fingerprint=self.fingerprint, robust_flags=flags_str(self.robust),
+                    clean_flags=flags_str(self.clean), clean_accuracy=self.clean_accuracy,
+                    finished=self.finished, current=self.current,
+                    done_in_current=flags_str(self.done_in_current),
+                    attack_logs={k: dataclasses.asdict(v) for k, v in self.attack_logs.items()})
+
+    def start_stage(self, stage):
+        """The points ``stage`` attacks: still robust, not done before a restart."""
+        if self.current != stage.key:
+            self.current, self.done_in_current = stage.key, np.zeros(len(self.robust), bool)
+        return np.nonzero(self.robust & ~self.done_in_current)[0]
+
+    def record(self, idx, fooled):
+        """Points ``idx`` attacked, ``fooled`` of them no longer robust; returns those."""
+        hit = idx[fooled]
+        self.robust[hit] = False
+        self.done_in_current[idx] = True
+        return hit
+
+    def finish_stage(self, stage):
+        self.finished.append(stage.key)
+        self.current, self.done_in_current = None, np.zeros(len(self.robust), bool)
 
 
 def batch_seed(seed, stage_key, batch_no):
@@ -49,13 +116,13 @@ def batch_seed(seed, stage_key, batch_no):
 
 def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
     """One compiled function per attack: ``(x, y, seed, rank, restart) -> (x_adv, fooled,
-    extra)``, the output projected and re-classified."""
+    count)``, the output projected and re-classified (``count``: ``Component.stage``'s)."""
 
     def run(x, y, seed, rank, restart):
-        x_adv, extra = attack.stage(logits_fn, x, y, seed, rank, restart)
+        x_adv, count = attack.stage(logits_fn, x, y, seed, rank, restart)
         x_adv = project(x_adv, x, attack.epsilon)
         pred = tf.cast(tf.argmax(logits_fn(x_adv), axis=1), tf.int32)
-        return x_adv, tf.not_equal(pred, tf.cast(y, tf.int32)), extra
+        return x_adv, tf.not_equal(pred, tf.cast(y, tf.int32)), count
 
     sig = [spec_x, spec_y, tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32),
            tf.TensorSpec([], tf.int32)]
