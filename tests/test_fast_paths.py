@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import small_bn_model, small_cat
+from tests.helpers import registered_method, small_bn_model, small_cat
 from tf_st import methods, models
 from tf_st.methods.base import batch_stats_forward
 from tf_st.models.layers import TorchBatchNorm, batch_groups, set_batchnorm
@@ -89,11 +89,10 @@ def _assert_same_step_with_and_without(key, attribute):
     out = []
     for value in (True, False):
         keras.utils.set_random_seed(0)
-        if key == "cat":
-            _, method = small_cat()
-        else:
-            kwargs = {"tau": 1} if key.startswith("fat") else {}
-            method = methods.build(key, small_bn_model(bn_seed=1), steps=3, **kwargs)
+        kwargs = {"tau": 1} if key.startswith("fat") else {}
+        # Networks' BN statistics seeded apart (CAT: as tests.helpers.small_cat).
+        _, method = registered_method(key, steps=3,
+                                      network=lambda i: small_bn_model(bn_seed=1 + i), **kwargs)
         setattr(method, attribute, value)
         method.compile(optimizer=keras.optimizers.SGD(0.5))
         x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
@@ -103,7 +102,7 @@ def _assert_same_step_with_and_without(key, attribute):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("key", ["st", "trades", "mart", "madry2", "alp", "col", "fat_trades"])
+@pytest.mark.parametrize("key", sorted(methods.METHODS))
 def test_method_step_with_and_without_grouped_forwards(float64, key):
     """``group_forwards`` on and off: the same step."""
     _assert_same_step_with_and_without(key, "group_forwards")
@@ -368,7 +367,7 @@ def test_fold_batchnorm_leaves_shared_or_branching_convs_alone():
                                   model(x, training=False).numpy())
 
 
-@pytest.mark.parametrize("key", ["trades", "madry", "mart", "fat_mart", "cat"])
+@pytest.mark.parametrize("key", sorted(methods.METHODS))
 def test_method_step_with_and_without_folded_batchnorm(float64, key):
     """Eval-mode attacks through the folded forward: the same step."""
     _assert_same_step_with_and_without(key, "fold_batchnorm")
