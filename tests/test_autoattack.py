@@ -413,6 +413,7 @@ def test_aggregation_rules_and_reproducibility():
     np.testing.assert_array_equal(again.x_adv, res.x_adv)
 
 
+@pytest.mark.slow
 def test_no_retracing_per_batch():
     """Each attack traces once per batch *size* (the full size, or a multiple of
     batch_size // 8 for a stage's last small batch), never once per batch.  A tiny epsilon keeps every

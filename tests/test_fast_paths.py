@@ -108,7 +108,7 @@ def _assert_same_step_with_and_without(key, attribute):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("key", _registered_keys(slow={"cat"}))
+@pytest.mark.parametrize("key", _registered_keys(slow={"cat", "st"}))
 def test_method_step_with_and_without_grouped_forwards(float64, key):
     """``group_forwards`` on and off: the same step."""
     _assert_same_step_with_and_without(key, "group_forwards")
