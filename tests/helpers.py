@@ -57,6 +57,25 @@ def small_bn_model(bn_seed=None):
     return model
 
 
+# Settings a registered method needs to be testable on the small models here; every
+# other method runs at its defaults, so a method registered later is tested unchanged.
+METHOD_OVERRIDES = {"fat": {"tau": 1}}
+
+
+def registered_method(key, steps=2, network=None, **hparams):
+    """``(networks, method)``: the registered method ``key`` (``METHOD_OVERRIDES`` and
+    ``hparams`` over its defaults) with one ``network(index)`` per network it trains
+    (CAT: one per member); by default each a fresh :func:`small_bn_model`."""
+    network = network or (lambda index: small_bn_model())
+    from tf_st import methods
+    hparams = {**METHOD_OVERRIDES.get(key, {}), **hparams}
+    names = list(methods.METHODS[key].network_archs("small_cnn", hparams))
+    nets = {name: network(i) for i, name in enumerate(names)}
+    method = methods.build(key, nets if len(nets) > 1 else nets[names[0]], steps=steps,
+                           **hparams)
+    return nets, method
+
+
 def numeric_grad(f, w, h=1e-6):
     """Central finite differences of the scalar ``f`` at ``w``."""
     g = np.zeros_like(w)

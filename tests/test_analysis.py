@@ -155,6 +155,7 @@ def _analysis(*argv):
     return cli.main(["tf_st.analysis", *argv])
 
 
+@pytest.mark.slow  # trains three runs in subprocesses
 def test_cli_collaborative_and_landscape_and_angles(runs, tmp_path):
     out = str(tmp_path)
     assert _analysis("collaborative", f"--run_dir={runs['trades']},{runs['st']}",
@@ -189,6 +190,7 @@ def test_cli_collaborative_and_landscape_and_angles(runs, tmp_path):
     assert os.path.getsize(os.path.join(out, "angles.png")) > 0
 
 
+@pytest.mark.slow  # trains three runs in subprocesses
 def test_cli_curves_fat_cost_and_discrepancy(runs, tmp_path):
     out = str(tmp_path)
     assert _analysis("curves", f"--run_dir={runs['trades']},{runs['st']}",
@@ -227,6 +229,7 @@ def test_cli_curves_fat_cost_and_discrepancy(runs, tmp_path):
     assert res["examples"] == 20 and np.sum(res["disagreement"]) == round(20 * res["discrepancy"])
 
 
+@pytest.mark.slow  # a sweep of whole training runs
 def test_cli_sweep_runs_resumes_and_aggregates(tmp_path, capsys):
     out = str(tmp_path / "sweep")
     argv = ["sweep", "--method=trades", "--beta=1,6", "--seeds=1,2", "--parallel=2",

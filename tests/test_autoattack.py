@@ -300,6 +300,7 @@ def _closed_form_robust(model, x, y, eps):
     return ok & (dists > eps), dists
 
 
+@pytest.mark.slow
 def test_autoattack_standard_equals_closed_form_on_affine_model():
     model = Affine((4, 4, 3), 10, seed=6, scale=0.3)
     rng = np.random.default_rng(6)
@@ -331,6 +332,7 @@ def test_square_p_schedule_and_sizes():
         [0.8, 0.8, 0.4, 0.4, 0.2, 0.8 / 128, 0.8 / 256, 0.8 / 512]
 
 
+@pytest.mark.slow
 def test_square_stripes_and_margin_acceptance():
     model = small_cnn()
     rng = np.random.default_rng(7)
@@ -373,6 +375,7 @@ def test_presets_are_immutable_and_standard():
         aa.attacks_for("standard", attacks=(aa.APGD(),))
 
 
+@pytest.mark.slow
 def test_aggregation_rules_and_reproducibility():
     model = small_cnn()
     rng = np.random.default_rng(8)
@@ -410,6 +413,7 @@ def test_aggregation_rules_and_reproducibility():
     np.testing.assert_array_equal(again.x_adv, res.x_adv)
 
 
+@pytest.mark.slow
 def test_no_retracing_per_batch():
     """Each attack traces once per batch *size* (the full size, or a multiple of
     batch_size // 8 for a stage's last small batch), never once per batch.  A tiny epsilon keeps every
@@ -442,6 +446,7 @@ def test_no_retracing_per_batch():
     assert sum(counts[21].values()) < 2 * sum(counts[8].values())
 
 
+@pytest.mark.slow
 def test_state_file_resume_skips_finished_work(tmp_path):
     model = small_cnn()
     rng = np.random.default_rng(10)
@@ -487,6 +492,7 @@ def _warnings_of(logits_fn, x, y, **kw):
     return " ".join(res.warnings)
 
 
+@pytest.mark.slow
 def test_sanity_checks():
     model = small_cnn(n_classes=5)
     rng = np.random.default_rng(11)
@@ -549,6 +555,7 @@ def test_single_example_batches_work():
     assert res.robust_flags.shape == (1,) and res.clean_flags[0]
 
 
+@pytest.mark.slow
 def test_state_file_is_bound_to_model_and_data_and_refused_when_corrupt(tmp_path):
     import json
     import os

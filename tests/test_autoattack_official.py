@@ -153,6 +153,7 @@ def test_apgd_ce_matches_official_iterate_for_iterate(setting):
 
 
 @pytest.mark.parametrize("target_rank", [2, 10])
+@pytest.mark.slow
 def test_apgd_t_matches_official_iterate_for_iterate(setting, target_rank):
     model, net, x, y, eps = setting
     with torch_float64():
@@ -170,6 +171,7 @@ def test_apgd_t_matches_official_iterate_for_iterate(setting, target_rank):
 
 
 @pytest.mark.parametrize("target_rank", [2, 10])
+@pytest.mark.slow
 def test_fab_t_matches_official(setting, target_rank):
     model, net, x, y, eps = setting
     with torch_float64(), float_cast_is_identity(), torch.no_grad():

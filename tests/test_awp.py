@@ -75,6 +75,7 @@ def test_restore_is_exact_and_warmup_skips(float64):
         AWP(0.01, warmup=3)
 
 
+@pytest.mark.slow  # a whole trainer
 def test_awp_flag_reaches_the_model_card(tmp_path):
     out = tmp_path / "run"
     assert train.run_in_process(["--method=trades", "--awp", "--awp_warmup=0", "--arch=small_cnn",

@@ -18,6 +18,7 @@ def _row(method, clean, pgd, aa, train_s):
             "attack_steps": 0 if method == "natural" else 10}
 
 
+@pytest.mark.slow  # a subprocess
 def test_report_only_rewrites_table_and_plot(tmp_path):
     rows = [_row("natural", 0.436, 0.029, 0.0, 25.3), _row("st", 0.342, 0.211, 0.185, 600.5)]
     with open(tmp_path / "results.json", "w") as f:
@@ -115,6 +116,7 @@ def test_onednn_log_reads_the_step_and_prices_convolutions_per_image():
         parse_verbose("onednn_verbose,v1,primitive,exec,cpu,convolution,x,y,z,,,mb1_ic1,1.0")
 
 
+@pytest.mark.slow  # a subprocess
 def test_onednn_kernels_reads_a_real_tf_st_step(tmp_path):
     """The tf_st side of benchmarks.onednn_kernels, run as the benchmark runs it (a
     subprocess with ONEDNN_VERBOSE=1): this TensorFlow's oneDNN prints lines the parser
@@ -139,6 +141,7 @@ def test_onednn_kernels_reads_a_real_tf_st_step(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["onednn_kernels", "vs_reference"])
+@pytest.mark.slow  # a subprocess
 def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
     r = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--reference=trades",
                         "--reference_dir=/nonexistent/trades"], cwd=ROOT, capture_output=True,

@@ -116,6 +116,7 @@ def test_cat_rejects_bad_members_and_names_networks_by_member():
         == {"trades": "resnet18", "alp": "wrn34_10"}
 
 
+@pytest.mark.slow  # twelve traced CAT steps
 def test_cat_traced_step_reads_each_network_before_updating_it(float64):
     """The traced CAT step equals the eager one in every instance.  A peer forward reads a
     network's weights, and only a control edge orders that read before the network's

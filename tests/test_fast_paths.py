@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import small_bn_model, small_cat
+from tests.helpers import registered_method, small_bn_model, small_cat
 from tf_st import methods, models
 from tf_st.methods.base import batch_stats_forward
 from tf_st.models.layers import TorchBatchNorm, batch_groups, set_batchnorm
@@ -85,6 +85,12 @@ def test_batch_groups_rejects_bad_group_index():
             pass
 
 
+def _registered_keys(slow=()):
+    """Every registered method key; those in ``slow`` (over ~5 s here) marked slow."""
+    return [pytest.param(k, marks=pytest.mark.slow) if k in slow else k
+            for k in sorted(methods.METHODS)]
+
+
 def _assert_same_step_with_and_without(key, attribute):
     """One train step (generate, loss, update) of ``key`` with the method's execution
     option ``attribute`` on, then off, from the same weights and batch: the same weights
@@ -92,12 +98,11 @@ def _assert_same_step_with_and_without(key, attribute):
     out = []
     for value in (True, False):
         keras.utils.set_random_seed(0)
-        if key == "cat":
-            _, method = small_cat(**{attribute: value})
-        else:
-            kwargs = {"tau": 1} if key.startswith("fat") else {}
-            method = methods.build(key, small_bn_model(bn_seed=1), steps=3,
-                                   **{attribute: value}, **kwargs)
+        kwargs = {"tau": 1} if key.startswith("fat") else {}
+        # Networks' BN statistics seeded apart (CAT: as tests.helpers.small_cat).
+        _, method = registered_method(key, steps=3,
+                                      network=lambda i: small_bn_model(bn_seed=1 + i),
+                                      **{attribute: value}, **kwargs)
         assert getattr(method, attribute) is value
         method.compile(optimizer=keras.optimizers.SGD(0.5))
         x, y = _batches(1, size=6)[0], tf.constant(np.arange(6) % 3)
@@ -107,7 +112,7 @@ def _assert_same_step_with_and_without(key, attribute):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("key", ["st", "trades", "mart", "madry2", "alp", "col", "fat_trades"])
+@pytest.mark.parametrize("key", _registered_keys(slow={"cat", "st"}))
 def test_method_step_with_and_without_grouped_forwards(float64, key):
     """``group_forwards`` on and off: the same step."""
     _assert_same_step_with_and_without(key, "group_forwards")
@@ -194,6 +199,7 @@ def test_fused_batchnorm_equals_composite_float32():
     np.testing.assert_allclose(results[0]["moving_True"][1], 0.9 + 0.1 * var, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_step_traces_once_per_shape():
     keras.utils.set_random_seed(0)
     model = models.build("small_cnn", 3, input_shape=(8, 8, 3))
@@ -215,6 +221,7 @@ def test_train_step_traces_once_per_shape():
     assert len(traces) <= 2, traces
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_step_trains_float32_master_weights():
     """--mixed_precision off-GPU: bfloat16 compute (fused BN included), float32 variables,
     logits and loss; the master weights move."""
@@ -328,7 +335,9 @@ def _randomize_batchnorms(model, seed):
                                rng.randn(c) * 0.2, rng.uniform(0.5, 2, c)])
 
 
-@pytest.mark.parametrize("arch, pairs", [("resnet18", 20), ("preact_resnet18", 8),
+@pytest.mark.parametrize("arch, pairs", [pytest.param("resnet18", 20, marks=pytest.mark.slow),
+                                         pytest.param("preact_resnet18", 8,
+                                                      marks=pytest.mark.slow),
                                          ("small_cnn", 4)])
 def test_folded_batchnorm_equals_inference_forward(float64, arch, pairs):
     """conv -> BN folded into one biased conv: the same logits, input gradients and
@@ -372,7 +381,7 @@ def test_fold_batchnorm_leaves_shared_or_branching_convs_alone():
                                   model(x, training=False).numpy())
 
 
-@pytest.mark.parametrize("key", ["trades", "madry", "mart", "fat_mart", "cat"])
+@pytest.mark.parametrize("key", _registered_keys(slow={"cat", "mart2", "st"}))
 def test_method_step_with_and_without_folded_batchnorm(float64, key):
     """Eval-mode attacks through the folded forward: the same step."""
     _assert_same_step_with_and_without(key, "fold_batchnorm")

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from tf_st import methods
-from tests.helpers import linear_classifier, numeric_grad, small_bn_model, softmax
+from tests.helpers import (linear_classifier, numeric_grad, registered_method, small_bn_model,
+                           softmax)
 
 EPS, STEP = 8 / 255, 2 / 255
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,22 +228,27 @@ def test_attack_matches_numpy_pgd(float64, key):
         np.testing.assert_allclose(out[n].numpy(), expected, rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("key", ["madry", "trades", "mart", "col", "madry2", "trades2", "mart2"])
+@pytest.mark.parametrize("key", sorted(methods.METHODS))
 def test_generate_in_ball_reproducible_and_eval_bn_untouched(key):
-    model = small_bn_model()
-    before = [v.numpy().copy() for v in model.non_trainable_variables]
+    nets, method = registered_method(key, steps=2)
+    variables = [v for net in nets.values() for v in net.non_trainable_variables]
+    before = [v.numpy().copy() for v in variables]
     x = np.random.RandomState(0).uniform(0, 1, (8, 4, 4, 2)).astype("float32")
     y = np.arange(8) % 3
-    method = methods.build(key, model, steps=2)
     a, b = method.generate(x, y), method.generate(x, y)
     for n, v in a.items():
         v = v.numpy()
         assert v.dtype == np.float32
+        if v.shape != x.shape:  # bookkeeping (FAT's per-example passes), not an image
+            assert v.shape == (len(x),)
+            np.testing.assert_array_equal(v, b[n].numpy())
+            continue
         assert np.all(np.abs(v - x) <= EPS + 1e-6) and v.min() >= 0 and v.max() <= 1
         np.testing.assert_array_equal(v, b[n].numpy())
     if key.endswith("2"):
         assert not np.allclose(a["adv"].numpy(), a["adv2"].numpy())
-    for b0, v in zip(before, model.non_trainable_variables):  # eval-mode BN in the attack
+    assert a or key == "natural"  # every adversarial method generates something
+    for b0, v in zip(before, variables):  # the attack leaves the BN moving statistics alone
         np.testing.assert_array_equal(b0, v.numpy())
 
 
@@ -288,12 +294,12 @@ def test_bn_moving_statistics_follow_reference_order(float64, key):
 
 
 # --------------------------------------------------------------- one train step
-@pytest.mark.parametrize("key", BASELINES)
+@pytest.mark.parametrize("key", sorted(methods.METHODS))
 def test_one_train_step_decreases_own_loss(key):
-    model = small_bn_model()
+    """Every registered method (every network it trains): one step on a fixed batch."""
     x = np.random.RandomState(0).uniform(0, 1, (8, 4, 4, 2)).astype("float32")
     y = np.arange(8) % 3
-    method = methods.build(key, model, steps=2)
+    _, method = registered_method(key, steps=2)
     fixed = {k: tf.constant(v) for k, v in method.generate(x, y).items()}
     method.generate = lambda x, y, init=None: fixed
     before = float(method.training_loss(tf.constant(x), tf.constant(y), fixed)["loss"])
@@ -342,29 +348,40 @@ x = rng.uniform(0, 1, (8, 4, 4, 2))
 y = np.arange(8) % 3
 
 
+def network(bn):
+    inp = keras.Input((4, 4, 2))
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(inp)
+    if bn:  # a BatchNorm model, statistics over the global batch or per replica
+        h = TorchBatchNorm(synchronized=bn == "sync", name="bn")(h)
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+    return keras.Model(inp, out)
+
+
 def weights_after_step(strategy, key, kwargs):
     with strategy.scope():
         keras.utils.set_random_seed(1)
-        inp = keras.Input((4, 4, 2))
-        h = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(inp)
         kwargs = dict(kwargs)
         bn = kwargs.pop("bn", None)
-        if bn:  # a BatchNorm model, statistics over the global batch or per replica
-            h = TorchBatchNorm(synchronized=bn == "sync", name="bn")(h)
-        out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
-        model = keras.Model(inp, out)
         awp = kwargs.pop("awp", None)
         eval_now = kwargs.pop("eval_now", False)
+        # One network per name the method trains (CAT: one per member), drawn in order
+        # from the same seed on both strategies.
+        names = list(methods.METHODS[key].network_archs("tiny", kwargs))
+        nets = {name: network(bn) for name in names}
         hooks = [AWP(awp, proxy_lr=0.1)] if awp else []
-        method = methods.build(key, model, steps=3, step_hooks=hooks, **kwargs)
+        method = methods.build(key, nets if len(nets) > 1 else nets[names[0]], steps=3,
+                               step_hooks=hooks, **kwargs)
         method.compile(optimizer=keras.optimizers.SGD(0.5))
         if eval_now:  # this step is the first of an epoch after an evaluation
             method.eval_attack_step.assign(0)
-    before = [v.numpy().copy() for v in model.trainable_variables]
+    before = {n: [v.numpy().copy() for v in net.trainable_variables] for n, net in nets.items()}
     # fit, not train_on_batch: under MirroredStrategy Keras 3's train_on_batch hands the
     # whole batch to every replica instead of splitting it.
     method.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0)
-    return before, [v.numpy() for v in model.weights]
+    # How far the step moved the network that moved least (every network must train).
+    moved = min(max(float(np.abs(v.numpy() - b).max())
+                    for v, b in zip(net.trainable_variables, before[n])) for n, net in nets.items())
+    return before, moved, [v.numpy() for net in nets.values() for v in net.weights]
 
 
 one = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -372,26 +389,28 @@ two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert two.num_replicas_in_sync == 2
 result = {}
 for name, (key, kwargs) in CASES.items():
-    b1, w1 = weights_after_step(one, key, kwargs)
-    b2, w2 = weights_after_step(two, key, kwargs)
-    assert all(np.array_equal(a, b) for a, b in zip(b1, b2))
+    b1, moved, w1 = weights_after_step(one, key, kwargs)
+    b2, _, w2 = weights_after_step(two, key, kwargs)
+    assert b1.keys() == b2.keys() and len(w1) == len(w2)
+    assert all(np.array_equal(a, b) for n in b1 for a, b in zip(b1[n], b2[n]))
     result[name] = {"diff": max(float(np.abs(a - b).max()) for a, b in zip(w1, w2)),
-                    "moved": max(float(np.abs(a - b).max()) for a, b in zip(w1, b1))}
+                    "moved": moved, "networks": len(b1)}
 print("RESULT" + json.dumps(result))
 """
 
-MIRRORED_CASES = {k: (k, {}) for k in BASELINES}
-MIRRORED_CASES.update({"st": ("st", {}), "st_follow_roles": ("st", {"follow_roles": True}),
-                       "trades_js": ("trades", {"reg": "js"}), "alp": ("alp", {}),
+# Every registered method, at its defaults except where it needs a setting to be
+# testable here (FAT's tau), so a method registered later is compared too.
+MIRRORED_OVERRIDES = {"fat": {"tau": 1}}
+MIRRORED_CASES = {k: (k, dict(MIRRORED_OVERRIDES.get(k, {}))) for k in sorted(methods.METHODS)}
+MIRRORED_CASES.update({"st_follow_roles": ("st", {"follow_roles": True}),
+                       "trades_js": ("trades", {"reg": "js"}),
                        "madry_awp": ("madry", {"awp": 0.01}),
                        "trades_awp": ("trades", {"awp": 0.005}),
-                       "st_awp": ("st", {"awp": 0.005}), "fat": ("fat", {"tau": 1}),
-                       "fat_trades": ("fat_trades", {}), "fat_mart": ("fat_mart", {})})
+                       "st_awp": ("st", {"awp": 0.005})})
 # --sync_batchnorm: BatchNorm statistics over the global batch, so weights *and* moving
-# statistics equal one device's, for every method.
-MIRRORED_CASES.update({f"{k}_sync_bn": (k, {"bn": "sync", **({"tau": 1} if k == "fat" else {})})
-                       for k in ("st", "natural", "madry", "trades", "mart", "col", "madry2",
-                                 "trades2", "mart2", "alp", "fat", "fat_trades", "fat_mart")})
+# statistics (of every network the method trains) equal one device's, for every method.
+MIRRORED_CASES.update({f"{k}_sync_bn": (k, {"bn": "sync", **MIRRORED_OVERRIDES.get(k, {})})
+                       for k in sorted(methods.METHODS)})
 MIRRORED_CASES["trades_replica_bn"] = ("trades", {"bn": "replica"})
 # The --awp presets' loops (AT-AWP's train-mode attack inside a tf.cond with its
 # eval-mode first batch, the logging forward; TRADES-AWP's and RST's forward orders).
@@ -419,13 +438,18 @@ def mirrored_results():
     return json.loads(lines[-1][len("RESULT"):])
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("name", sorted(set(MIRRORED_CASES) - {"trades_replica_bn"}))
 def test_two_replicas_match_one_device(mirrored_results, name):
     r = mirrored_results[name]
+    key, kwargs = MIRRORED_CASES[name]
+    hparams = {k: v for k, v in kwargs.items() if k not in ("bn", "awp", "eval_now")}
+    assert r["networks"] == len(methods.METHODS[key].network_archs("tiny", hparams))
     assert r["moved"] > 1e-6  # the step did something
     assert r["diff"] < 1e-10, r
 
 
+@pytest.mark.slow  # a subprocess
 def test_per_replica_batchnorm_differs_from_one_device(mirrored_results):
     """Without --sync_batchnorm each replica normalises with its own half batch (as
     PyTorch DataParallel): the step is not the one-device step, by design."""

@@ -102,6 +102,7 @@ def test_small_archs_forward(arch):
     assert model.layers[-1].activation is keras.activations.linear  # logits, no softmax
 
 
+@pytest.mark.slow  # four WRNs; every arch builds in the fast tier below
 def test_wide_resnets_build_with_expected_sizes():
     for arch, (depth, k) in {"wrn34_10": (34, 10), "wrn34_5": (34, 5), "wrn28_10": (28, 10),
                              "wrn32_10": (34, 10)}.items():
@@ -112,6 +113,19 @@ def test_wide_resnets_build_with_expected_sizes():
     # one tiny forward through the biggest net (batch 1, eval mode)
     y = model(np.zeros((1, 32, 32, 3), np.float32), training=False)
     assert tuple(y.shape) == (1, 10)
+
+
+@pytest.mark.parametrize("arch", sorted(models.ARCHS))
+def test_every_registered_arch_builds(arch):
+    """Every registered architecture builds: logits (no softmax) for 7 classes from
+    32x32x3 images, and its PyTorch state-dict layout accounts for every Keras weight."""
+    model = models.build(arch, 7)
+    assert model.name == arch
+    assert tuple(model.input.shape) == (None, 32, 32, 3)
+    assert tuple(model.output.shape) == (None, 7)
+    assert model.layers[-1].activation is keras.activations.linear
+    template = models.torch_state_dict_template(model)
+    assert sum(int(np.prod(shape)) for shape in template.values()) == model.count_params()
 
 
 def test_wide_resnet_rejects_bad_depth():
@@ -525,7 +539,8 @@ def test_logits_match_pytorch_after_import(arch):
                                        err_msg=key)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "wrn34_5", "small_cnn"])
+@pytest.mark.parametrize("arch", [pytest.param("resnet18", marks=pytest.mark.slow),
+                                  pytest.param("wrn34_5", marks=pytest.mark.slow), "small_cnn"])
 def test_same_padded_stride1_convs_equal_explicit_padding(float64, arch):
     """Stride-1 3x3 convs pad with 'same' (no pad layer, whose gradient is a slice copy):
     the same logits, input gradients and weights (names included) as the explicit

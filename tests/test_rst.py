@@ -87,6 +87,7 @@ def test_cosine_schedule_matches_rst():
         assert float(s((epoch - 1) * 10 + 3)) == pytest.approx(expected, rel=1e-6, abs=1e-8)
 
 
+@pytest.mark.slow  # a whole trainer
 def test_trainer_with_unlabeled_set(tmp_path):
     from tf_st import data
     x, _ = data.as_numpy(data.load("cifar10_mini", "test"), limit=40)
@@ -106,6 +107,7 @@ def test_trainer_with_unlabeled_set(tmp_path):
                                  "--epochs=1", f"--output_dir={tmp_path / 'r2'}"]) == 2
 
 
+@pytest.mark.slow  # a whole trainer
 def test_pseudo_label_cli_labels_held_out_images_and_feeds_rst(tmp_path, capsys):
     from trainers import pseudo_label
 

@@ -137,6 +137,7 @@ def test_every_method_hyperparameter_has_one_flag():
             assert train._METHOD_FLAG_OWNERS[flag_name][key] == f.name
 
 
+@pytest.mark.slow  # two whole runs (runner.run)
 def test_two_network_run_selects_exports_and_evaluates_each(tmp_path, monkeypatch):
     monkeypatch.setitem(methods.METHODS, "twonets", TwoNets)
     out = tmp_path / "run"
@@ -159,6 +160,7 @@ def test_two_network_run_selects_exports_and_evaluates_each(tmp_path, monkeypatc
         assert again[name]["attacks"]["clean"]["correct"] == reports[name]["attacks"]["clean"]["correct"]
 
 
+@pytest.mark.slow  # a whole trainer
 def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, capsys):
     out = tmp_path / "run"
     code = train.run_in_process(["--method=natural", "--lr=1e30", "--arch=small_cnn",

@@ -71,6 +71,7 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a kill/resume loop
 def test_trainer_resumes_after_kill_and_matches_an_uninterrupted_run(tmp_path, capsys):
     straight = tmp_path / "straight"
     assert train.run_in_process(["--method=st"] + QUICK + [f"--output_dir={straight}"]) == 0
@@ -130,6 +131,7 @@ def test_missing_tfds_dataset_fails_with_instructions_and_writes_nothing(tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow  # subprocesses
 def test_export_evaluate_rejects_missing_model_bad_epsilon_and_split_cpu_across_hosts(tmp_path):
     r = run_module(["export.evaluate", f"--saved_model={tmp_path / 'nope'}"], timeout=120)
     assert r.returncode != 0 and "no SavedModel" in r.stderr
@@ -144,6 +146,7 @@ SMALL = ["--method=madry", "--arch=small_cnn", "--epochs=1", "--steps_per_epoch=
          "--batch_size=16", "--steps=1", "--eval_examples=16", "--final_attacks="]
 
 
+@pytest.mark.slow  # whole trainers
 def test_run_directory_is_owned_by_one_run_with_one_set_of_settings(tmp_path, capsys):
     from tf_st.training.rundir import RunDirectory
 
@@ -174,6 +177,7 @@ def test_run_directory_is_owned_by_one_run_with_one_set_of_settings(tmp_path, ca
     assert "is not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole trainer
 def test_holdout_selection_is_balanced_disjoint_and_recorded(tmp_path):
     import numpy as np
 
@@ -206,6 +210,7 @@ def test_degenerate_attack_settings_warn(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow  # subprocesses
 def test_deterministic_runs_are_bit_identical(tmp_path):
     import numpy as np
 
@@ -225,6 +230,7 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(*weights)) and len(weights[0]) > 2
 
 
+@pytest.mark.slow  # a subprocess
 def test_two_cpu_devices_run_mirrored(tmp_path):
     """--cpu_devices=2 trains under MirroredStrategy with the global batch split in two.
     (Equality with one device is tested per method on BN-free models in

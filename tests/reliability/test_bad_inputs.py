@@ -60,6 +60,7 @@ def _linear(shape=(32, 32, 3), seed=0):
     return keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(inp)))
 
 
+@pytest.mark.slow
 def test_interrupted_evaluation_leaves_a_report_marked_partial(tmp_path, monkeypatch):
     from tf_st.evaluation import report, robustness
     real = robustness.make_batch_attack
