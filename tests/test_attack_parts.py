@@ -91,7 +91,13 @@ def _all_specs():
             specs.Square(steps=10)]
 
 
-@pytest.mark.parametrize("spec", _all_specs(), ids=lambda s: repr(s)[:48])
+def _timed(spec):
+    # The AutoAttack components trace for several seconds each: the slow tier.
+    slow = isinstance(spec, (specs.APGDT, specs.FABT, specs.Square))
+    return pytest.param(spec, marks=pytest.mark.slow) if slow else spec
+
+
+@pytest.mark.parametrize("spec", [_timed(s) for s in _all_specs()], ids=lambda s: repr(s)[:48])
 def test_one_seed_type_everywhere(spec):
     """run and perturb take an int or a pair; an int n is the pair (n, 0); each is
     deterministic."""

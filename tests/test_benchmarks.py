@@ -185,6 +185,7 @@ def test_benchmark_help(name):
     assert "--" in r.stdout.split(f"python -m benchmarks.{name}", 1)[1]
 
 
+@pytest.mark.slow  # a subprocess, ~10 s
 def test_step_time_runs_a_tiny_measurement():
     r = _run(["benchmarks.step_time", "--arch=small_cnn", "--batch_size=4",
               "--methods=natural,trades", "--steps=1", "--inner_steps=1"])
@@ -192,6 +193,7 @@ def test_step_time_runs_a_tiny_measurement():
     assert "natural" in r.stdout and "trades" in r.stdout, r.stdout
 
 
+@pytest.mark.slow  # a subprocess, ~17 s
 def test_op_profile_runs_with_every_tf_option_lever(tmp_path):
     """tf_st's benchmark step (benchmarks.tf_step) with its levers switched (separate
     forwards, folded BN, stride-1 pad layers, dependency optimizer left on) runs and is
