@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 # the rename of the 2nd best weights into place, then the export's and the final
 # report's renames.
 FAULTS = [("best.pending", 2), ("metrics.csv", 2), ("checkpoint", 2), ("best.weights.h5", 2),
-          ("write:export/", 1), ("evaluation.json", 1)]
+          ("write:export/", 1), ("evaluation.json", 1),
+          # the same points at the first and the last epoch
+          ("metrics.csv", 1), ("checkpoint", 3)]
 # Columns that hold wall-clock times, which differ between any two runs.
 TIMES = ("train_seconds", "eval_seconds")
 
@@ -53,7 +55,7 @@ def straight(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize("fault", FAULTS, ids=[f"{f[0]}:{f[1]}" for f in FAULTS])
 def test_kill_at_a_write_then_rerun_equals_an_uninterrupted_run(tmp_path, straight, fault):
     killed = _run(tmp_path, fault)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
