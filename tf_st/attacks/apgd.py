@@ -1,7 +1,8 @@
 """Auto-PGD (Croce & Hein 2020) for L-inf, as in AutoAttack's ``standard`` version.
 
 A faithful TensorFlow port of the *behaviour* of the official
-``autopgd_base.py:APGDAttack.attack_single_run`` (reference-implementations.md §5.3):
+``autopgd_base.py:APGDAttack.attack_single_run``
+(docs/reference-implementations.md "AutoAttack / APGD"):
 
 * start: ``t ~ U(-1, 1)^d``, ``x0 = clip(x + eps * t / max|t|, 0, 1)`` (the perturbation
   touches the eps-sphere before clipping);

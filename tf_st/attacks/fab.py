@@ -1,5 +1,6 @@
 """FAB-T (targeted Fast Adaptive Boundary attack, Croce & Hein 2020) for L-inf, as in
-AutoAttack's ``standard`` version (reference-implementations.md §5.4).
+AutoAttack's ``standard`` version
+(docs/reference-implementations.md "AutoAttack / FAB-T").
 
 Per iteration, with ``t`` the target class and ``y`` the true class:
 

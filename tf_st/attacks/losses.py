@@ -47,7 +47,8 @@ def cw_margin(logits, y):
     """CW margin ``max_{j != y} z_j - z_y`` (no kappa), maximised by the CW-inf attack.
 
     ST-AT ``test.py`` and CAT ``utils_plus.py`` use exactly this margin, averaged over the
-    batch, with PGD steps (reference §1.5)."""
+    batch, with PGD steps
+    (docs/reference-implementations.md "ST-AT / Evaluation", "CAT / Evaluation")."""
     logits = as_float(logits)
     return max_other_logit(logits, y) - true_class_logit(logits, y)
 
@@ -58,7 +59,8 @@ def kl_divergence(target_logits, logits):
     Equals PyTorch ``F.kl_div(log_softmax(logits), softmax(target), reduction='none')``
     summed over classes: no epsilon clamp, and classes whose target probability
     underflows to 0 contribute 0 (``xlogy``), unlike ``keras.losses.KLDivergence``,
-    which clips both inputs to [1e-7, 1] (reference §7)."""
+    which clips both inputs to [1e-7, 1]
+    (docs/reference-implementations.md "PyTorch to Keras parity / KL divergence")."""
     target_logits, logits = as_float(target_logits), as_float(logits)
     p = tf.nn.softmax(target_logits)
     return tf.reduce_sum(tf.math.xlogy(p, p) - p * tf.nn.log_softmax(logits), axis=1)
@@ -81,7 +83,8 @@ def true_class_probability(logits, y):
 
 def first_argmax(values, axis=-1):
     """Index of the maximum, the *first* one on ties (PyTorch's rule; TF leaves ties
-    unspecified, reference §7)."""
+    unspecified;
+    docs/reference-implementations.md "PyTorch to Keras parity / Ties")."""
     values = tf.convert_to_tensor(values)
     n = tf.shape(values)[axis]
     is_max = tf.equal(values, tf.reduce_max(values, axis=axis, keepdims=True))
@@ -112,8 +115,9 @@ def _pi(sorted_logits, k):
 def dlr(logits, y):
     """AutoAttack's Difference-of-Logits-Ratio loss (to be maximised):
     ``-(z_y - max_{j != y} z_j) / (pi_1 - pi_3 + 1e-12)`` with ``pi`` the logits sorted
-    in descending order (reference §5.3).  The numerator equals the official index-based
-    ``z_y - (pi_2 if argmax == y else pi_1)`` for every tie pattern."""
+    in descending order
+    (docs/reference-implementations.md "AutoAttack / APGD").  The numerator equals the
+    official index-based ``z_y - (pi_2 if argmax == y else pi_1)`` for every tie pattern."""
     logits = as_float(logits)
     s = _sorted_descending(logits)
     num = true_class_logit(logits, y) - max_other_logit(logits, y)
@@ -122,7 +126,8 @@ def dlr(logits, y):
 
 def targeted_dlr(logits, y, y_target):
     """Targeted DLR (to be maximised):
-    ``-(z_y - z_t) / (pi_1 - (pi_3 + pi_4) / 2 + 1e-12)`` (reference §5.3)."""
+    ``-(z_y - z_t) / (pi_1 - (pi_3 + pi_4) / 2 + 1e-12)``
+    (docs/reference-implementations.md "AutoAttack / APGD")."""
     logits = as_float(logits)
     s = _sorted_descending(logits)
     num = true_class_logit(logits, y) - true_class_logit(logits, y_target)

@@ -1,5 +1,6 @@
 """Square Attack (Andriushchenko et al. 2020), L-inf, score-based, as in AutoAttack's
-``standard`` version (reference-implementations.md §5.5).
+``standard`` version
+(docs/reference-implementations.md "AutoAttack / Square").
 
 * Init: ``x_best = clip(x + eps * s, 0, 1)`` with ``s`` in {-1, +1} constant along the
   image height (vertical stripes: one sign per column and channel).

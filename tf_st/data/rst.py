@@ -1,7 +1,8 @@
 """Robust self-training (RST) data: a pseudo-labelled extra set mixed into every batch.
 
 Reference: yaircarmon/semisup-adv, ``datasets.py:SemiSupervisedSampler`` and
-``robust_self_training.py`` (reference-implementations.md §4.4).  As coded there:
+``robust_self_training.py``
+(docs/reference-implementations.md "RST / Data mixing").  As coded there:
 * each batch of ``B`` holds ``B - int(B * unsup_fraction)`` labelled examples taken in
   order from a fresh random permutation of the labelled set (a new permutation starts
   when one is used up; the chunk that ends a permutation is shorter, and the batch is

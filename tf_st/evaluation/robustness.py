@@ -1,7 +1,7 @@
 """Robustness evaluation of any logits function (a Keras model, a SavedModel endpoint,
 a ``tf.function``) under per-batch attack specs (``tf_st.attacks.specs``; names are
 parsed with ``tf_st.attacks.parse``), with the ST paper's protocol for the names
-(reference-implementations.md §1.5):
+(docs/reference-implementations.md "ST-AT / Evaluation"):
 
 * ``fgsm``: one step of size eps from x itself (no random start);
 * ``pgdN``: N steps of ``step_size`` (2/255) on CE from ``x + U(-eps, eps)``, the

@@ -1,7 +1,7 @@
 """Adversarial Logit Pairing (ALP; Kannan, Kurakin & Goodfellow, "Adversarial Logit
 Pairing", 2018), exactly as the CAT reference trains its second network (Liu et al.,
 "Collaborative Adversarial Training"; liuxingbin/CAT @ 2325fa1, ``train_cat.py``;
-reference-implementations.md §2.2-2.3).
+docs/reference-implementations.md "CAT / Attacks" and "CAT / Loss").
 
 As coded there, and so here by default:
 * attack: PGD on the batch cross-entropy in inference-mode BN (``--BNeval`` is set in

@@ -2,7 +2,8 @@
 Helps Robust Generalization", NeurIPS 2020) as a step hook on any method.
 
 Reference: csdongxian/AWP @ a7acf5d, ``AT_AWP/utils_awp.py`` and
-``trades_AWP/utils_awp.py`` (reference-implementations.md §4.3).  As coded there:
+``trades_AWP/utils_awp.py`` (docs/reference-implementations.md "AWP / Weight
+perturbation").  As coded there:
 * after the adversarial examples are made (with the unperturbed weights), a proxy copy
   of the model (weights *and* BN buffers, train mode) takes one plain SGD step (no
   momentum, no weight decay, lr ``proxy_lr``) on the *negated* method loss;
@@ -34,7 +35,8 @@ reference), and ``w' - w`` is computed as ``(w + proxy_lr * g) - w`` exactly as 
 proxy's SGD step would produce it, ``g`` the gradient of the method's
 ``training_loss``.  The "method's loss" is each method's own outer loss
 (Madry: CE(f(x_adv)); TRADES: the reference's ``CE(f(x)) + beta KL``; ST, MART, CAT: theirs;
-the ST paper's +AWP rows have no released code, reference §1.7).
+the ST paper's +AWP rows have no released code,
+docs/reference-implementations.md "ST-AT / AWP").
 
 Under ``tf.distribute`` the proxy gradient is summed over replicas before the norms are
 taken, so every replica moves its weights by the global-batch direction, as the

@@ -2,9 +2,9 @@
 Training", 2022/2023): networks trained together, each by its own adversarial method,
 each distilling its peers' (detached) predictions on its own adversarial examples.
 
-Reference: liuxingbin/CAT @ 2325fa1, ``train_cat.py`` (reference-implementations.md
-§2).  The released code trains the pair TRADES + ALP; as coded there, and so here by
-default (``members='trades,alp'``):
+Reference: liuxingbin/CAT @ 2325fa1, ``train_cat.py``
+(docs/reference-implementations.md "CAT").  The released code trains the pair TRADES +
+ALP; as coded there, and so here by default (``members='trades,alp'``):
 * one network per member, one SGD optimizer per network (the runner builds one
   ``TorchSGD`` per network), one backward of the total loss;
 * attacks in inference-mode BN: the TRADES network's KL attack from ``x + 0.001 N(0,1)``,

@@ -8,9 +8,9 @@ with ``x_col`` from the *descending* PGD of Eq. (4),
 (the Section 3.2 experiment).
 
 Reference: none; the experiment is not in qizhangli/ST-AT @ 82fc69f.  Everything the
-paper leaves open is chosen as in the paper's closest relatives (TRADES, §4.1 of
-reference-implementations.md, which Eq. (5) mirrors with the adversarial point
-replaced by a collaborative one, and ST-AT's training code):
+paper leaves open is chosen as in the paper's closest relatives (TRADES,
+docs/reference-implementations.md "TRADES / Attack and loss", which Eq. (5) mirrors with
+the adversarial point replaced by a collaborative one, and ST-AT's training code):
 * start: ``x + 0.001 N(0,1)``, not clamped (``init='normal'``; TRADES' and ST-AT's
   training start).  Section 3.1 says the start "can be the benign example (for I-FGSM)
   or its random neighbor (for PGD)": ``init='none'`` starts at ``x``,

@@ -4,7 +4,8 @@ from early-stopped PGD-K-tau, for Madry AT (``fat``), TRADES (``fat_trades``) an
 (``fat_mart``).
 
 Reference: zjfheart/Friendly-Adversarial-Training @ 80a0640, ``earlystop.py``,
-``FAT.py``, ``FAT_for_TRADES.py``, ``FAT_for_MART.py`` (reference-implementations.md §3).
+``FAT.py``, ``FAT_for_TRADES.py``, ``FAT_for_MART.py``
+(docs/reference-implementations.md "FAT").
 As coded there, and so here by default:
 * the attack is ``earlystop`` (the ``EarlyStoppedPGD`` spec:
   ``tf_st.attacks.pgd.early_stopped_pgd``) in

@@ -3,9 +3,10 @@ to Adversarial Attacks", ICLR 2018), as the ST paper compares against it ("vanil
 Li et al., ICLR 2023, Table 1), and its two-neighbour variant "vanilla AT†" (ST paper
 Appendix C, Table 6).
 
-Reference: reference-implementations.md pins no Madry repository (the ST paper's AT
-runs are not in qizhangli/ST-AT @ 82fc69f).  The PyTorch convention followed is the
-one of locuslab/robust_overfitting and csdongxian/AWP (AT_AWP, @ a7acf5d, §4.3):
+Reference: none pinned (docs/reference-implementations.md "Madry AT": the ST paper's
+AT runs are not in qizhangli/ST-AT @ 82fc69f).  The PyTorch convention followed is the
+one of locuslab/robust_overfitting and csdongxian/AWP (``AT_AWP/train_cifar10.py``
+@ a7acf5d; docs/reference-implementations.md "AWP / AT-AWP"):
 PGD on the batch cross-entropy from ``x + U(-eps, eps)`` *clamped to [0, 1]*, exactly
 ``steps`` sign-gradient steps projected onto the eps-ball and [0, 1]; then the loss
 ``CE(f(x_adv), y)`` with one train-mode forward (moving statistics updated once).

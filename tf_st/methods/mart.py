@@ -3,7 +3,8 @@ Misclassified Examples", ICLR 2020), and its two-neighbour variant MART† (ST p
 Li et al., ICLR 2023, Appendix C, Table 6).
 
 Reference: YisenWang/MART @ 2d83e17, ``mart.py:mart_loss``
-(reference-implementations.md §4.2).  As coded there, and so here by default:
+(docs/reference-implementations.md "MART / Attack and loss").  As coded there, and so
+here by default:
 * attack in inference-mode BN from ``x + 0.001 N(0,1)`` (not clamped), exactly
   ``steps`` steps ``Proj(x_adv + step * sign(grad CE(f(x_adv), y)))``;
 * loss with two train-mode forwards, ``f(x)`` then ``f(x_adv)`` (moving statistics

@@ -2,7 +2,7 @@
 
 Paper: Qizhang Li, Yiwen Guo, Wangmeng Zuo, Hao Chen, "Squeeze Training for Adversarial
 Robustness", ICLR 2023 (Eq. 6, Algorithm 1).  Reference: qizhangli/ST-AT @ 82fc69f,
-``losses.py:stat_loss`` (reference-implementations.md §1.2-1.3).
+``losses.py:stat_loss`` (docs/reference-implementations.md "ST-AT / Training step").
 
 What the reference does, and so what this does by default:
 * starts ``x_adv = x + 0.001 N(0,1)`` and ``x_col = x + 0.001 N(0,1)``, independent and
@@ -36,7 +36,8 @@ Deviations and additions:
   their concatenation with per-part BatchNorm statistics, as do the three outer forwards
   (``AdversarialMethod.forward_groups``).
 * ``init='uniform'`` gives ST-RST's ``x + U(-eps, eps)`` start and
-  ``forward_order='adv_nat'`` its adversarial-then-clean outer forwards (§1.6); both are
+  ``forward_order='adv_nat'`` its adversarial-then-clean outer forwards
+  (docs/reference-implementations.md "ST-AT / ST-RST"); both are
   the ``--unlabeled`` (RST) presets.
 * ``--awp``: ST-AT releases no AWP code (the paper's "+AWP" rows).  ST keeps its own
   loop under AWP (attack with batch statistics and no update, its forward order, no

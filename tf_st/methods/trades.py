@@ -3,7 +3,8 @@ Accuracy", ICML 2019), and its two-neighbour variant TRADES† (ST paper, Li et 
 ICLR 2023, Appendix C, Table 6).
 
 Reference: yaodongyu/TRADES @ 6e8e11b, ``trades.py:trades_loss``
-(reference-implementations.md §4.1).  As coded there, and so here by default:
+(docs/reference-implementations.md "TRADES / Attack and loss").  As coded there, and so
+here by default:
 * attack in inference-mode BN from ``x + 0.001 N(0,1)`` (not clamped), exactly
   ``steps`` steps ``Proj(x_adv + step * sign(grad KL_sum(p(x) || p(x_adv))))`` with
   ``f(x)`` constant (the reference recomputes it, in eval mode, every step; it is the

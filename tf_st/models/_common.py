@@ -67,7 +67,8 @@ def conv3x3(x, filters, stride, name, kernel_initializer, pad_at_stride_1=False)
 
     Stride 2: explicit symmetric ``ZeroPadding2D(1)`` + ``'valid'``: Keras ``'same'`` at
     stride 2 on an even input pads (0, 1) instead of (1, 1), which shifts the sampling
-    grid by one pixel and breaks parity with PyTorch (reference-implementations.md §7).
+    grid by one pixel and breaks parity with PyTorch
+    (docs/reference-implementations.md "PyTorch to Keras parity / Padding").
     Stride 1: ``'same'``, which pads (1, 1) there -- the same numbers, and the input
     gradient comes out of the convolution's backward at the input's size (through a pad
     layer it is computed on the padded size, then sliced: a copy of every activation

@@ -1,5 +1,6 @@
 """Layers with PyTorch semantics, so that imported reference checkpoints and training
-dynamics match the official code (reference-implementations.md §7)."""
+dynamics match the official code
+(docs/reference-implementations.md "PyTorch to Keras parity")."""
 
 import dataclasses
 

@@ -2,7 +2,8 @@
 
 ``resnet18`` — He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), in
 the CIFAR form of kuangliu/pytorch-cifar ``models/resnet.py``, which is what
-qizhangli/ST-AT ``models/resnet.py`` uses (reference-implementations.md §1.4):
+qizhangli/ST-AT ``models/resnet.py`` uses
+(docs/reference-implementations.md "ST-AT / Architectures"):
 3×3 stem conv 64 (stride 1, no bias) → BN → ReLU, **no max-pool**; four stages of two
 BasicBlocks (64/128/256/512, first-block strides 1/2/2/2); BasicBlock =
 conv3x3-BN-ReLU-conv3x3-BN (+ shortcut) → ReLU; projection shortcut conv1x1(stride, no

@@ -2,7 +2,8 @@
 
 Zagoruyko & Komodakis, "Wide Residual Networks" (BMVC 2016), as coded in
 yaodongyu/TRADES ``models/wideresnet.py`` (also used by MART, AWP, FAT-for-TRADES/MART,
-ST-AT and, at depth 28, RST) — reference-implementations.md §4.1:
+ST-AT and, at depth 28, RST) —
+docs/reference-implementations.md "TRADES / WideResNet":
 
 * widths ``[16, 16k, 32k, 64k]``, ``n = (depth - 4) / 6`` blocks per stage, strides 1/2/2;
 * pre-activation BasicBlock: ``BN-ReLU → conv3x3(stride) → BN-ReLU → conv3x3``; when
@@ -25,8 +26,9 @@ default 0 (no reference training script changes it).
 
 WRN-32-10 of FAT (``models/wrn_madry.py``, Madry et al.'s WRN) uses ``n = (depth - 2)/6``,
 so depth 32 gives 5 blocks per stage — exactly the layers of TRADES' WRN-34-10 without
-``sub_block1`` (FAT issue #3, reference §3.2).  ``wrn32_10`` therefore builds
-``wide_resnet(34, 10)`` and only the model name differs.
+``sub_block1`` (FAT issue #3;
+docs/reference-implementations.md "FAT / Training scripts").  ``wrn32_10`` therefore
+builds ``wide_resnet(34, 10)`` and only the model name differs.
 """
 
 import keras

@@ -5,7 +5,8 @@ uses the momentum form ``v = mu v - lr g``; PyTorch's ``SGD(lr, momentum, weight
 adds ``wd * w`` to the gradient of *every* parameter (BN affine and biases included)
 and uses ``v = mu v + g; w -= lr v``.  The two agree at constant lr but not after an lr
 cut, and the coupled decay also feeds the momentum.  Every reference training script
-uses PyTorch's form (reference-implementations.md §7), so this module reproduces it.
+uses PyTorch's form (docs/reference-implementations.md
+"PyTorch to Keras parity / SGD"), so this module reproduces it.
 """
 
 import math
@@ -96,7 +97,8 @@ class EpochPiecewiseSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class EpochCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Cosine annealing set once per epoch, as semisup-adv's RST (and ST-RST) do:
     ``base * 0.5 * (1 + cos((epoch - 1) / epochs * pi))`` for 1-based ``epoch``
-    (reference-implementations.md §1.6, §4.4)."""
+    (docs/reference-implementations.md "ST-AT / ST-RST" and
+    "RST / Loss and optimiser")."""
 
     def __init__(self, base_lr, epochs, steps_per_epoch):
         self.base_lr = float(base_lr)

@@ -4,8 +4,9 @@
 (targeted DLR, 9 targets), FAB-T (9 targets) and Square (5,000 queries), in that order,
 each later attack only on the points that are still robust; an example is robust only if
 it is clean-correct and every attack fails on re-classification of its output
-(reference-implementations.md §5).  ``logits_fn`` is any callable from a [0, 1] NHWC
-batch to logits: a Keras model, a loaded SavedModel's endpoint, a ``tf.function``.
+(docs/reference-implementations.md "AutoAttack / Aggregation").  ``logits_fn`` is
+any callable from a [0, 1] NHWC batch to logits: a Keras model, a loaded SavedModel's
+endpoint, a ``tf.function``.
 
 Design:
 
