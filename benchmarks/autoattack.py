@@ -4,7 +4,7 @@ r"""Speed of the AutoAttack port against our PGD, on CIFAR-10 test images.
   python -m benchmarks.autoattack --arch=resnet18 --full   # the real AA standard run
 
 Loads ``n_per_class`` images per class (classes in canonical order) from
-``../shared/data/cifar10-jpeg`` (``--data``).  With random-init weights (the
+a CIFAR-10 image folder (``--data``; default ``$TF_ST_SHARED_DATA/cifar10-jpeg``).  With random-init weights (the
 default) the labels are the model's own predictions, so every point is clean-correct and
 gets attacked (timing, not robustness); ``--weights`` loads a checkpoint and uses the true
 labels.
@@ -22,6 +22,7 @@ prints its per-attack seconds.
 """
 
 import os
+import sys
 import time
 
 from absl import app, flags
@@ -30,9 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _ARCH = flags.DEFINE_string("arch", "resnet18", "Architecture key of tf_st.models.build.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Optional .weights.h5 to load.")
+_SHARED = os.environ.get("TF_ST_SHARED_DATA")
 _DATA = flags.DEFINE_string(
-    "data", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                         "shared", "data", "cifar10-jpeg"), "CIFAR-10 image folder (train/, test/).")
+    "data", os.path.join(_SHARED, "cifar10-jpeg") if _SHARED else None,
+    "CIFAR-10 image folder (train/, test/); default $TF_ST_SHARED_DATA/cifar10-jpeg.")
 _NPC = flags.DEFINE_integer("n_per_class", 50, "Images per class.")
 _BS = flags.DEFINE_integer("batch_size", 500, "Batch size.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Timed iterations per attack (queries: x10).")
@@ -63,6 +65,8 @@ def main(argv):
     from tf_st.attacks.pgd import pgd
     from tf_st.attacks.square import square_linf
 
+    if not _DATA.value:
+        sys.exit("pass --data (a CIFAR-10 image folder) or set $TF_ST_SHARED_DATA")
     x, y = load_images(_DATA.value, _NPC.value)
     model = models.build(_ARCH.value, 10)
     if _WEIGHTS.value:

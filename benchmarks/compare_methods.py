@@ -4,7 +4,8 @@ r"""A first comparison of the methods on real CIFAR-10 data, sized for a 2-core 
   python -m benchmarks.compare_methods --methods=natural,st --epochs=2   # a quicker look
 
 Protocol (also printed with the results):
-  data     ../shared/data/cifar10-jpeg (JPEG re-encoded CIFAR-10), image_folder loader;
+  data     --data_dir (default $TF_ST_SHARED_DATA/cifar10-jpeg): JPEG re-encoded
+           CIFAR-10 as an image folder, image_folder loader;
            train on the first --train_examples training images (class-interleaved, so
            balanced), evaluate on the first --test_examples test images (balanced)
   model    small_cnn (about 75k parameters), seed --seed
@@ -44,7 +45,8 @@ import time
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg")
+_SHARED = os.environ.get("TF_ST_SHARED_DATA")
+DEFAULT_DATA = os.path.join(_SHARED, "cifar10-jpeg") if _SHARED else None
 
 _METHODS = flags.DEFINE_list("methods", ["natural", "madry", "trades", "mart", "st"], "Methods.")
 _DATA_DIR = flags.DEFINE_string("data_dir", DEFAULT_DATA, "CIFAR-10 image folder.")
@@ -208,7 +210,7 @@ def main(argv):
         with open(os.path.join(_OUT.value, "results.json")) as f:
             print(write_outputs(json.load(f)["rows"]))
         return
-    if not os.path.isdir(_DATA_DIR.value):
+    if not _DATA_DIR.value or not os.path.isdir(_DATA_DIR.value):
         sys.exit(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass --data_dir")
     os.makedirs(_OUT.value, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -3,9 +3,9 @@ FAT's early stop, CAT (TRADES + ALP) loss and step, AWP perturb/restore, and who
 training steps (weights and BatchNorm running statistics after ``fit``) of FAT,
 FAT-TRADES, FAT-MART, Madry+AWP, TRADES+AWP and TRADES under robust self-training.
 
-  python -m benchmarks.crosscheck_methods --reference_dir=/tmp/ref
+  python -m benchmarks.crosscheck_methods --reference_dir=/path/to/checkouts
 
-``--reference_dir`` holds checkouts of the official repositories, named
+``--reference_dir`` (default: ``$TF_ST_REFERENCE_DIR``; no default without it) holds checkouts of the official repositories, named
 ``Friendly-Adversarial-Training`` (or ``FAT``), ``CAT``, ``AWP`` and ``semisup-adv``:
 zjfheart/Friendly-Adversarial-Training, liuxingbin/CAT, csdongxian/AWP,
 yaircarmon/semisup-adv
@@ -37,7 +37,9 @@ import types
 import numpy as np
 from absl import app, flags
 
-_REF = flags.DEFINE_string("reference_dir", "/tmp/ref", "Directory of the official checkouts.")
+_REF = flags.DEFINE_string("reference_dir", os.environ.get("TF_ST_REFERENCE_DIR"),
+                           "Directory of the official checkouts (default: "
+                           "$TF_ST_REFERENCE_DIR).")
 _TOL = flags.DEFINE_float("tolerance", 1e-9, "Largest allowed absolute difference.")
 _EXAMPLES = flags.DEFINE_integer("examples", 8, "cifar10_mini test images in the batch.")
 
@@ -759,6 +761,9 @@ def main(argv):
               file=sys.stderr)
         return 2
     root = _REF.value
+    if not root:
+        print("error: pass --reference_dir or set $TF_ST_REFERENCE_DIR", file=sys.stderr)
+        return 2
     refs = {"fat": reference_path(root, "Friendly-Adversarial-Training", "FAT"),
             "cat": reference_path(root, "CAT"), "awp": reference_path(root, "AWP"),
             "semisup-adv": reference_path(root, "semisup-adv")}

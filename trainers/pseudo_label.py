@@ -2,9 +2,9 @@ r"""Writes a pseudo-labelled set for robust self-training (``--unlabeled``) from
 exported classifier.
 
   python -m trainers.pseudo_label --saved_model=runs/natural/export \
-      --dataset=image_folder --data_dir=../shared/data/cifar10-jpeg --split=train \
+      --dataset=image_folder --data_dir=/path/to/cifar10-jpeg --split=train \
       --skip=5000 --output=pseudo.npz
-  python -m trainers.st --dataset=image_folder --data_dir=../shared/data/cifar10-jpeg \
+  python -m trainers.st --dataset=image_folder --data_dir=/path/to/cifar10-jpeg \
       --train_examples=5000 --unlabeled=pseudo.npz
 
 RST (Carmon et al. 2019) labels 500K extra images with a standard classifier; here any

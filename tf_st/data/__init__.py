@@ -14,8 +14,8 @@ Every loader returns a :class:`Split` whose ``dataset`` yields ``(image, label)`
   (``Split.note`` says so).
 * ``image_folder``: ``data_dir`` must contain ``<split>/<class>/<image file>`` (jpg/png/bmp);
   classes are the sorted union of the class folders of ``train/`` and ``test/``, so labels
-  agree between splits (for ``/work/shared/data/cifar10-jpeg`` this is the canonical CIFAR-10
-  order). All images must have the size of the first image.
+  agree between splits (for CIFAR-10 folders named by class, the sorted names are the
+  canonical CIFAR-10 order). All images must have the size of the first image.
 
 TFDS datasets are never downloaded: ``load`` reads prepared data from ``data_dir`` (or
 ``$TFDS_DATA_DIR`` / ``~/tensorflow_datasets``) and raises :class:`DatasetNotFoundError`

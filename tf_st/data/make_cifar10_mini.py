@@ -12,7 +12,10 @@ train split: accuracies measured on it are NOT CIFAR-10 test-set numbers.
 
 Usage::
 
-    python -m tf_st.data.make_cifar10_mini [--src PATH] [--dst PATH]
+    python -m tf_st.data.make_cifar10_mini --src PATH [--dst PATH]
+
+``--src`` is required (no default: the source file is not part of the repository);
+``$TF_ST_SHARED_DATA/cifar10-lossless-4000.npz`` is used when that variable is set.
 """
 
 import argparse
@@ -20,13 +23,12 @@ import os
 
 import numpy as np
 
-DEFAULT_SRC = "/work/shared/data/cifar10-lossless-4000.npz"
 DEFAULT_DST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_mini.npz")
 NUM_TRAIN = 3000
 NUM_TEST = 1000
 
 
-def make(src=DEFAULT_SRC, dst=DEFAULT_DST):
+def make(src, dst=DEFAULT_DST):
     with np.load(src) as d:
         images = np.asarray(d["images"])
         labels = np.asarray(d["labels"]).astype(np.int64)
@@ -52,7 +54,10 @@ def make(src=DEFAULT_SRC, dst=DEFAULT_DST):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", default=DEFAULT_SRC)
+    shared = os.environ.get("TF_ST_SHARED_DATA")
+    src = os.path.join(shared, "cifar10-lossless-4000.npz") if shared else None
+    p.add_argument("--src", default=src, required=src is None,
+                   help="cifar10-lossless-4000.npz (default: in $TF_ST_SHARED_DATA)")
     p.add_argument("--dst", default=DEFAULT_DST)
     args = p.parse_args(argv)
     dst = make(args.src, args.dst)
