@@ -49,7 +49,8 @@ _SHARED = os.environ.get("TF_ST_SHARED_DATA")
 DEFAULT_DATA = os.path.join(_SHARED, "cifar10-jpeg") if _SHARED else None
 
 _METHODS = flags.DEFINE_list("methods", ["natural", "madry", "trades", "mart", "st"], "Methods.")
-_DATA_DIR = flags.DEFINE_string("data_dir", DEFAULT_DATA, "CIFAR-10 image folder.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", DEFAULT_DATA, "CIFAR-10 image folder (default: $TF_ST_SHARED_DATA/cifar10-jpeg).")
 _TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
 _TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
