@@ -20,6 +20,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_st import provenance
 from tf_st.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 
 MODEL_CARD = "model_card.json"
@@ -105,7 +106,13 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
     """Exports ``classifier`` (a Keras model mapping [0,1] NHWC images to logits).
 
     ``version`` defaults to one more than the highest existing version.  Returns the
-    version directory."""
+    version directory.
+
+    The written ``model_card.json`` (when ``model_card`` is given) is ``model_card`` plus
+    a ``provenance`` block: ``tf_st.provenance.environment()`` (versions, time, command
+    line), what ``model_card["provenance"]`` already holds (the run's seeds, data, ...),
+    ``saved_model`` (the version directory) and ``fingerprint`` (of the SavedModel as
+    written).  ``model_card`` itself is not modified."""
     os.makedirs(export_dir, exist_ok=True)
     if version is None:
         version = max(versions(export_dir), default=0) + 1
@@ -133,5 +140,10 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
             raise OSError(28, f"cannot write the SavedModel {final}: no space left on the "
                           f"device ({(e.message or '').strip()[:200]})") from None
         if model_card is not None:
-            atomic_write_json(os.path.join(tmp, MODEL_CARD), model_card)
+            card = dict(model_card)
+            card["provenance"] = {**provenance.environment(),
+                                  **(model_card.get("provenance") or {}),
+                                  "saved_model": os.path.abspath(final),
+                                  "fingerprint": provenance.saved_model_fingerprint(tmp)}
+            atomic_write_json(os.path.join(tmp, MODEL_CARD), card)
     return final
