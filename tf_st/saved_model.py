@@ -108,11 +108,12 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
     ``version`` defaults to one more than the highest existing version.  Returns the
     version directory.
 
-    The written ``model_card.json`` (when ``model_card`` is given) is ``model_card`` plus
-    a ``provenance`` block: ``tf_st.provenance.environment()`` (versions, time, command
-    line), what ``model_card["provenance"]`` already holds (the run's seeds, data, ...),
-    ``saved_model`` (the version directory) and ``fingerprint`` (of the SavedModel as
-    written).  ``model_card`` itself is not modified."""
+    ``model_card`` is written as ``model_card.json`` as given, except that a card with a
+    ``provenance`` block (the run layer's always has one) gets it completed:
+    ``tf_st.provenance.environment()`` (versions, time, command line), then what the
+    block holds (the run's seeds, data, ...), ``saved_model`` (the version directory) and
+    ``fingerprint`` (of the SavedModel as written).  ``model_card`` itself is not
+    modified."""
     os.makedirs(export_dir, exist_ok=True)
     if version is None:
         version = max(versions(export_dir), default=0) + 1
@@ -141,9 +142,10 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
                           f"device ({(e.message or '').strip()[:200]})") from None
         if model_card is not None:
             card = dict(model_card)
-            card["provenance"] = {**provenance.environment(),
-                                  **(model_card.get("provenance") or {}),
-                                  "saved_model": os.path.abspath(final),
-                                  "fingerprint": provenance.saved_model_fingerprint(tmp)}
+            if isinstance(card.get("provenance"), dict):
+                card["provenance"] = {**provenance.environment(),
+                                      **card["provenance"],
+                                      "saved_model": os.path.abspath(final),
+                                      "fingerprint": provenance.saved_model_fingerprint(tmp)}
             atomic_write_json(os.path.join(tmp, MODEL_CARD), card)
     return final
