@@ -263,3 +263,27 @@ def test_the_standard_suite_end_to_end(export, tmp_path, capsys):
     assert {"robust_stderr", "robust_ci95"} <= set(r["autoattack"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert table[-1].startswith("| worst case")
+
+
+@pytest.mark.slow  # a whole (tiny) trainer run
+def test_a_training_runs_card_and_report_carry_provenance(tmp_path, umask022):
+    from trainers import train
+    out = tmp_path / "run"
+    assert train.run_in_process([
+        "--dataset=cifar10_mini", "--arch=small_cnn", "--epochs=1", "--steps_per_epoch=1",
+        "--batch_size=16", "--steps=1", "--eval_examples=16", "--final_examples=16",
+        "--final_attacks=clean,fgsm", "--method=madry", "--seed=5",
+        f"--output_dir={out}"]) == 0
+    version_dir = out / "export" / "1"
+    card = json.loads((version_dir / "model_card.json").read_text())
+    cp = card["provenance"]
+    assert (cp["dataset"], cp["split"], cp["norm"]) == ("cifar10_mini", "train", "linf")
+    assert cp["seeds"] == {"training": 5} and cp["epsilon"] == pytest.approx(8 / 255)
+    checksum = str(tf.saved_model.experimental.read_fingerprint(str(version_dir))
+                   .saved_model_checksum)
+    assert cp["fingerprint"] == {"saved_model_checksum": checksum}
+    rp = json.loads((out / "evaluation.json").read_text())["provenance"]
+    assert rp["fingerprint"] == cp["fingerprint"]
+    assert rp["seeds"] == {"evaluation": 5, "training": 5}
+    assert _mode(version_dir) == 0o755 and _mode(version_dir / "model_card.json") == 0o644
+    assert _mode(out / "evaluation.json") == 0o644
