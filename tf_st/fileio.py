@@ -4,7 +4,10 @@ Readers (a resumed run, TF Serving watching an export directory, a user tailing 
 report) must never see half a file, so everything the project writes goes through here:
 write to a temporary name in the destination's directory (same filesystem, so the
 final ``os.replace`` is atomic), flush and fsync, then rename.  On failure the
-temporary is removed.
+temporary is removed.  ``tempfile`` creates the temporaries private (files 0600,
+directories 0700); before the rename they get the modes an ordinary ``open``/``mkdir``
+would have given them (``0o666 & ~umask``, ``0o777 & ~umask``: 0644/0755 under umask
+022), a directory's whole tree included.
 """
 
 import contextlib
@@ -73,6 +76,39 @@ def check_free_space(path, needed):
                       f"{needed} needed")
 
 
+def current_umask():
+    """The process umask, read without changing it where Linux tells it
+    (``/proc/self/status``: ``Umask:``); elsewhere ``os.umask`` is set and restored, which
+    is racy if another thread creates files at that instant (acceptable: the project's
+    writers run on the main thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _publish_modes(tmp, directory):
+    """Gives the temporary ``tmp`` (and, for a directory, everything in it) the modes the
+    umask gives new files and directories."""
+    mask = current_umask()
+    file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
+    if not directory:
+        os.chmod(tmp, file_mode)
+        return
+    for root, dirs, files in os.walk(tmp):
+        os.chmod(root, dir_mode)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, file_mode)
+
+
 def atomic_replace(source, path):
     """``os.replace(source, path)`` behind the fault point of a write of ``path``: the
     commit step of a file staged under another name."""
@@ -99,6 +135,7 @@ def atomic_path(path, directory=False):
             if not directory:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
+            _publish_modes(tmp, directory)
         except OSError as e:
             raise _naming(e, path) from None
         _before_rename(path)

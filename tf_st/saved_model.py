@@ -20,6 +20,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_st import provenance
 from tf_st.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 
 MODEL_CARD = "model_card.json"
@@ -105,7 +106,14 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
     """Exports ``classifier`` (a Keras model mapping [0,1] NHWC images to logits).
 
     ``version`` defaults to one more than the highest existing version.  Returns the
-    version directory."""
+    version directory.
+
+    ``model_card`` is written as ``model_card.json`` as given, except that a card with a
+    ``provenance`` block (the run layer's always has one) gets it completed:
+    ``tf_st.provenance.environment()`` (versions, time, command line), then what the
+    block holds (the run's seeds, data, ...), ``saved_model`` (the version directory) and
+    ``fingerprint`` (of the SavedModel as written).  ``model_card`` itself is not
+    modified."""
     os.makedirs(export_dir, exist_ok=True)
     if version is None:
         version = max(versions(export_dir), default=0) + 1
@@ -133,5 +141,11 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
             raise OSError(28, f"cannot write the SavedModel {final}: no space left on the "
                           f"device ({(e.message or '').strip()[:200]})") from None
         if model_card is not None:
-            atomic_write_json(os.path.join(tmp, MODEL_CARD), model_card)
+            card = dict(model_card)
+            if isinstance(card.get("provenance"), dict):
+                card["provenance"] = {**provenance.environment(),
+                                      **card["provenance"],
+                                      "saved_model": os.path.abspath(final),
+                                      "fingerprint": provenance.saved_model_fingerprint(tmp)}
+            atomic_write_json(os.path.join(tmp, MODEL_CARD), card)
     return final

@@ -594,15 +594,24 @@ class AutoAttack:
     def evaluate(self, logits_fn, x, y, **options):
         """``tf_st.attacks.autoattack.evaluate`` with this spec's settings."""
         from tf_st.attacks import autoattack  # its runner imports these specs
-        return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon, version="custom",
-                                   attacks=self.components, **options)
+        return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon,
+                                   **self._version_arguments(), **options)
+
+    def _version_arguments(self):
+        """``version`` and ``attacks`` for ``tf_st.attacks.autoattack``: a named version
+        (``standard``) is passed by name, so that results and reports say which suite ran
+        (the components are the same: ``components_for`` of that version at this
+        epsilon); only ``custom`` passes its component list."""
+        if self.version == "custom":
+            return {"version": "custom", "attacks": self.components}
+        return {"version": self.version, "attacks": None}
 
     def check_state(self, logits_fn, x, y, *, state_file, seed, batch_size):
         """Refuses now a ``state_file`` that ``evaluate`` would refuse (another model,
         data or settings): ``tf_st.attacks.autoattack.check_state``."""
         from tf_st.attacks import autoattack
         autoattack.check_state(logits_fn, x, y, state_file=state_file, epsilon=self.epsilon,
-                               version="custom", attacks=self.components, seed=seed,
+                               **self._version_arguments(), seed=seed,
                                batch_size=batch_size)
 
 

@@ -11,6 +11,8 @@ from tf_st.attacks.checks import looks_like_probabilities
 from tf_st.attacks.specs import parse
 from tf_st.evaluation.robustness import evaluate
 from tf_st.fileio import atomic_write_json
+from tf_st.provenance import (INTERVAL_NOTE, accuracy_interval, environment, examples_hash,
+                              interval_fields, saved_model_fingerprint)
 
 
 class NonFiniteOutputError(ValueError):
@@ -83,16 +85,21 @@ def exclusive(path, what="report"):
         os.close(fd)
 
 
-def check_logits(logits_fn, x, batch_size):
-    """The model's outputs on every example are 2-D (examples x classes, at least two)
-    and finite; NaN or inf stops the evaluation (exit 3) instead of being reported as an
-    accuracy."""
+def check_logits(logits_fn, x, batch_size, num_classes=None, data="the data"):
+    """The model's outputs on every example are 2-D (examples x classes, at least two),
+    one per class of the data when ``num_classes`` is given (a 3-class model on 10-class
+    data would be reported as 0% accurate, not refused), and finite; NaN or inf stops the
+    evaluation (exit 3) instead of being reported as an accuracy."""
     import numpy as np
     for i in range(0, len(x), batch_size):
         z = np.asarray(logits_fn(x[i:i + batch_size]))
         if z.ndim != 2 or z.shape[1] < 2:
             raise ValueError(f"the model's outputs have shape {z.shape}; evaluation needs "
                              "logits of shape (examples, classes) with at least 2 classes")
+        if num_classes is not None and z.shape[1] != num_classes:
+            raise ValueError(f"the model outputs {z.shape[1]} classes and {data} has "
+                             f"{num_classes}: no accuracy of it on this data would mean "
+                             "anything; evaluate it on the dataset it was trained for")
         bad = ~np.isfinite(z).all(axis=1)
         if bad.any():
             first = i + int(np.argmax(bad))
@@ -170,10 +177,13 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
                          strategy):
     from tf_st import data as tf_st_data
 
+    import numpy as np
+
     split_obj = tf_st_data.load(dataset, split, data_dir=data_dir)
     x, y = tf_st_data.as_numpy(split_obj, limit=examples)
     batch = min(batch_size, len(x))
-    check_logits(logits_fn, x, batch)
+    check_logits(logits_fn, x, batch, num_classes=split_obj.num_classes,
+                 data=f"{dataset}/{split}")
     whole = [s for s in specs if not s.batched]
     if state_file:
         for spec in whole:
@@ -184,6 +194,21 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
               "num_examples": int(len(x))}
     if model_card:
         report["model"] = {k: model_card.get(k) for k in ("method", "arch", "dataset")}
+    report["provenance"] = _provenance(logits_fn, card, dataset=dataset, split=split,
+                                       note=split_obj.note, y=y, epsilon=epsilon,
+                                       step_size=step_size, seed=seed)
+    robust = {}  # attack name -> per-example robust flags, in run order
+
+    def worst_case():
+        """Robust under every attack run so far, AutoAttack included."""
+        if not robust:
+            return {}
+        flags = np.logical_and.reduce([np.asarray(f, bool) for f in robust.values()])
+        acc = float(flags.mean()) if flags.size else 0.0
+        return {"worst_case_accuracy": acc,
+                "worst_case": {"accuracy": acc, **interval_fields(flags),
+                               "attacks": list(robust)},
+                "intervals": INTERVAL_NOTE}
 
     def save(done, pending):
         report.update(done)
@@ -196,32 +221,87 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
     batched = [s for s in specs if s.batched]
 
     def on_attack(res):
-        save(res.to_json(), batched[len(res.attacks):] + whole)
+        robust.update({name: r.correct for name, r in res.attacks.items()})
+        save({**res.to_json(), **worst_case()}, batched[len(res.attacks):] + whole)
 
     result = evaluate(logits_fn, (x, y), batched, epsilon=epsilon, step_size=step_size,
                       batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack,
                       strategy=strategy)
     report.update(result.to_json())
-    rows = [(r.name, r.accuracy, r.seconds) for r in result.attacks.values()]
+    n = len(x)
+    rows = [(r.name, r.accuracy, r.seconds, _stderr(r.accuracy, n))
+            for r in result.attacks.values()]
     for i, spec in enumerate(whole):
         aa = spec.evaluate(logits_fn, x, y, seed=seed, batch_size=batch,
                            state_file=state_file, verbose=verbose, return_adversarials=False,
                            dataset=dataset, architecture=card.get("arch"), strategy=strategy)
         report["model_info"] = dict(aa.model_info)
         for log in aa.attacks:
-            rows.append((f"{spec.name}:{log.name}", log.robust_accuracy, log.seconds))
-        rows.append((spec.name, aa.robust_accuracy, aa.seconds))
-        save({"autoattack": aa.to_json()}, whole[i + 1:])
+            rows.append((f"{spec.name}:{log.name}", log.robust_accuracy, log.seconds,
+                         _stderr(log.robust_accuracy, n)))
+        rows.append((spec.name, aa.robust_accuracy, aa.seconds,
+                     _stderr(aa.robust_accuracy, n)))
+        robust[spec.name] = aa.robust_flags
+        save({"autoattack": _with_intervals(aa.to_json(), n), **worst_case()}, whole[i + 1:])
+    if len(robust) > 1:
+        wc = report["worst_case"]
+        rows.append(("worst case", wc["accuracy"], None, wc["stderr"]))
     print(format_table(rows, header=f"{dataset}/{split}, {len(x)} examples, eps={epsilon:.5f}"
                                     + (f" ({split_obj.note})" if split_obj.note else "")))
     save({}, [])
     return report
 
 
+def _stderr(accuracy, n):
+    return accuracy_interval(round(accuracy * n), n)[0]
+
+
+def _with_intervals(aa_json, n):
+    """AutoAttack's report with the standard error and 95% interval of its clean and
+    robust accuracies (``clean_stderr``, ``clean_ci95``, ``robust_stderr``,
+    ``robust_ci95``) and of each component's cumulative robust accuracy."""
+    out = dict(aa_json)
+    for kind in ("clean", "robust"):
+        fields = interval_fields(out[f"{kind}_flags"])
+        out[f"{kind}_stderr"], out[f"{kind}_ci95"] = fields["stderr"], fields["ci95"]
+    out["attacks"] = [{**log, **dict(zip(("stderr", "ci95"), accuracy_interval(
+        round(log["robust_accuracy"] * n), n)))} for log in out["attacks"]]
+    return out
+
+
+def _provenance(logits_fn, card, *, dataset, split, note, y, epsilon, step_size, seed):
+    """The report's ``provenance`` block (``tf_st.provenance``): what was evaluated (the
+    SavedModel's path and fingerprint when ``logits_fn`` is a loaded one, the data split
+    and a hash of the example indices and labels), how (epsilon, norm, seeds), with what
+    (versions) and when, by which command line."""
+    import numpy as np
+    path = getattr(logits_fn, "path", None)
+    path = os.path.abspath(path) if isinstance(path, str) else None
+    n = len(y)
+    flags = card.get("flags") if isinstance(card.get("flags"), dict) else {}
+    training = flags.get("seed")  # the trainer's seed, from a tf_st model card
+    return {"saved_model": path,
+            "fingerprint": saved_model_fingerprint(path) if path else None,
+            **environment(),
+            "dataset": dataset, "split": split, "data_note": note,
+            "examples": {"indices": [0, n], "count": n,
+                         "indices_labels_sha256": examples_hash(np.arange(n), y),
+                         "note": "the first `count` examples of the split, indices "
+                                 "[start, stop); the hash is of the indices and labels "
+                                 "as int64"},
+            "epsilon": float(epsilon), "norm": "linf", "step_size": float(step_size),
+            "seeds": {"evaluation": int(seed), "training": training}}
+
+
 def format_table(rows, header=None):
+    """Rows ``(name, accuracy, seconds[, stderr])`` (``seconds`` None: left blank) as a
+    Markdown table with each accuracy's binomial standard error."""
     lines = [header] if header else []
-    lines += [f"| {'attack':<11} | {'accuracy':>9} | {'seconds':>8} |",
-              f"|{'-' * 13}|{'-' * 11}|{'-' * 10}|"]
-    for name, acc, sec in rows:
-        lines.append(f"| {name:<11} | {100 * acc:>8.2f}% | {sec:>8.1f} |")
+    lines += [f"| {'attack':<11} | {'accuracy':>9} | {'± stderr':>8} | {'seconds':>8} |",
+              f"|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 10}|"]
+    for name, acc, sec, *err in rows:
+        err = err[0] if err else None
+        err_text = f"± {100 * err:.2f}" if err is not None else ""
+        sec_text = f"{sec:.1f}" if sec is not None else ""
+        lines.append(f"| {name:<11} | {100 * acc:>8.2f}% | {err_text:>8} | {sec_text:>8} |")
     return "\n".join(lines)

@@ -10,7 +10,9 @@ parsed with ``tf_st.attacks.parse``), with the ST paper's protocol for the names
 
 An attack's accuracy is the accuracy on its adversarial examples, as ST-AT reports it.
 ``worst_case`` counts an example as robust only if it is clean-correct and correct
-under every attack that was run (AutoAttack's rule, applied to the attacks run here).
+under every attack that was run (AutoAttack's rule, applied to the attacks run here;
+``tf_st.evaluation.report`` adds AutoAttack's robust flags).  Each accuracy comes with its
+binomial standard error and 95% Wilson interval (``tf_st.provenance``).
 
 Batches are padded to a fixed size (``tf_st.attacks.batches.pad_rows``, the last row
 repeated) so that each attack traces once.
@@ -26,6 +28,7 @@ import tensorflow as tf
 from tf_st.attacks.batches import pad_rows
 from tf_st.attacks.checks import check_unit_interval
 from tf_st.attacks.specs import parse
+from tf_st.provenance import INTERVAL_NOTE, interval_fields
 
 
 def make_batch_attack(logits_fn, spec):
@@ -46,8 +49,8 @@ class AttackAccuracy:
     correct: np.ndarray
 
     def to_json(self):
-        return {"accuracy": self.accuracy, "seconds": round(self.seconds, 3),
-                "correct": self.correct.astype(int).tolist()}
+        return {"accuracy": self.accuracy, **interval_fields(self.correct),
+                "seconds": round(self.seconds, 3), "correct": self.correct.astype(int).tolist()}
 
 
 @dataclasses.dataclass
@@ -71,14 +74,23 @@ class EvaluationResult:
                "attacks": {k: v.to_json() for k, v in self.attacks.items()}}
         if self.attacks:
             out["worst_case_accuracy"] = float(self.worst_case.mean())
+            out["worst_case"] = {"accuracy": out["worst_case_accuracy"],
+                                 **interval_fields(self.worst_case),
+                                 "attacks": list(self.attacks)}
+            out["intervals"] = INTERVAL_NOTE
         return out
 
     def table(self):
-        lines = [f"{'attack':<10} {'accuracy':>9} {'seconds':>9}"]
+        """Accuracy ± its binomial standard error, per attack and the worst case."""
+        lines = [f"{'attack':<10} {'accuracy':>9} {'± stderr':>9} {'seconds':>9}"]
         for r in self.attacks.values():
-            lines.append(f"{r.name:<10} {100 * r.accuracy:>8.2f}% {r.seconds:>9.1f}")
+            err = interval_fields(r.correct)["stderr"] or 0.0
+            lines.append(f"{r.name:<10} {100 * r.accuracy:>8.2f}% {100 * err:>8.2f}% "
+                         f"{r.seconds:>9.1f}")
         if len(self.attacks) > 1:
-            lines.append(f"{'worst-case':<10} {100 * self.worst_case.mean():>8.2f}%")
+            err = interval_fields(self.worst_case)["stderr"] or 0.0
+            lines.append(f"{'worst-case':<10} {100 * self.worst_case.mean():>8.2f}% "
+                         f"{100 * err:>8.2f}%")
         return "\n".join(lines)
 
 

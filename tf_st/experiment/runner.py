@@ -357,7 +357,13 @@ def export_best(settings, trained, log=print):
                 "selection": f"best {attack} accuracy on {trained.selection_note}, "
                              + ("strictly better epochs only" if method.selection_strict
                                 else "ties to the later epoch"),
-                "data_note": trained.test_note, "flags": s.as_json()}
+                "data_note": trained.test_note, "flags": s.as_json(),
+                # export_classifier adds the versions, time, command line, path and
+                # fingerprint of the SavedModel (tf_st.provenance).
+                "provenance": {"dataset": s.dataset, "split": "train",
+                               "selection_data": trained.selection_note,
+                               "epsilon": s.hparams["epsilon"], "norm": "linf",
+                               "seeds": {"training": s.seed}}}
         export_dir = os.path.join(s.output_dir, "export")
         if not ckpt.single:
             card["network"] = name
