@@ -62,6 +62,9 @@ def small_bn_model(bn_seed=None):
 METHOD_OVERRIDES = {"fat": {"tau": 1}}
 
 
+EXECUTION_OPTIONS = ("group_forwards", "fold_batchnorm", "keep_variable_access_order")
+
+
 def registered_method(key, steps=2, network=None, **hparams):
     """``(networks, method)``: the registered method ``key`` (``METHOD_OVERRIDES`` and
     ``hparams`` over its defaults) with one ``network(index)`` per network it trains
@@ -69,10 +72,12 @@ def registered_method(key, steps=2, network=None, **hparams):
     network = network or (lambda index: small_bn_model())
     from tf_st import methods
     hparams = {**METHOD_OVERRIDES.get(key, {}), **hparams}
+    # Execution options (how a step is computed) are constructor keywords, not fields.
+    options = {k: hparams.pop(k) for k in EXECUTION_OPTIONS if k in hparams}
     names = list(methods.METHODS[key].network_archs("small_cnn", hparams))
     nets = {name: network(i) for i, name in enumerate(names)}
     method = methods.build(key, nets if len(nets) > 1 else nets[names[0]], steps=steps,
-                           **hparams)
+                           **hparams, **options)
     return nets, method
 
 

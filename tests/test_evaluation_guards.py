@@ -101,3 +101,15 @@ def test_non_finite_logits_stop_the_evaluation_with_exit_3(tmp_path):
                                    step_size=2 / 255, examples=4, batch_size=4, seed=0,
                                    output=str(tmp_path / "r.json"), verbose=False)
     assert not (tmp_path / "r.json").exists()  # nothing reported
+
+
+def test_the_report_lock_leaves_nothing_behind_and_can_be_taken_again(tmp_path):
+    out = str(tmp_path / "r.json")
+    with report.exclusive(out):
+        assert os.listdir(tmp_path) == [".r.json.lock"]
+        with pytest.raises(ValueError, match="being written"):
+            with report.exclusive(out):
+                pass
+    assert os.listdir(tmp_path) == []
+    with report.exclusive(out):
+        pass

@@ -59,29 +59,41 @@ def check_output_writable(output, what="the report"):
 
 @contextlib.contextmanager
 def exclusive(path, what="report"):
-    """An advisory lock on ``path`` (a ``.<name>.lock`` file beside it) for the ``with``
-    block, as the trainer holds its run directory: a second evaluation writing the same
-    file is refused before any attack instead of both exiting 0 with one report lost."""
+    """An advisory lock on ``path`` (a ``.<name>.lock`` file beside it, removed again at
+    the end) for the ``with`` block, as the trainer holds its run directory: a second
+    evaluation writing the same file is refused before any attack instead of both
+    exiting 0 with one report lost."""
     if not path:
         yield
         return
+    import socket
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     lock = os.path.join(parent, f".{os.path.basename(path)}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             with open(lock) as f:
                 owner = f.read().strip() or "another process"
+            os.close(fd)
             raise ValueError(f"the {what} {path} is being written by {owner}; wait for it "
                              "or choose another file") from None
+        # The holder before us may have removed the file after we opened it: the lock
+        # counts only if it is on the file the name still points to.
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
-        import socket
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         yield
     finally:
+        os.remove(lock)  # while still locked, so no one holds a lock on a removed name
         os.close(fd)
 
 
@@ -162,9 +174,14 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
         print(f"warning: --state_file={state_file} is not used: no attack of this run "
               "keeps state (only AutoAttack-type attacks resume from it)", file=sys.stderr)
         state_file = None
-    if state_file:
+    # Only the process that writes takes the locks: under several workers the others read
+    # the state file to resume and write nothing (tf_st.distribute.worker_index).
+    from tf_st.distribute import worker_index
+    writer = strategy is None or worker_index(strategy) == 0
+    if state_file and writer:
         check_output_writable(state_file, "the state file")
-    with exclusive(output), exclusive(state_file, "state file"):
+    with exclusive(output if writer else None), \
+            exclusive(state_file if writer else None, "state file"):
         return _evaluate_and_report(
             logits_fn, specs, dataset=dataset, data_dir=data_dir, split=split, epsilon=epsilon,
             step_size=step_size, examples=examples, batch_size=batch_size, seed=seed,

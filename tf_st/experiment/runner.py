@@ -190,8 +190,9 @@ class Trained:
     image_shape: tuple
 
 
-def fit(settings, log=print):
-    """Trains (or resumes) the run in ``settings.output_dir``."""
+def fit(settings, log=print, chief=True):
+    """Trains (or resumes) the run in ``settings.output_dir``; ``chief=False``: a
+    non-chief worker in its private copy of the run directory."""
     import keras
     import tensorflow as tf
 
@@ -271,7 +272,7 @@ def fit(settings, log=print):
         method(tf.zeros((1,) + image_shape))
         method.build_optimizers()
     run_ckpt = ckpt_lib.RunCheckpoint(s.output_dir, method)
-    start_epoch = run_ckpt.restore()
+    start_epoch = run_ckpt.restore(check_best=chief)
     # A corrupt metrics.csv is refused now, not after an epoch of training.
     cb.read_metrics(os.path.join(s.output_dir, "metrics.csv"))
     if start_epoch:
@@ -422,7 +423,7 @@ def run(settings, flagfile_text=None, log=print, overwrite=False):
     try:
         with prepare_run_dir(s, flagfile_text, overwrite=overwrite):
             if worker_dir:
-                fit(s, log=log)
+                fit(s, log=log, chief=False)
                 return {}
             return _run_in(s, log)
     finally:

@@ -83,9 +83,11 @@ class RunCheckpoint:
     def pending_path(self, name, epoch):
         return self.best_weights_paths[name][:-len(".weights.h5")] + f".pending-e{epoch}.weights.h5"
 
-    def restore(self):
+    def restore(self, check_best=True):
         """Restores the latest checkpoint if there is one, then settles the best-weights
-        files a killed run left pending (see the module docstring); returns epochs done."""
+        files a killed run left pending (see the module docstring); returns epochs done.
+        ``check_best=False``: a non-chief worker, whose private copy holds the chief's
+        checkpoints but not its best weights (it exports nothing)."""
         directory = self._manager.directory
         path = self._manager.latest_checkpoint
         if path is None:
@@ -116,7 +118,7 @@ class RunCheckpoint:
                     atomic_replace(pending, final)
                 else:
                     os.remove(pending)
-        if done:
+        if done and check_best:
             self._check_best_weights()
         return done
 
