@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bottom first.  Units: a top-level package, or a sub-package / module of tf_st.
 LAYERS = (
     ("tf_st", "tf_st.cli", "tf_st.fileio", "tf_st.distribute", "tf_st.provenance",
-     "tf_st.saved_model"),
+     "tf_st.saved_model", "tf_st.seeds"),
     ("tf_st.data", "tf_st.models"),
     ("tf_st.attacks",),
     ("tf_st.methods", "tf_st.evaluation"),

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from tf_st import seeds
 from tf_st.analysis import common
 
 
@@ -54,7 +55,7 @@ def predictions(logits_fn, x, y, spec, *, batch_size, seed):
     for b, s in enumerate(common.batches(len(x), batch_size)):
         xb, yb = tf.constant(x[s]), tf.constant(y[s])
         if spec is not None:
-            xb = spec.run(logits_fn, xb, yb, seed=tf.constant([seed, b], tf.int64)).x_adv
+            xb = spec.run(logits_fn, xb, yb, seed=seeds.key(seed, "analysis", 0, b)).x_adv
         preds.append(tf.argmax(logits_fn(xb), axis=1).numpy())
     return np.concatenate(preds)
 

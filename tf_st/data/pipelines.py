@@ -6,6 +6,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tf_st import seeds
+
 from tf_st.data.splits import _to_float
 
 AUGMENTATIONS = ("none", "crop_flip")
@@ -48,19 +50,22 @@ def train_pipeline(split, batch_size, augment, seed, shuffle=True, drop_remainde
     ds = raw if raw is not None else split.dataset
     if cache:
         ds = ds.cache()
-    return _epoch_batches(split, ds, batch_size, augment, seed, shuffle,
+    return _epoch_batches(split, ds, batch_size, augment, seed, 0, shuffle,
                           drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def _epoch_batches(split, ds, batch_size, augment, seed, shuffle, drop_remainder):
-    seed = seed if tf.is_tensor(seed) else int(seed)
+def _epoch_batches(split, ds, batch_size, augment, seed, epoch, shuffle, drop_remainder):
+    # The order and the crops of (seed, epoch) come from their own streams
+    # (``tf_st.seeds``): no two (seed, epoch) share either.
     if shuffle:
         buffer = split.num_examples if split.num_examples and split.num_examples > 0 else 10000
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(buffer, seed=seeds.scalar(seed, "data_order", epoch),
+                        reshuffle_each_iteration=True)
     if split.uint8_dataset is not None:
         ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment == "crop_flip":
-        randoms = tf.data.Dataset.random(seed=seed + 1000003, rerandomize_each_iteration=True)
+        randoms = tf.data.Dataset.random(seed=seeds.scalar(seed, "augment", epoch),
+                                         rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, randoms))
         ds = ds.map(lambda xy, r: (pad_crop_flip(xy[0], tf.stack([r, tf.constant(0, tf.int64)])),
                                    xy[1]),
@@ -71,16 +76,15 @@ def _epoch_batches(split, ds, batch_size, augment, seed, shuffle, drop_remainder
 def train_epochs(split, batch_size, augment, seed, first_epoch, epochs, steps_per_epoch):
     """Epochs ``first_epoch .. epochs - 1`` (0-based) back to back, ``steps_per_epoch``
     batches each, for one ``model.fit`` call: epoch ``e`` is exactly
-    ``train_pipeline(split, batch_size, augment, seed=seed * 100003 + e)``'s first
-    iteration, so a run resumed at any epoch sees the batches an uninterrupted run sees."""
+    ``seed``'s epoch-``e`` streams of ``tf_st.seeds`` (order, crops), so a run resumed at
+    any epoch sees the batches an uninterrupted run sees."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augment {augment!r}; expected one of {AUGMENTATIONS}")
     raw = split.uint8_dataset
     base = (raw if raw is not None else split.dataset).cache()
 
     def epoch(e):
-        return _epoch_batches(split, base, batch_size, augment,
-                              tf.constant(int(seed) * 100003, tf.int64) + e, True,
+        return _epoch_batches(split, base, batch_size, augment, int(seed), e, True,
                               True).take(steps_per_epoch)
 
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).prefetch(tf.data.AUTOTUNE)

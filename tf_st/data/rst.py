@@ -16,7 +16,7 @@ Reference: yaircarmon/semisup-adv, ``datasets.py:SemiSupervisedSampler`` and
   ``ceil(N_labelled / B)`` for a labelled set of ``N_labelled``;
 * pseudo-labels are ordinary labels.
 
-Deviations: draws come from ``numpy.random.RandomState(seed * 100003 + epoch)`` per
+Deviations: draws come from ``tf_st.seeds.numpy_rng(seed, "unlabeled", epoch)`` per
 epoch (not torch's global generator), so a resumed run redraws exactly the batches of
 an uninterrupted one; augmentation is this project's per-example pad-crop-flip.
 
@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
+
+from tf_st import seeds
 
 from tf_st.data import IMAGE_EXTENSIONS, pad_crop_flip
 
@@ -107,11 +109,12 @@ def rst_epochs(labelled, unlabeled, batch_size, unsup_fraction, augment, seed, f
 
     def generate():
         for epoch in range(first_epoch, epochs):
-            rng = np.random.RandomState(int(seed) * 100003 + epoch)
+            rng = seeds.numpy_rng(seed, "unlabeled", epoch)
             plan = batch_plan(len(x_l), len(x_u), batch_size, unsup_fraction, num_batches, rng)
             for b, idx in enumerate(plan[:steps_per_epoch]):
-                keys = np.stack([np.full(len(idx), epoch * 1000003 + b),
-                                 np.arange(len(idx))], 1).astype(np.int64)
+                keys = np.stack([np.zeros(len(idx), np.int64),
+                                 seeds.example_word("unlabeled_crop", epoch, b,
+                                                    np.arange(len(idx)))], 1)
                 yield pool_x[idx], pool_y[idx], keys
 
     # Only a batch without pseudo-labelled share can be short (the end of a permutation).

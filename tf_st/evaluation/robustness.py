@@ -25,6 +25,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tf_st import seeds
 from tf_st.attacks.batches import pad_rows
 from tf_st.attacks.checks import check_unit_interval
 from tf_st.attacks.specs import parse
@@ -107,8 +108,12 @@ def _batches(data, batch_size):
 
 def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, step_size=2 / 255,
              batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None,
-             strategy=None):
+             strategy=None, context=0):
     """Runs each attack over ``data`` and returns an ``EvaluationResult``.
+
+    ``seed`` and ``context`` (0, or the 1-based epoch of a training run's per-epoch
+    evaluation) key every batch's draws: ``tf_st.seeds.key(seed, "evaluation", context,
+    batch, attack index)``.
 
     ``on_attack(result)``: called after each attack with the ``EvaluationResult`` of the
     attacks finished so far (the report writer saves partial reports with it).
@@ -144,7 +149,7 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
                 n = len(x)
                 xp, yp = pad_rows(size, np.asarray(x), np.asarray(y))
                 calls.append((tf.constant(xp, dtype), tf.constant(yp, tf.int64),
-                              tf.constant([seed, b * 1009 + index], tf.int64)))
+                              seeds.key(seed, "evaluation", context, b, index)))
                 counts.append(n)
             for correct, n in zip(run_sharded(strategy, run, calls), counts):
                 flags.append(correct.numpy()[:n])

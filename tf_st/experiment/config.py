@@ -134,8 +134,9 @@ class Settings:
     final_examples: Optional[int] = setting(
         None, "Final evaluation on the first N test examples (default all).", kind="int",
         group="evaluation", minimum=1)
-    seed: int = setting(1, "Seed for weights, data order, noise (ST-AT: 1).", kind="int",
-                        group="run")
+    seed: int = setting(1, "Seed for weights, data order, noise (ST-AT: 1); each use draws "
+                        "from its own stream of it (tf_st.seeds).", kind="int", group="run",
+                        minimum=0, maximum=(1 << 24) - 1)
     # -- runtime
     strategy: str = setting("auto", "tf.distribute strategy.", kind="enum", group="runtime",
                             choices=STRATEGIES)

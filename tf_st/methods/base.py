@@ -44,6 +44,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tf_st import seeds
 from tf_st.attacks import losses, starts
 from tf_st.methods import registry
 from tf_st.methods.hparams import HParams
@@ -280,7 +281,7 @@ class AdversarialMethod(keras.Model):
         # an optimizer first built inside the traced step froze every step's draw at 0).
         if optimizer is not None:
             step = tf.cast(optimizer.iterations, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64), step * 64 + int(index)])
+        return seeds.start_noise_key(self.seed, step, int(index))
 
     def start(self, x, start, index, std=0.001):
         """``x`` plus the ``index``-th draw of this step as ``start`` names it

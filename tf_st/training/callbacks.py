@@ -108,7 +108,7 @@ class RobustEvaluation(keras.callbacks.Callback):
             ev = evaluate(lambda t, net=net: net(t, training=False), (self.x, self.y),
                           ("clean", self.attack), epsilon=self.epsilon,
                           step_size=self.step_size, batch_size=self.batch_size,
-                          seed=self.seed + epoch, verbose=False)
+                          seed=self.seed, context=epoch + 1, verbose=False)
             prefix = metric_prefix(self.method, name)
             logs[f"{prefix}test_clean_acc"] = ev.attacks["clean"].accuracy
             logs[f"{prefix}test_{self.attack}_acc"] = ev.attacks[self.attack].accuracy
