@@ -58,6 +58,51 @@ def _exchange(a, b):
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+class LockHeld(Exception):
+    """``lock_file`` is held by another process (``owner``: what it wrote there)."""
+
+    def __init__(self, owner):
+        super().__init__(owner)
+        self.owner = owner
+
+
+def lock_file(lock):
+    """Takes an exclusive advisory ``fcntl`` lock on the file ``lock`` (created if need
+    be), writes this process's PID and host into it and returns its descriptor (the lock
+    lasts until the descriptor is closed, or the process ends, even by a kill).  Raises
+    ``LockHeld`` naming the holder.  The lock counts only on the file the name still
+    points to, so a holder that removes its lock file when done (``release(...,
+    remove=True)``) cannot leave two processes each holding a lock."""
+    import fcntl
+    import socket
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with open(lock) as f:
+                owner = f.read().strip() or "another process"
+            os.close(fd)
+            raise LockHeld(owner) from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    return fd
+
+
+def release(fd, lock, remove=False):
+    """Releases ``lock_file``'s lock; ``remove``: delete the file first, while still
+    locked, so no one holds a lock on a removed name."""
+    if remove:
+        os.remove(lock)
+    os.close(fd)
+
+
 def _naming(e, path):
     """``e`` (an OSError, e.g. ``[Errno 28] No space left on device`` without a file
     name) as one that names the file being written."""

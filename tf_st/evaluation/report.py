@@ -3,14 +3,13 @@
 
 import contextlib
 import errno
-import fcntl
 import os
 import time
 
 from tf_st.attacks.checks import looks_like_probabilities
 from tf_st.attacks.specs import parse
 from tf_st.evaluation.robustness import evaluate
-from tf_st.fileio import atomic_write_json
+from tf_st.fileio import LockHeld, atomic_write_json, lock_file, release
 from tf_st.provenance import (INTERVAL_NOTE, accuracy_interval, environment, examples_hash,
                               interval_fields, saved_model_fingerprint)
 
@@ -66,35 +65,18 @@ def exclusive(path, what="report"):
     if not path:
         yield
         return
-    import socket
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     lock = os.path.join(parent, f".{os.path.basename(path)}.lock")
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with open(lock) as f:
-                owner = f.read().strip() or "another process"
-            os.close(fd)
-            raise ValueError(f"the {what} {path} is being written by {owner}; wait for it "
-                             "or choose another file") from None
-        # The holder before us may have removed the file after we opened it: the lock
-        # counts only if it is on the file the name still points to.
-        try:
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        fd = lock_file(lock)
+    except LockHeld as held:
+        raise ValueError(f"the {what} {path} is being written by {held.owner}; wait for it "
+                         "or choose another file") from None
+    try:
         yield
     finally:
-        os.remove(lock)  # while still locked, so no one holds a lock on a removed name
-        os.close(fd)
+        release(fd, lock, remove=True)
 
 
 def check_logits(logits_fn, x, batch_size, num_classes=None, data="the data"):

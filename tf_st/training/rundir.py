@@ -11,13 +11,11 @@ settings.  ``overwrite=True`` empties the directory first (the explicit way out)
 Settings that only shape the final report (``FREE``) may change between reruns.
 """
 
-import fcntl
 import json
 import os
 import shutil
-import socket
 
-from tf_st.fileio import atomic_write_json
+from tf_st.fileio import LockHeld, atomic_write_json, lock_file, release
 
 SETTINGS_FILE = "settings.json"
 LOCK_FILE = ".lock"
@@ -72,19 +70,11 @@ class RunDirectory:
         os.makedirs(self.path, exist_ok=True)
         if not os.access(self.path, os.W_OK):
             raise RunDirectoryError(f"--output_dir {self.path} is not writable")
-        lock = os.path.join(self.path, LOCK_FILE)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with open(lock) as f:
-                owner = f.read().strip() or "another process"
-            os.close(fd)
-            raise RunDirectoryError(f"run directory {self.path} is in use by {owner}; wait "
-                                    "for it or choose another --output_dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._fd = fd
+            self._fd = lock_file(os.path.join(self.path, LOCK_FILE))
+        except LockHeld as held:
+            raise RunDirectoryError(f"run directory {self.path} is in use by {held.owner}; "
+                                    "wait for it or choose another --output_dir") from None
         try:
             self._check_settings()
         except BaseException:
@@ -112,7 +102,6 @@ class RunDirectory:
 
     def __exit__(self, *exc):
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+            release(self._fd, os.path.join(self.path, LOCK_FILE))
             self._fd = None
         return False
