@@ -19,7 +19,7 @@ Not part of CI (long).
 
 import time
 
-from absl import app, flags
+from absl import flags
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "small_cnn .weights.h5 (e.g. a run's best).")
 _EXAMPLES = flags.DEFINE_integer("examples", 200, "cifar10_mini test images.")
@@ -134,7 +134,7 @@ def _run_torchattacks(net, xt, yt):
 def main(argv):
     del argv
     if _SQUARE_ONLY.value and _REFERENCE.value != "official":
-        raise app.UsageError("--square_only needs --reference=official")
+        raise ValueError("--square_only needs --reference=official")
     import numpy as np
     import torch
     from tf_st import data, models
@@ -189,4 +189,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

@@ -25,9 +25,8 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _ARCH = flags.DEFINE_string("arch", "resnet18", "Architecture key of tf_st.models.build.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Optional .weights.h5 to load.")
@@ -147,4 +146,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

@@ -17,7 +17,7 @@ import resource
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 _EXAMPLES = flags.DEFINE_list("examples", ["1000", "10000"], "Dataset sizes.")
 _BATCH = flags.DEFINE_integer("batch_size", 500, "Batch size.")
@@ -73,4 +73,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHARED = os.environ.get("TF_ST_SHARED_DATA")
@@ -232,4 +232,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

@@ -35,7 +35,7 @@ import sys
 import types
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 _REF = flags.DEFINE_string("reference_dir", os.environ.get("TF_ST_REFERENCE_DIR"),
                            "Directory of the official checkouts (default: "
@@ -805,4 +805,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
 _METHOD = flags.DEFINE_string("method", "trades", "Method.")
 _ARCH = flags.DEFINE_string("arch", "small_cnn", "Architecture.")
@@ -57,4 +57,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

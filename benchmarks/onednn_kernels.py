@@ -33,12 +33,11 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks.onednn_log import BEGIN, END, parse_verbose, per_image, priced_at
 from benchmarks.reference_step import REFERENCES, check_reference, reference_step
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _REFERENCE = flags.DEFINE_enum("reference", "st-at", sorted(REFERENCES), "Official code.")
 _REFERENCE_DIR = flags.DEFINE_string("reference_dir", None,
@@ -141,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tf_st import cli
+    cli.run_main(main, __doc__)

@@ -26,11 +26,10 @@ import os
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks.profile_trace import family, op_self_times
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _METHOD = flags.DEFINE_enum("method", "st", ["st", "trades"], "tf_st method to profile.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
@@ -89,4 +88,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

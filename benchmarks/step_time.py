@@ -19,9 +19,8 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _ARCH = flags.DEFINE_string("arch", "resnet18", "Architecture.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -79,4 +78,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

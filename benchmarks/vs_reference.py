@@ -37,12 +37,11 @@ import statistics
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks.reference_step import REFERENCES, check_reference, reference_step
 from benchmarks.tf_step import build_tf_st, parse_options, random_batch
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _REFERENCE = flags.DEFINE_enum("reference", "st-at", sorted(REFERENCES), "Official code to race.")
 _REFERENCE_DIR = flags.DEFINE_string("reference_dir", None,
@@ -276,4 +275,4 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
-    app.run(cli.guarded(main))
+    cli.run_main(main, __doc__)

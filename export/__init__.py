@@ -1,10 +1,10 @@
 """SavedModel export of classifiers and loading of any image-to-logits SavedModel."""
 
-import os as _os
+import sys as _sys
 
-# Entry points of the project: keep TensorFlow's C++ start-up chatter off the console
-# unless the user asked for it.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if _sys.argv[:1] == ["-m"]:  # python -m export.<command>: no TensorFlow banners
+    from tf_st.cli import quiet_startup as _quiet_startup
+    _quiet_startup(_sys.argv[1:])
 
 from export.saved_model import LoadedClassifier, export_classifier, load
 

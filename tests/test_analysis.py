@@ -159,7 +159,7 @@ def _analysis(*argv):
 def test_cli_collaborative_and_landscape_and_angles(runs, tmp_path):
     out = str(tmp_path)
     assert _analysis("collaborative", f"--run_dir={runs['trades']},{runs['st']}",
-                     "--examples=8", "--steps=4", "--epsilons=2,4", "--grid_examples=3",
+                     "--examples=8", "--steps=4", "--epsilons=2/255,4/255", "--grid_examples=3",
                      f"--output_dir={out}") == 0
     rows = _rows(os.path.join(out, "collaborative.csv"))
     assert [(r["model"], r["epsilon_255"]) for r in rows] == \

@@ -357,12 +357,15 @@ def test_extract_state_dict_and_convert(tmp_path):
                                   sd["layer4.1.conv2.weight"])
 
 
-def test_convert_cli_without_torch_exits_with_message(monkeypatch, tmp_path):
+def test_convert_cli_without_torch_exits_with_message(monkeypatch, tmp_path, capsys):
     import sys
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
-    with pytest.raises(SystemExit, match="needs PyTorch"):
-        convert_mod.main(["--arch=small_cnn", f"--torch_checkpoint={tmp_path / 'x.pt'}",
-                          f"--output={tmp_path / 'y.weights.h5'}"])
+    assert convert_mod.main(["convert", "--arch=small_cnn",
+                             f"--torch_checkpoint={tmp_path / 'x.pt'}",
+                             f"--output={tmp_path / 'y.weights.h5'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "needs PyTorch" in err[0]
+    assert not (tmp_path / "y.weights.h5").exists()
 
 
 @requires_torch
@@ -372,8 +375,8 @@ def test_convert_cli_reads_torch_checkpoint(tmp_path):
     torch.save({"state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in sd.items()}},
                ckpt)
     out = tmp_path / "r18.weights.h5"
-    convert_mod.main(["--arch=resnet18", "--num_classes=10", f"--torch_checkpoint={ckpt}",
-                      f"--output={out}"])
+    assert convert_mod.main(["convert", "--arch=resnet18", "--num_classes=10",
+                             f"--torch_checkpoint={ckpt}", f"--output={out}"]) == 0
     model = models.build("resnet18", 10)
     model.load_weights(str(out))
     np.testing.assert_array_equal(models.keras_to_torch_state_dict(model)["linear.weight"],

@@ -8,3 +8,11 @@ Conventions shared by every sub-package:
 """
 
 __version__ = "0.2.0"  # the one version string (pyproject.toml reads it)
+
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"]:
+    # ``python -m tf_st.<command>`` is starting: its package imports TensorFlow before the
+    # command's own module runs, so the start-up banners are held back here.
+    from tf_st.cli import quiet_startup as _quiet_startup
+    _quiet_startup(_sys.argv[1:])

@@ -10,7 +10,7 @@ lists them.
 
 import sys
 
-from tf_st.cli import prepare_environment
+from tf_st.cli import quiet_startup
 
 COMMANDS = {
     "train": "train a method, export the best model and evaluate it (tf_st.experiment)",
@@ -33,21 +33,14 @@ def main(argv=None):
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n{usage()}", file=sys.stderr)
         return 2
-    prepare_environment(rest)
+    quiet_startup(rest)
     program = f"tf-st {command}"
     if command == "train":
-        from absl import app
-
-        from tf_st.experiment.cli import main_for
-        sys.argv = [program] + rest
-        try:
-            app.run(main_for())
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return 0
+        from tf_st.experiment.cli import cli_main
+        return cli_main([program] + rest, program=program)
     if command == "evaluate":
         from tf_st.evaluation.cli import main as evaluate
-        return evaluate([program] + rest)
+        return evaluate([program] + rest, program=program)
     from tf_st.analysis.cli import main as analysis
     return analysis(["tf-st"] + rest)
 

@@ -58,14 +58,32 @@ def pseudo_label(logits_fn, images_uint8, batch_size=500):
     return np.concatenate(labels).astype(np.int64), np.concatenate(conf).astype(np.float32)
 
 
+def _help(full=False):
+    return cli.help_text(
+        "python -m trainers.pseudo_label",
+        "Writes a pseudo-labelled set for robust self-training (the trainers' --unlabeled) "
+        "from any exported classifier.",
+        [("model and data", ["saved_model", "dataset", "data_dir", "split", "skip",
+                             "examples", "batch_size"]),
+         ("output", ["output"]), ("messages", ["verbose", "verbose_errors"])], FLAGS,
+        footer="Example: python -m trainers.pseudo_label --saved_model=runs/natural/export "
+               "--dataset=image_folder --data_dir=/path/to/images --split=train --skip=5000 "
+               "--output=pseudo.npz")
+
+
 def main(argv):
-    """Parses ``argv`` (program name first) and labels; returns the exit status
-    (``tf_st.cli``'s error policy)."""
-    return cli.guarded(_main, _VERBOSE)(argv)
+    """The command line (``tf_st.cli``'s policy).
+
+    Args:
+      argv: the command line, program name first.
+
+    Returns:
+      The exit status: 0, or 2 for bad input.
+    """
+    return cli.run_command(_main, argv, FLAGS, _help, _VERBOSE)
 
 
 def _main(argv):
-    cli.parse_flags(FLAGS, argv)
     from export.saved_model import load
     from tf_st.data import rst
     from tf_st.fileio import atomic_write_npz

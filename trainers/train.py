@@ -7,7 +7,7 @@ documented entry point and the names older code imports from it.
 
 from tf_st.experiment.cli import (FLAGS, UsageError, _ATTACK, _METHOD,  # noqa: F401
                                   _METHOD_FLAG_OWNERS, _METHOD_FLAGS, _OVERWRITE, _RUN,
-                                  flagfile_text, main_for, run_cli, run_in_process,
+                                  cli_main, flagfile_text, main_for, run_cli, run_in_process,
                                   settings_from_flags)
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from tf_st import cli
 from tf_st.analysis import common
 from tf_st.attacks.pgd import pgd
 
 
 def define_flags(fv):
-    flags.DEFINE_float("epsilon", 8.0, "Budget, 1/255 units.", flag_values=fv)
-    flags.DEFINE_float("step_size", 2.0, "Step, 1/255 units.", flag_values=fv)
+    cli.define_float("epsilon", 8 / 255, "Budget.", flag_values=fv, lower_bound=0.0, upper_bound=1.0)
+    cli.define_float("step_size", 2 / 255, "Step.", flag_values=fv, lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_list("steps_list", ["1", "2", "5", "10", "20"], "Numbers of steps K.",
                       flag_values=fv)
 
@@ -72,8 +73,8 @@ def run(fv):
         for k in ks:
             vals = []
             for s in common.batches(len(x), bs):
-                vals.append(angles(src, x[s], y[s], epsilon=fv["epsilon"].value / 255,
-                                   step_size=fv["step_size"].value / 255, steps=k))
+                vals.append(angles(src, x[s], y[s], epsilon=fv["epsilon"].value,
+                                   step_size=fv["step_size"].value, steps=k))
                 progress.update()
             a = np.concatenate(vals)
             dist[(src.label, k)] = a

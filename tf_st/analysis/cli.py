@@ -31,12 +31,22 @@ def main(argv):
     fv = flags.FlagValues()
     common.define_shared(fv)
     module.define_flags(fv)
-    if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]):
-        print(fv.get_help())
-        return 0
+    shared = flags.FlagValues()
+    common.define_shared(shared)
+    own = [n for n in fv if n not in shared]
+    program = ("tf-st analysis" if argv[0] == "tf-st" else "python -m tf_st.analysis") + f" {name}"
+
+    def help_page(full):
+        units = {n: cli.UNIT_NOTE for n in fv
+                 if isinstance(fv[n].parser, (cli.FractionFloatParser, cli.FractionListParser))}
+        return cli.help_text(program, "\n\n".join(cli.summary_of(module.__doc__).split("\n\n")[:2]),
+                             [(f"{name}", own), ("models, data and output",
+                                                 [n for n in shared if "verbose" not in n]),
+                              ("messages", ["verbose", "verbose_errors"])], fv, units)
 
     def run(_):
-        cli.parse_flags(fv, [f"{argv[0]} {name}"] + list(argv[2:]))
         module.run(fv)
+        print(f"outputs in {fv['output_dir'].value}")
         return 0
-    return cli.guarded(run, fv["verbose_errors"])(argv)
+    return cli.run_command(run, [f"{argv[0]} {name}"] + list(argv[2:]), fv, help_page,
+                           cli._Verbosity(fv))

@@ -3,8 +3,8 @@
 ``python -m tf_st.analysis collaborative --run_dir=runs/st,runs/natural --output_dir=figs``
 
 Descending PGD on the cross-entropy -- ``x <- Proj(x - alpha * sign(grad CE))`` from the
-benign ``x``, alpha = 1/255, 100 steps -- at each budget of ``--epsilons`` (4, 8, 16, 32
-/255).  Writes ``collaborative.csv`` (per model and budget: mean and std of the benign
+benign ``x``, alpha = 1/255, 100 steps -- at each budget of ``--epsilons`` (4/255, 8/255,
+16/255, 32/255).  Writes ``collaborative.csv`` (per model and budget: mean and std of the benign
 and the collaborative CE, as in Fig. 1 and Table 5), ``collaborative_examples.csv`` (per
 example), ``collaborative.png`` (CE against budget, one line per model, shaded +-std;
 the benign CE dashed) and ``collaborative_grid.png`` (benign / collaborative /
@@ -19,19 +19,24 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from tf_st import cli
 from tf_st.analysis import common
 from tf_st.attacks import losses
 from tf_st.attacks.pgd import pgd
 
 
 def define_flags(fv):
-    flags.DEFINE_list("epsilons", ["4", "8", "16", "32"], "Budgets in 1/255 units.",
+    cli.define_floats("epsilons", [4 / 255, 8 / 255, 16 / 255, 32 / 255], "Budgets.",
                       flag_values=fv)
-    flags.DEFINE_float("step_size", 1.0, "Step in 1/255 units (paper: 1).", flag_values=fv)
+    flags.register_validator("epsilons", lambda v: all(0 < e <= 1 for e in v),
+                             "--epsilons must be in (0, 1] image units (8/255 = 0.0314, not 8)",
+                             flag_values=fv)
+    cli.define_float("step_size", 1 / 255, "Step (paper: 1/255).", flag_values=fv,
+                     lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("steps", 100, "Descent steps (paper: 100).", lower_bound=0,
                          flag_values=fv)
-    flags.DEFINE_float("grid_epsilon", 16.0, "Budget of the image grid, 1/255 units.",
-                       flag_values=fv)
+    cli.define_float("grid_epsilon", 16 / 255, "Budget of the image grid.", flag_values=fv,
+                     lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("grid_examples", 8, "Examples in the image grid.", lower_bound=1,
                          flag_values=fv)
 
@@ -78,16 +83,16 @@ def run(fv):
     srcs = common.sources(fv)
     out = common.output_dir(fv)
     x, y, _ = common.load_examples(fv, srcs[0].model.image_shape)
-    epsilons = [float(e) / 255 for e in fv["epsilons"].value]
+    epsilons = [float(e) for e in fv["epsilons"].value]
     if any(not 0 < e <= 1 for e in epsilons):
-        raise ValueError("--epsilons must be in (0, 255] (1/255 units)")
-    grid_eps = fv["grid_epsilon"].value / 255
+        raise ValueError("--epsilons must be in (0, 1] image units (8/255 = 0.0314, not 8)")
+    grid_eps = fv["grid_epsilon"].value
     budgets = sorted(set(epsilons) | {grid_eps})
     n_batches = -(-len(x) // fv["batch_size"].value)
     progress = common.Progress("collaborative", len(srcs) * len(budgets) * n_batches)
     summary, per_example, grids = [], [], {}
     for src in srcs:
-        ce, ex = measure(src, x, y, budgets, step_size=fv["step_size"].value / 255,
+        ce, ex = measure(src, x, y, budgets, step_size=fv["step_size"].value,
                          steps=fv["steps"].value, batch_size=fv["batch_size"].value,
                          progress=progress)
         for eps in epsilons:

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from tf_st import cli
 from tf_st import seeds
 from tf_st.analysis import common
 
@@ -29,8 +30,10 @@ from tf_st.analysis import common
 def define_flags(fv):
     flags.DEFINE_string("attack", "clean", "clean, or an attack name (fgsm, pgd20, cw20...).",
                         flag_values=fv)
-    flags.DEFINE_float("epsilon", 8.0, "Attack budget, 1/255 units.", flag_values=fv)
-    flags.DEFINE_float("step_size", 2.0, "Attack step, 1/255 units.", flag_values=fv)
+    cli.define_float("epsilon", 8 / 255, "Attack budget.", flag_values=fv, lower_bound=0.0,
+                     upper_bound=1.0)
+    cli.define_float("step_size", 2 / 255, "Attack step.", flag_values=fv, lower_bound=0.0,
+                     upper_bound=1.0)
     fv.set_default("examples", 1000)
 
 
@@ -77,8 +80,8 @@ def run(fv):
     x, y, split = common.load_examples(fv, f.model.image_shape)
     spec = None
     if fv["attack"].value != "clean":
-        spec = parse(fv["attack"].value, epsilon=fv["epsilon"].value / 255,
-                     step_size=fv["step_size"].value / 255)
+        spec = parse(fv["attack"].value, epsilon=fv["epsilon"].value,
+                     step_size=fv["step_size"].value)
         if not spec.batched:
             raise ValueError(f"--attack={spec.name} is not a per-batch attack")
     progress = common.Progress("discrepancy", 2)

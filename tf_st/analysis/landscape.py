@@ -7,7 +7,7 @@ after ``--steps`` descent steps of 1/255 within ``--epsilon``; ``sign`` so that 
 has L-inf size ``|a|``); ``v``: a random sign vector made orthogonal to ``u`` (Gram-Schmidt
 in the flattened input space) and rescaled to the L-inf size of ``u``.  The surface is
 the cross-entropy at ``clip(x + a u + b v, 0, 1)`` on a ``--grid`` x ``--grid`` lattice of
-``a, b`` in ``[-radius, radius]`` (``--radius`` in 1/255), averaged over ``--examples``
+``a, b`` in ``[-radius, radius]`` (``--radius`` in [0, 1] image units), averaged over ``--examples``
 examples.  Writes ``landscape.csv`` (a, b, mean CE, per model), ``landscape.json`` and
 ``landscape.png`` (one 3-D surface per model, the paper's axes).
 """
@@ -18,16 +18,18 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from tf_st import cli
 from tf_st.analysis import common
 from tf_st.analysis.collaborative import collaborative_examples, cross_entropy
 
 
 def define_flags(fv):
-    flags.DEFINE_float("epsilon", 8.0, "Budget of the collaborative direction, 1/255 units.",
-                       flag_values=fv)
+    cli.define_float("epsilon", 8 / 255, "Budget of the collaborative direction.",
+                     flag_values=fv, lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("steps", 100, "Descent steps for the direction.", lower_bound=1,
                          flag_values=fv)
-    flags.DEFINE_float("radius", 16.0, "Half-width of the plane, 1/255 units.", flag_values=fv)
+    cli.define_float("radius", 16 / 255, "Half-width of the plane.", flag_values=fv,
+                     lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("grid", 21, "Points per axis.", lower_bound=2, flag_values=fv)
     fv.set_default("examples", 16)
 
@@ -69,12 +71,12 @@ def run(fv):
     srcs = common.sources(fv)
     out = common.output_dir(fv)
     x, y, _ = common.load_examples(fv, srcs[0].model.image_shape)
-    radius = fv["radius"].value / 255
+    radius = fv["radius"].value
     grid = np.linspace(-radius, radius, fv["grid"].value)
     progress = common.Progress("landscape", len(srcs) * len(grid) ** 2)
     rows, surfaces = [], {}
     for src in srcs:
-        u, v = directions(src, x, y, epsilon=fv["epsilon"].value / 255,
+        u, v = directions(src, x, y, epsilon=fv["epsilon"].value,
                           steps=fv["steps"].value, seed=fv["seed"].value)
         z = surface(src, x, y, u, v, grid, grid, fv["batch_size"].value, progress)
         surfaces[src.label] = z

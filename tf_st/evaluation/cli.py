@@ -34,10 +34,8 @@ _ATTACKS = flags.DEFINE_list(
     "attacks", ["clean", "fgsm", "pgd20", "pgd100", "cw100"],
     f"Comma-separated, each one of: {describe_names()}.",
     flag_values=FLAGS)
-_EPSILON = flags.DEFINE_float("epsilon", 8 / 255, "L-inf budget in [0, 1] units.",
-                              flag_values=FLAGS)
-_STEP_SIZE = flags.DEFINE_float("step_size", 2 / 255, "PGD/CW step size in [0, 1] units.",
-                                flag_values=FLAGS)
+_EPSILON = cli.define_float("epsilon", 8 / 255, "L-inf budget.", flag_values=FLAGS)
+_STEP_SIZE = cli.define_float("step_size", 2 / 255, "PGD/CW step size.", flag_values=FLAGS)
 _EXAMPLES = flags.DEFINE_integer("examples", None, "Evaluate the first N examples only.",
                                  flag_values=FLAGS)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.",
@@ -70,11 +68,39 @@ flags.register_validator("examples", lambda v: v is None or v > 0, "--examples m
                          flag_values=FLAGS)
 
 
-def main(argv):
-    """Parses ``argv`` (program name first) and evaluates; returns the exit status
-    (``tf_st.cli``'s error policy: 2 for bad input, 130 when interrupted, the report
-    then saying ``"partial": true`` if any attack had finished)."""
-    return cli.guarded(_main, _VERBOSE)(argv)
+_GROUPS = (
+    ("model and data", ["saved_model", "dataset", "data_dir", "split", "examples"]),
+    ("attacks", ["attacks", "epsilon", "step_size", "seed", "batch_size"]),
+    ("output", ["output", "state_file"]),
+    ("devices", ["strategy", "cpu_devices"]),
+    ("messages", ["verbose", "verbose_errors"]),
+)
+
+
+def help_page(full=False, program="python -m tf_st.evaluation"):
+    """The ``--help`` page (``full`` adds nothing: every flag is this command's own)."""
+    summary = ("Evaluates a SavedModel (any whose signature maps [0, 1] NHWC float images to "
+               "logits) under attack, prints a table with the worst case and writes a JSON "
+               "report with provenance and 95% intervals.")
+    footer = ("Example: python -m tf_st.evaluation --saved_model=runs/demo/export "
+              "--dataset=cifar10_mini --attacks=clean,pgd20,aa --examples=500")
+    return cli.help_text(program, summary, _GROUPS, FLAGS,
+                         {"epsilon": cli.UNIT_NOTE, "step_size": cli.UNIT_NOTE}, footer)
+
+
+def main(argv, program="python -m tf_st.evaluation"):
+    """Runs the evaluation command line.
+
+    Args:
+      argv: the command line, program name first.
+      program: how the user runs it (for ``--help``).
+
+    Returns:
+      The exit status (``tf_st.cli``'s policy: 0, 2 for bad input, 130 when interrupted,
+      the report then saying ``"partial": true`` if any attack had finished).
+    """
+    return cli.run_command(_main, argv, FLAGS, lambda full: help_page(full, program),
+                           _VERBOSE)
 
 
 def _main(argv):
@@ -83,7 +109,6 @@ def _main(argv):
     from tf_st.evaluation import report
     from tf_st.saved_model import load
 
-    cli.parse_flags(FLAGS, argv)
     from tf_st.distribute import make_strategy, num_workers, split_cpu, worker_index
     if _STRATEGY.value == "multi_worker":
         if _CPU_DEVICES.value > 1:
@@ -132,12 +157,20 @@ def _main(argv):
                 examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
                 output=output, model_card=model.model_card, state_file=_STATE_FILE.value,
                 strategy=strategy)
-        except KeyboardInterrupt as e:
-            raise KeyboardInterrupt(f"{e or 'by the user'}; " + (
-                "the chief writes the report" if worker else
-                f"{output} holds the finished attacks, marked partial"
-                if report.is_partial(output) else "no attack of this run had finished")
-            ) from None
+        except KeyboardInterrupt:
+            again = cli.command_line("python -m tf_st.evaluation", argv)
+            if worker:
+                saved = "the chief writes the report"
+            elif report.is_partial(output):
+                saved = f"{output} holds the finished attacks, marked partial"
+            else:
+                saved = "no attack of this run had finished"
+            if _STATE_FILE.value:
+                saved += (f"; AutoAttack's progress is in {_STATE_FILE.value}, and the same "
+                          f"command resumes it: {again}")
+            else:
+                saved += f"; run again with: {again}"
+            raise KeyboardInterrupt(saved) from None
     if output:
         print(f"report written to {output}")
     else:

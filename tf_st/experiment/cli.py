@@ -6,8 +6,7 @@ alias modules).  Every flag is defined here, once, at import, from the declarati
 ``tf_st.experiment.config``: the run settings and one flag per hyperparameter field of
 every registered method (``tf_st.methods``' ``HParams`` dataclasses; two methods sharing
 a field name share its flag, e.g. ``--beta``).  So importing several trainers in one
-process (tests) never defines a flag twice, and a setting is declared in exactly one
-place.
+process (tests) never defines a flag twice, and a setting is declared in exactly one place.
 
 An unset flag (``None``) takes the paper preset for the dataset
 (``tf_st.training.presets``), else the method's dataclass default.  A method flag given
@@ -19,7 +18,10 @@ traceback too.
 """
 
 
-from absl import app, flags
+import os
+import sys
+
+from absl import flags
 
 from tf_st import cli, data, methods
 from tf_st.attacks.specs import describe_names, parse as parse_attack
@@ -68,12 +70,21 @@ def flagfile_text(settings):
     return _FLAGS.flagfile_text(settings)
 
 
-def main_for(default_method=None):
-    """An ``absl.app`` main; ``default_method`` is the alias modules' preset ``--method``."""
+def main_for(default_method=None, program=None):
+    """The trainer's ``main(argv) -> exit status``, to call with the flags parsed.
+
+    Args:
+      default_method: the alias modules' preset ``--method`` (None: ``--method`` is
+        required).
+      program: how the user started it, for the "resume with" line on Ctrl-C (default:
+        ``python -m trainers.<key>`` or ``python -m trainers.train``).
+
+    Returns:
+      ``main``; it returns 0, 2 (bad input), 3 (training diverged) or 130 (interrupted).
+    """
+    program = program or _program(default_method)
 
     def main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         key = _METHOD.value or default_method
         # All must happen before any TensorFlow op starts the runtime.
         from tf_st.distribute import set_threads, split_cpu
@@ -84,6 +95,7 @@ def main_for(default_method=None):
             make_strategy("multi_worker")  # reads TF_CONFIG; before any op runs
         if _RUN["deterministic"].value:
             runner.make_deterministic()
+        settings = None
         try:
             if key is None:
                 raise UsageError("--method is required (one of "
@@ -95,15 +107,178 @@ def main_for(default_method=None):
             with data.naming_bad_images(settings.dataset, settings.data_dir):
                 runner.run(settings, flagfile_text=flagfile_text(settings),
                            overwrite=_OVERWRITE.value)
-        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - cli.report re-raises bugs
+        except KeyboardInterrupt:
+            return cli.report(KeyboardInterrupt(interrupted_message(settings, program, argv)))
+        except Exception as e:  # noqa: BLE001 - cli.report re-raises bugs
             return cli.report(e)  # 2 for bad input, 3 (NonFiniteLossError.exit_code) diverged
+        print(outputs_message(settings))
         return 0
 
     return main
 
 
-def run_cli(default_method=None):
-    app.run(main_for(default_method))
+def _program(default_method):
+    return f"python -m trainers.{default_method}" if default_method else "python -m trainers.train"
+
+
+def interrupted_message(settings, program, argv):
+    """What Ctrl-C leaves behind and the command that resumes (``settings``: resolved,
+    or None when the run had not started)."""
+    command = cli.command_line(program, argv)
+    if settings is None or not os.path.isdir(settings.output_dir or ""):
+        return f"nothing was saved; start again with: {command}"
+    from tf_st.training.callbacks import read_metrics
+    try:
+        epochs = len(read_metrics(os.path.join(settings.output_dir, "metrics.csv")))
+    except Exception:  # noqa: BLE001 - the hint must not hide the interruption
+        epochs = None
+    if not epochs:
+        saved = f"no epoch had finished, so {settings.output_dir} holds only the settings"
+    else:
+        saved = (f"{settings.output_dir} holds {epochs} finished epoch(s) (checkpoint, "
+                 "metrics.csv, best weights)")
+    return f"{saved}; resume with: {command}"
+
+
+def outputs_message(settings):
+    """Where a finished run put its outputs."""
+    d = settings.output_dir
+    parts = [f"outputs in {d}:"]
+    for name, what in (("export", "SavedModel(s) with model_card.json"),
+                       ("evaluation.json", "final evaluation report"),
+                       ("metrics.csv", "per-epoch metrics"),
+                       ("flags.txt", "settings (--flagfile re-runs them)")):
+        if os.path.exists(os.path.join(d, name)):
+            parts.append(f"{name}/ ({what})" if name == "export" else f"{name} ({what})")
+    reports = sorted(f for f in os.listdir(d) if f.startswith("evaluation") and
+                     f.endswith(".json") and f != "evaluation.json") if os.path.isdir(d) else []
+    parts += [f"{f} (evaluation report)" for f in reports]
+    return " ".join(parts[:1]) + " " + ", ".join(parts[1:])
+
+
+_GROUPS = (("data", "data"), ("optim", "model and optimisation"),
+           ("evaluation", "model selection and evaluation"), ("run", "run"),
+           ("runtime", "runtime and devices"), ("method", "adversarial weight perturbation"))
+
+
+def _arg_value(argv, name):
+    value = None
+    for a in argv[1:]:
+        if a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def _title(key):
+    cls = methods.METHODS[key]
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or key).strip()
+    first = " ".join(doc.split("\n\n")[0].split())
+    return first.split(". ")[0].rstrip(".")
+
+
+def help_page(default_method, argv, full=False, program=None):
+    """The trainer's ``--help``: its flags grouped, units marked, and the presets that
+    apply to ``--method``/``--dataset`` as given on the command line (default dataset
+    ``cifar10_mini``); ``full``: every method's hyperparameters, not only this one's."""
+    program = program or _program(default_method)
+    key = _arg_value(argv, "method") or default_method
+    if key not in methods.METHODS:
+        key = None
+    dataset = _arg_value(argv, "dataset") or config.Settings.dataset
+    notes, resolved = {}, None
+    if key is not None:
+        try:
+            resolved = runner.resolve(config.Settings(method=key, dataset=dataset))
+        except Exception:  # noqa: BLE001 - help never fails; presets just go unshown
+            resolved = None
+    units = {"epsilon", "step_size", "eval_step_size"} | {
+        name for name, owners in _METHOD_FLAG_OWNERS.items()
+        if any(f.metadata.get("unit") for f in _hparam_fields(owners))}
+    for name in units:
+        notes[name] = cli.UNIT_NOTE
+    if resolved is not None:
+        where = f"{key} on {dataset}"
+        for f in config.fields():
+            if f.metadata["preset"] and getattr(resolved, f.name) is not None:
+                notes[f.name] = _join(notes.get(f.name), f"preset for {where}: "
+                                      f"{_show(getattr(resolved, f.name))}")
+        own = {field: flag for flag, owners in _METHOD_FLAG_OWNERS.items()
+               for k, field in owners.items() if k == key}
+        for field, value in resolved.hparams.items():
+            flag = field if field in _ATTACK else own.get(field)
+            if flag:
+                notes[flag] = _join(notes.get(flag),
+                                    f"for {where}: {_show(value, flag in units)}")
+    groups = [("method and run directory", (["method"] if not default_method else [])
+               + ["output_dir", "overwrite"])]
+    for group, title in _GROUPS:
+        groups.append((title, [f.name for f in config.fields()
+                               if f.metadata["group"] == group and f.name != "output_dir"]))
+    groups.append(("inner attack (every adversarial method)", list(_ATTACK)))
+    if key is not None and not full:
+        groups.append((f"hyperparameters of {key}", sorted(
+            n for n, owners in _METHOD_FLAG_OWNERS.items() if key in owners)))
+    else:
+        groups.append(("method hyperparameters ([methods] that take each)",
+                       sorted(_METHOD_FLAG_OWNERS)))
+    groups.append(("messages", ["verbose", "verbose_errors"]))
+    if key is not None:
+        summary = (f"Trains {_title(key)} ('{key}'), exports the best epoch as a SavedModel "
+                   "and evaluates it under attack.")
+    else:
+        summary = ("Trains a method (--method), exports the best epoch as a SavedModel and "
+                   "evaluates it under attack.")
+    summary += ("  An unset flag takes the paper's preset for the method and dataset "
+                "(shown for the --method/--dataset given here).")
+    footer = ("--flagfile=<run dir>/flags.txt re-runs a run's settings; rerunning the same "
+              "command resumes an interrupted run.  --helpfull lists every method's "
+              "hyperparameters.")
+    return cli.help_text(program, summary, groups, FLAGS, notes, footer)
+
+
+def _hparam_fields(owners):
+    import dataclasses
+    out = []
+    for key, field in owners.items():
+        out += [f for f in dataclasses.fields(methods.METHODS[key].HParams) if f.name == field]
+    return out
+
+
+def _join(a, b):
+    return f"{a}; {b}" if a else b
+
+
+def _show(value, unit=False):
+    if isinstance(value, float):
+        num = value * 255
+        if unit and round(num) and abs(num - round(num)) < 1e-6:
+            return f"{round(num)}/255"
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    return str(value)
+
+
+def cli_main(argv, default_method=None, program=None):
+    """The trainer command line under ``tf_st.cli``'s policy; returns the exit status.
+
+    Args:
+      argv: the command line, program name first.
+      default_method: the alias modules' preset ``--method``.
+      program: how the user runs it (help and resume lines).
+
+    Returns:
+      0, 2 (bad command line or input), 3 (training diverged) or 130 (interrupted).
+    """
+    program = program or _program(default_method)
+    return cli.run_command(main_for(default_method, program), argv, FLAGS,
+                           lambda full: help_page(default_method, argv, full, program),
+                           cli.VERBOSE_ERRORS)
+
+
+def run_cli(default_method=None, program=None):
+    """``sys.exit(cli_main(sys.argv, ...))``: the entry point of ``python -m trainers.*``."""
+    sys.exit(cli_main(list(sys.argv), default_method, program))
 
 
 def run_in_process(argv, default_method=None):

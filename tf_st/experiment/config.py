@@ -297,7 +297,11 @@ class FlagSet:
 
 
 def _define(fv, name, kind, default, text, allowed, low, high):
-    if kind in ("ints", "floats", "strs"):
+    from tf_st import cli
+    if kind == "floats":
+        holder = cli.define_floats(name, list(default) if default is not None else None, text,
+                                   flag_values=fv)
+    elif kind in ("ints", "strs"):
         holder = flags.DEFINE_list(name, list(default) if default is not None else None, text,
                                    flag_values=fv)
     elif kind == "enum" or allowed:
@@ -308,8 +312,9 @@ def _define(fv, name, kind, default, text, allowed, low, high):
         holder = flags.DEFINE_integer(name, default, text, lower_bound=low, upper_bound=high,
                                       flag_values=fv)
     elif kind == "float":
-        holder = flags.DEFINE_float(name, default, text, lower_bound=low, upper_bound=high,
-                                    flag_values=fv)
+        # Fractions too: --epsilon=8/255 (tf_st.cli.define_float).
+        holder = cli.define_float(name, default, text, flag_values=fv, lower_bound=low,
+                                  upper_bound=high)
     else:
         holder = flags.DEFINE_string(name, default, text, flag_values=fv)
     if kind == "ints":

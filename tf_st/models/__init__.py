@@ -37,7 +37,9 @@ def _import_model_modules():
     import importlib
     import pkgutil
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
+        # convert is a command (python -m tf_st.models.convert) that registers nothing;
+        # importing it here would make runpy warn that it was imported before it ran.
+        if not info.name.startswith("_") and info.name != "convert":
             importlib.import_module(f"{__name__}.{info.name}")
 
 

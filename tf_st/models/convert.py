@@ -12,9 +12,10 @@ here and only when a file is actually read; tf_st does not depend on it otherwis
 the result with ``tf_st.models.build(arch, num_classes).load_weights(output)``.
 """
 
-import argparse
 import sys
 from collections.abc import Mapping
+
+from absl import flags
 
 from tf_st import cli, models
 from tf_st.models.torch_import import DEFAULT_IGNORE_PREFIXES, load_torch_state_dict
@@ -40,9 +41,10 @@ def load_torch_checkpoint(path):
     try:
         import torch  # pylint: disable=import-outside-toplevel
     except ImportError:
-        sys.exit("tf_st.models.convert needs PyTorch to read .pt files "
-                 "(pip install torch --index-url https://download.pytorch.org/whl/cpu); "
-                 "tf_st itself does not require it.")
+        raise ValueError("tf_st.models.convert needs PyTorch to read .pt files "
+                         "(pip install torch --index-url "
+                         "https://download.pytorch.org/whl/cpu); tf_st itself does not "
+                         "require it") from None
     return extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
@@ -57,30 +59,56 @@ def convert(arch, num_classes, state_dict, output=None, strict=True,
     return model
 
 
+# Its own registry, so that importing this module next to a trainer defines nothing twice.
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("arch", None, sorted(models.ARCHS), "Architecture of the checkpoint.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("num_classes", 10, "Number of classes.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("torch_checkpoint", None, "PyTorch checkpoint (.pt) of a reference "
+                    "implementation.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Keras weights file to write (*.weights.h5).",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("non_strict", False, "Tolerate missing/unexpected keys (shape mismatches "
+                  "still fail).", flag_values=FLAGS)
+flags.DEFINE_bool("keep_sub_block1", False, "Do not silently drop TRADES' unused "
+                  "sub_block1.* keys.", flag_values=FLAGS)
+_VERBOSE = cli.define_verbose_errors(FLAGS)
+
+
+def _help(full=False):
+    return cli.help_text(
+        "python -m tf_st.models.convert", __doc__.split("\n")[0],
+        [("input", ["arch", "num_classes", "torch_checkpoint", "non_strict",
+                    "keep_sub_block1"]),
+         ("output", ["output"]), ("messages", ["verbose", "verbose_errors"])], FLAGS,
+        footer="Example: python -m tf_st.models.convert --arch=resnet18 --num_classes=10 "
+               "--torch_checkpoint=ep_best.pt --output=resnet18.weights.h5")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", required=True, choices=sorted(models.ARCHS))
-    parser.add_argument("--num_classes", type=int, default=10)
-    parser.add_argument("--torch_checkpoint", required=True)
-    parser.add_argument("--output", required=True, help="Keras weights file (*.weights.h5)")
-    parser.add_argument("--non_strict", action="store_true",
-                        help="tolerate missing/unexpected keys (shape mismatches still fail)")
-    parser.add_argument("--keep_sub_block1", action="store_true",
-                        help="do not silently drop TRADES' unused sub_block1.* keys")
-    parser.add_argument("--verbose_errors", action="store_true",
-                        help="print tracebacks of expected errors too")
-    args = parser.parse_args(argv)
-    if not args.output.endswith(".weights.h5"):
-        parser.error("--output must end with .weights.h5 (Keras 3 requirement)")
+    """The command line (``tf_st.cli``'s policy).
+
+    Args:
+      argv: the command line, program name first (default ``sys.argv``).
+
+    Returns:
+      The exit status: 0, or 2 for bad input.
+    """
+    argv = list(sys.argv if argv is None else argv)
 
     def run(_):
-        state_dict = load_torch_checkpoint(args.torch_checkpoint)
-        convert(args.arch, args.num_classes, state_dict, args.output,
-                strict=not args.non_strict,
-                ignore_prefixes=() if args.keep_sub_block1 else DEFAULT_IGNORE_PREFIXES)
-        print(f"wrote {args.output} ({args.arch}, {args.num_classes} classes)")
+        for name in ("arch", "torch_checkpoint", "output"):
+            if not FLAGS[name].value:
+                raise ValueError(f"--{name} is required")
+        if not FLAGS.output.endswith(".weights.h5"):
+            raise ValueError("--output must end with .weights.h5 (Keras 3 requirement)")
+        state_dict = load_torch_checkpoint(FLAGS.torch_checkpoint)
+        convert(FLAGS.arch, FLAGS.num_classes, state_dict, FLAGS.output,
+                strict=not FLAGS.non_strict,
+                ignore_prefixes=() if FLAGS.keep_sub_block1 else DEFAULT_IGNORE_PREFIXES)
+        print(f"wrote {FLAGS.output} ({FLAGS.arch}, {FLAGS.num_classes} classes)")
         return 0
-    return cli.guarded(run, args.verbose_errors)(None)
+    return cli.run_command(run, argv, FLAGS, _help, _VERBOSE)
 
 
 if __name__ == "__main__":
