@@ -48,8 +48,9 @@ import types
 
 import pytest
 
-PACKAGES = ("tf_st.models", "tf_st.methods", "tf_st.attacks", "tf_st.evaluation",
-            "tf_st.experiment")
+from tf_st import attacks, evaluation, experiment, methods, models
+
+PACKAGES = tuple(p.__name__ for p in (models, methods, attacks, evaluation, experiment))
 SKIPPED_MODULES = ("cli", "__main__")
 EXAMPLES = ("tf_st.methods.build", "tf_st.models.build", "tf_st.attacks.specs.parse",
             "tf_st.attacks.specs.PGD", "tf_st.attacks.specs.AutoAttack",
