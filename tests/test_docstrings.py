@@ -26,7 +26,10 @@ The rules, each checked on the docstring as ``inspect.cleandoc`` leaves it:
    ``name (type):`` for each of them (``*args:``/``**kwargs:`` for the starred ones).
    A class's constructor is documented in the class docstring: a class whose own
    ``__init__`` (dataclass-generated included) takes parameters has an ``Args:``
-   entry for each of them (dataclass fields: ``Args:`` or ``Attributes:``).
+   entry for each of them (dataclass fields: ``Args:`` or ``Attributes:``; a
+   hyperparameter field declared with ``tf_st.methods.hparams.hparam(default, help)``
+   is documented by its help text, which ``--help`` and the model card show, and needs
+   no entry).
 4. **Returns**: a function or method with a ``return <value>`` statement in its own
    body (not in a nested function) has a ``Returns:`` section; one with a ``yield``
    has ``Yields:``.  Properties are exempt (their summary says what they are), and so
@@ -243,8 +246,10 @@ def _problems(name, obj, is_property):
         init = vars(obj).get("__init__")
         if init is not None:
             titles = ("Args", "Attributes") if dataclasses.is_dataclass(obj) else ("Args",)
+            helped = {f.name for f in dataclasses.fields(obj) if f.metadata.get("help")} \
+                if dataclasses.is_dataclass(obj) else set()
             missing = [p for p in _parameters(init, True) if p not in _entries(doc, *titles)
-                       and p.lstrip("*") not in _entries(doc, *titles)]
+                       and p.lstrip("*") not in _entries(doc, *titles) and p not in helped]
             if missing:
                 found.append(f"constructor arguments missing from Args: {missing}")
         return found
