@@ -37,11 +37,13 @@ The rules, each checked on the docstring as ``inspect.cleandoc`` leaves it:
 5. **Raises**: every exception class a function raises by name in its own body
    (``raise ValueError(...)``; a bare re-``raise`` names none) is named in its
    ``Raises:`` section.
-6. **Example**: the main entry points (``EXAMPLES``) have an ``Example:`` section.
+6. **Example**: the main entry points (``EXAMPLES``) have an ``Example:`` section; its
+   ``>>>`` lines, where it has any, run as doctests (``test_examples_run``).
 """
 
 import ast
 import dataclasses
+import doctest
 import importlib
 import inspect
 import pkgutil
@@ -302,6 +304,23 @@ def test_main_entry_points_have_an_example(name):
         pytest.skip("its docstring is being rewritten on another branch")
     assert name in PUBLIC, name
     assert _section(_own_doc(PUBLIC[name][0]), "Example") is not None, name
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_examples_run(name):
+    """The ``>>>`` lines of an entry point's Example run as doctests (an Example that
+    would train or attack a dataset is written as plain code and is not run)."""
+    if name in _BEING_REWRITTEN:
+        pytest.skip("its docstring is being rewritten on another branch")
+    obj = PUBLIC[name][0]
+    finder = doctest.DocTestFinder(recurse=False)
+    tests = [t for t in finder.find(obj, name, globs={}) if t.examples]
+    if not tests:
+        pytest.skip("no >>> lines")
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0, f"{name}: {runner.failures} failing example line(s)"
 
 
 def test_the_rules_catch_what_they_should():

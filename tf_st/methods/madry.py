@@ -134,7 +134,9 @@ class MadryAT(AdversarialMethod):
             self.eval_attack_step.assign(step)
 
     def random_start(self, x, index):
-        """The uniform start of the ``index``-th neighbour (clamped to [0, 1] with ``clamp_start``).
+        """The uniform start of the ``index``-th neighbour.
+
+        Clamped to [0, 1] with ``clamp_start``.
 
         Args:
           x: this replica's NHWC float images in [0, 1].
@@ -155,7 +157,9 @@ class MadryAT(AdversarialMethod):
         return nb.pgd_neighbours(self, x, y, init, self.random_start, forward, attack)
 
     def generate(self, x, y, init=None):
-        """The PGD point(s) of the batch (eval-mode BN on the epoch's first batch with ``eval_first_batch``).
+        """The PGD point(s) of the batch.
+
+        In eval-mode BN on the epoch's first batch with ``eval_first_batch``.
 
         Args:
           x: a batch of NHWC float images in [0, 1] (this replica's slice).

@@ -121,7 +121,9 @@ class RunState:
             self.done_in_current = np.zeros(len(self.robust), bool)
 
     def resume(self, prev):
-        """Continues the run of the state file's content ``prev``; the clean flags stay this process's.
+        """Continues the run of the state file's content ``prev``.
+
+        The clean flags stay this process's.
 
         Args:
           prev: the loaded state file's content (its fingerprint already checked).
