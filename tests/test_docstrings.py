@@ -26,12 +26,13 @@ The rules, each checked on the docstring as ``inspect.cleandoc`` leaves it:
    ``name (type):`` for each of them (``*args:``/``**kwargs:`` for the starred ones).
    A class's constructor is documented in the class docstring: a class whose own
    ``__init__`` (dataclass-generated included) takes parameters has an ``Args:``
-   entry for each of them (dataclass fields: ``Args:`` or ``Attributes:``; a
-   hyperparameter field declared with ``tf_st.methods.hparams.hparam(default, help)``
-   is documented by its help text, which ``--help`` and the model card show, and needs
-   no entry).
-4. **Returns**: a function or method with a ``return <value>`` statement in its own
-   body (not in a nested function) has a ``Returns:`` section; one with a ``yield``
+   entry for each of them (dataclass fields: ``Args:`` or ``Attributes:``; a field
+   whose metadata carries a ``help`` text -- declared with
+   ``tf_st.methods.hparams.hparam`` or ``tf_st.experiment.config.setting`` -- is
+   documented by it, as ``--help`` and the model card show it, and needs no entry).
+4. **Returns**: a function or method with a ``return <value>`` statement (``<value>``
+   not the constant ``None``) in its own body (not in a nested function) has a
+   ``Returns:`` section; one with a ``yield``
    has ``Yields:``.  Properties are exempt (their summary says what they are), and so
    is a function whose return annotation is ``None``.
 5. **Raises**: every exception class a function raises by name in its own body
