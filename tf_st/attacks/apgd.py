@@ -31,8 +31,15 @@ from tf_st.attacks.pgd import project
 
 
 def checkpoints(n_iter):
-    """``[(iteration, window), ...]``: 0-based iterations after which the step size is
-    checked, with the window length ``k`` used there (the official schedule)."""
+    """The official step-size check schedule.
+
+    Args:
+      n_iter: the number of iterations.
+
+    Returns:
+      ``[(iteration, window), ...]``: 0-based iterations after which the step size is
+      checked, with the window length ``k`` used there.
+    """
     k = max(int(0.22 * n_iter), 1)
     k_min = max(int(0.06 * n_iter), 1)
     decrement = max(int(0.03 * n_iter), 1)
@@ -47,7 +54,16 @@ def checkpoints(n_iter):
 
 
 def linf_sphere_start(x, epsilon, seed=None):
-    """``clip(x + eps * t / max|t|, 0, 1)``, ``t ~ U(-1, 1)`` per example."""
+    """``clip(x + eps * t / max|t|, 0, 1)``, ``t ~ U(-1, 1)`` per example.
+
+    Args:
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      epsilon: the L-inf radius, in [0, 1] units.
+      seed: stateless seed (shape [2] ints) for the random start, or None.
+
+    Returns:
+      The start point, shaped as ``x``.
+    """
     shape = tf.shape(x)
     t = starts.draw(shape, "uniform", 1.0, x.dtype, seed)
     axes = list(range(1, len(x.shape)))
@@ -68,8 +84,17 @@ def _loss_fn(loss, y_target):
 
 
 def target_by_rank(logits, rank):
-    """Class with the ``rank``-th largest logit (rank 2 = runner-up), AutoAttack's
-    ``argsort(f(x))[:, -rank]`` for APGD-T and FAB-T."""
+    """Class with the ``rank``-th largest logit (rank 2 = runner-up).
+
+    AutoAttack's ``argsort(f(x))[:, -rank]`` for APGD-T and FAB-T.
+
+    Args:
+      logits: ``[B, classes]`` logits.
+      rank: the 1-based rank (an int or int tensor).
+
+    Returns:
+      int32 classes ``[B]``.
+    """
     rank = tf.cast(rank, tf.int32)
     idx = tf.math.top_k(losses.as_float(logits), k=tf.shape(logits)[1]).indices
     return tf.gather(idx, rank - 1, axis=1)
@@ -79,10 +104,22 @@ def reduction_rule(hist, i, k, loss_best, loss_best_last_check, reduced_last_che
                    rho=0.75):
     """The step-halving decision at a checkpoint after iteration ``i`` with window ``k``.
 
-    ``hist``: ``[n_iter + 1, B]``, row ``j + 1`` = loss after iteration ``j`` and row 0 =
-    the official unwritten ``loss_steps[-1]`` (zeros).  Halve if
-    ``#{c < k : L[i-c] > L[i-c-1]} <= rho * k`` or (not halved at the previous check and
-    ``loss_best_last_check >= loss_best``)."""
+    Halve if ``#{c < k : L[i-c] > L[i-c-1]} <= rho * k`` or (not halved at the previous check
+    and ``loss_best_last_check >= loss_best``).
+
+    Args:
+      hist: ``[n_iter + 1, B]``, row ``j + 1`` = loss after iteration ``j`` and row 0 = the
+        official unwritten ``loss_steps[-1]`` (zeros).
+      i: the 0-based iteration.
+      k: the window length.
+      loss_best: the best loss per example ``[B]``.
+      loss_best_last_check: the best loss at the previous checkpoint ``[B]``.
+      reduced_last_check: bool ``[B]``, halved at the previous checkpoint.
+      rho: the oscillation threshold.
+
+    Returns:
+      bool ``[B]``: halve the step.
+    """
     rows = tf.range(tf.shape(hist)[0] - 1)[:, None]
     increases = tf.cast(hist[1:] > hist[:-1], tf.float32)  # L[j] > L[j-1]
     in_window = tf.cast(tf.logical_and(rows <= i, rows > i - k), tf.float32)
@@ -97,16 +134,31 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
          seed=None, x_init=None, return_details=False):
     """One run (one restart) of APGD on the batch ``x`` with labels ``y``.
 
-    ``loss``: ``'ce'`` (APGD-CE), ``'dlr'`` or ``'dlr-targeted'`` (APGD-T, needs
-    ``y_target``).  ``seed``: stateless seed (shape [2] ints) for the random start, or
-    None.  ``x_init`` replaces the random start (parity tests; clipped to [0, 1]).
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      n_iter: the number of iterations (>= 1).
+      loss: ``'ce'`` (APGD-CE), ``'dlr'`` or ``'dlr-targeted'`` (APGD-T, needs
+        ``y_target``).
+      y_target: integer target classes ``[B]`` for ``'dlr-targeted'``.
+      rho: the oscillation threshold of the step-size rule.
+      seed: stateless seed (shape [2] ints) for the random start, or None.
+      x_init: replaces the random start (parity tests; clipped to [0, 1]).
+      return_details: also return the details dict.
 
-    Returns ``(x_adv, fooled)``: ``fooled[i]`` iff some iterate (start included) was
-    misclassified; ``x_adv[i]`` is the latest such iterate, else ``x[i]``.  With
-    ``return_details`` a third value, a dict: ``x_best`` / ``loss_best`` (highest-loss
-    iterate), ``step_sizes`` ``[n_iter, B]`` (step size used *after* each iteration's
-    check), ``zero_grad_start`` ``[B]`` (all-zero gradient at the start: AutoAttack's
-    check), ``loss_history`` ``[n_iter, B]``.
+    Returns:
+      ``(x_adv, fooled)``: ``fooled[i]`` iff some iterate (start included) was
+      misclassified; ``x_adv[i]`` is the latest such iterate, else ``x[i]``.  With
+      ``return_details`` a third value, a dict: ``x_best`` / ``loss_best`` (highest-loss
+      iterate), ``step_sizes`` ``[n_iter, B]`` (step size used *after* each iteration's
+      check), ``zero_grad_start`` ``[B]`` (all-zero gradient at the start: AutoAttack's
+      check), ``loss_history`` ``[n_iter, B]``.
+
+    Raises:
+      ValueError: ``n_iter < 1``, an unknown ``loss``, or ``'dlr-targeted'`` without
+        ``y_target``.
     """
     x = tf.convert_to_tensor(x)
     y = tf.cast(y, tf.int32)
@@ -215,9 +267,26 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
 
 def apgd_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, rho=0.75,
                   seed=None, x_init=None, return_details=False):
-    """APGD-T for one target: the class with the ``target_rank``-th largest clean logit
-    (2..10 in AutoAttack ``standard``), targeted DLR loss.  Success is still
-    *untargeted* misclassification, as officially."""
+    """APGD-T for one target: the class with the ``target_rank``-th largest clean logit.
+
+    (2..10 in AutoAttack ``standard``), targeted DLR loss.  Success is still *untargeted*
+    misclassification, as officially.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      target_rank: the target's rank (2: the runner-up).
+      n_iter: the number of iterations.
+      rho: the oscillation threshold of the step-size rule.
+      seed: stateless seed (shape [2] ints) for the random start, or None.
+      x_init: replaces the random start.
+      return_details: also return the details dict.
+
+    Returns:
+      What ``apgd`` returns.
+    """
     x = tf.convert_to_tensor(x)
     y_target = target_by_rank(logits_fn(x), target_rank)
     return apgd(logits_fn, x, y, epsilon=epsilon, n_iter=n_iter, loss="dlr-targeted",

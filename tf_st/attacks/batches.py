@@ -5,10 +5,21 @@ import numpy as np
 
 
 def pad_rows(size, *arrays, row=-1):
-    """``arrays`` (the same number of rows ``n <= size``) padded to ``size`` rows by
-    repeating their row ``row``; the padded rows' results are dropped by the caller
-    (``[:n]``).  Returns the tuple of padded arrays (the arrays themselves when ``n ==
-    size``)."""
+    """Pads arrays to ``size`` rows by repeating their row ``row``.
+
+    The padded rows' results are dropped by the caller (``[:n]``).
+
+    Args:
+      size: the batch size to pad to.
+      *arrays: arrays with the same number of rows ``n <= size``.
+      row: the row to repeat.
+
+    Returns:
+      The tuple of padded arrays (the arrays themselves when ``n == size``).
+
+    Raises:
+      ValueError: the arrays have different numbers of rows, or more than ``size``.
+    """
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError("arrays to pad have different numbers of rows")

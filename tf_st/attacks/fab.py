@@ -33,11 +33,18 @@ from tf_st.attacks.apgd import target_by_rank
 def projection_linf(t, w, b):
     """Row-wise ``argmin ||d||_inf`` s.t. ``w . (t + d) = b`` and ``0 <= t + d <= 1``.
 
-    ``t``, ``w``: ``[N, D]``; ``b``: ``[N]``.  The solution moves every coordinate toward
-    the hyperplane by ``min(lam, room_i)`` (``room_i``: distance to the box face in the
-    useful direction), with the smallest ``lam`` whose total reaches the hyperplane.
-    Unreachable rows get ``lam = inf`` (the box corner); coordinates with ``w_i = 0``
-    do not move.
+    The solution moves every coordinate toward the hyperplane by ``min(lam, room_i)``
+    (``room_i``: distance to the box face in the useful direction), with the smallest
+    ``lam`` whose total reaches the hyperplane.  Unreachable rows get ``lam = inf`` (the box
+    corner); coordinates with ``w_i = 0`` do not move.
+
+    Args:
+      t: the points ``[N, D]``.
+      w: the hyperplanes' normals ``[N, D]``.
+      b: the hyperplanes' offsets ``[N]``.
+
+    Returns:
+      The steps ``d`` ``[N, D]``.
     """
     t = tf.convert_to_tensor(t)
     w = tf.cast(w, t.dtype)
@@ -70,15 +77,32 @@ def projection_linf(t, w, b):
 def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_max=0.1,
                  eta=1.05, beta=0.9, random_start=False, seed=None, y_target=None,
                  return_details=False):
-    """One FAB-T run on the batch ``x`` toward the class with the ``target_rank``-th
-    largest clean logit (or the explicit ``y_target``).
+    """One FAB-T run on the batch ``x`` toward one target class.
 
-    Only points classified correctly at ``x`` are attacked.  Returns ``(x_adv, fooled)``:
-    ``fooled[i]`` iff an adversarial within ``epsilon`` (L-inf) was found, ``x_adv[i]``
-    is the closest adversarial found when ``fooled[i]``, else ``x[i]``.  With
-    ``return_details`` also a dict: ``distance`` (L-inf distance of the closest
-    adversarial found, ``inf`` if none), ``first_step`` (the iterate after the first
-    update, before the ``beta`` shrink), ``y_target``.
+    The target is the class with the ``target_rank``-th largest clean logit, or the explicit
+    ``y_target``.  Only points classified correctly at ``x`` are attacked.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      target_rank: the target's rank (2: the runner-up).
+      n_iter: the number of iterations.
+      alpha_max: FAB's maximum step bias toward the original point.
+      eta: FAB's extrapolation factor.
+      beta: FAB's backward step factor.
+      random_start: start at a random point of the eps-ball (a bool or bool tensor).
+      seed: stateless seed (shape [2] ints) for the random start, or None.
+      y_target: integer target classes ``[B]`` overriding ``target_rank``.
+      return_details: also return the details dict.
+
+    Returns:
+      ``(x_adv, fooled)``: ``fooled[i]`` iff an adversarial within ``epsilon`` (L-inf) was
+      found, ``x_adv[i]`` is the closest adversarial found when ``fooled[i]``, else
+      ``x[i]``.  With ``return_details`` also a dict: ``distance`` (L-inf distance of the
+      closest adversarial found, ``inf`` if none), ``first_step`` (the iterate after the
+      first update, before the ``beta`` shrink), ``y_target``.
     """
     x = tf.convert_to_tensor(x)
     dtype = x.dtype

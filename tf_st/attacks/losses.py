@@ -10,16 +10,33 @@ import tensorflow as tf
 
 
 def as_dtype(value, dtype):
-    """``value`` as a ``dtype`` tensor.  Python numbers are converted directly: a
-    ``tf.cast`` of a Python float goes through float32 first (2/255 would become
-    0.0078431377... in float64), which breaks float64 parity."""
+    """``value`` as a ``dtype`` tensor.
+
+    Python numbers are converted directly: a ``tf.cast`` of a Python float goes through
+    float32 first (2/255 would become 0.0078431377... in float64), which breaks float64
+    parity.
+
+    Args:
+      value: a Python number, numpy array, tensor or variable.
+      dtype: the target dtype.
+
+    Returns:
+      A tensor of ``dtype``.
+    """
     if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)):
         return tf.cast(value, dtype)
     return tf.constant(value, dtype)
 
 
 def as_float(logits):
-    """Promotes low-precision logits to float32; float32/float64 pass through."""
+    """Promotes low-precision logits to float32; float32/float64 pass through.
+
+    Args:
+      logits: a tensor or array.
+
+    Returns:
+      A float32 or float64 tensor.
+    """
     logits = tf.convert_to_tensor(logits)
     if logits.dtype in (tf.float16, tf.bfloat16):
         return tf.cast(logits, tf.float32)
@@ -27,17 +44,42 @@ def as_float(logits):
 
 
 def cross_entropy(logits, y):
-    """Softmax cross-entropy of integer labels ``y``."""
+    """Softmax cross-entropy of integer labels ``y``.
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     logits = as_float(logits)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
 
 
 def true_class_logit(logits, y):
+    """The logit of each example's true class.
+
+    Args:
+      logits: ``[B, classes]`` logits (or probabilities).
+      y: integer labels ``[B]``.
+
+    Returns:
+      ``logits[i, y[i]]`` per example ``[B]``.
+    """
     return tf.gather(logits, tf.cast(y, tf.int32), axis=1, batch_dims=1)
 
 
 def max_other_logit(logits, y):
-    """Largest logit among classes other than ``y`` (the CW / MART "top other" class)."""
+    """Largest logit among classes other than ``y`` (the CW / MART "top other" class).
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     logits = as_float(logits)
     mask = tf.equal(tf.range(tf.shape(logits)[1])[None, :], tf.cast(y, tf.int32)[:, None])
     return tf.reduce_max(tf.where(mask, tf.constant(-float("inf"), logits.dtype), logits), axis=1)
@@ -48,7 +90,15 @@ def cw_margin(logits, y):
 
     ST-AT ``test.py`` and CAT ``utils_plus.py`` use exactly this margin, averaged over the
     batch, with PGD steps
-    (docs/reference-implementations.md "ST-AT / Evaluation", "CAT / Evaluation")."""
+    (docs/reference-implementations.md "ST-AT / Evaluation", "CAT / Evaluation").
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     logits = as_float(logits)
     return max_other_logit(logits, y) - true_class_logit(logits, y)
 
@@ -60,31 +110,67 @@ def kl_divergence(target_logits, logits):
     summed over classes: no epsilon clamp, and classes whose target probability
     underflows to 0 contribute 0 (``xlogy``), unlike ``keras.losses.KLDivergence``,
     which clips both inputs to [1e-7, 1]
-    (docs/reference-implementations.md "PyTorch to Keras parity / KL divergence")."""
+    (docs/reference-implementations.md "PyTorch to Keras parity / KL divergence").
+
+    Args:
+      target_logits: the target's ``[B, classes]`` logits.
+      logits: the other ``[B, classes]`` logits.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     target_logits, logits = as_float(target_logits), as_float(logits)
     p = tf.nn.softmax(target_logits)
     return tf.reduce_sum(tf.math.xlogy(p, p) - p * tf.nn.log_softmax(logits), axis=1)
 
 
 def kl_from_clean(logits_fn, x, divergence=kl_divergence):
-    """TRADES' inner objective as an attack loss ``loss(z, y)``: per example
-    ``divergence(p(x), p(z))`` (default ``KL(p(x) || p(z))``), with the clean logits
-    ``logits_fn(x)`` computed once, here (one forward, at the caller's point in the
+    """TRADES' inner objective as an attack loss ``loss(z, y)``.
+
+    Per example ``divergence(p(x), p(z))`` (default ``KL(p(x) || p(z))``), with the clean
+    logits ``logits_fn(x)`` computed once, here (one forward, at the caller's point in the
     forward order), and held constant (stop-gradient).  The TRADES references recompute
     them in eval mode at every step; it is the same value.  Used by TRADES, CAT's TRADES
-    member and FAT-TRADES."""
+    member and FAT-TRADES.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: the clean images, NHWC float in [0, 1].
+      divergence: ``divergence(target_logits, logits)`` per example.
+
+    Returns:
+      A function ``loss(z, y)`` of the attacked logits (``y`` unused).
+    """
     z_nat = tf.stop_gradient(logits_fn(x))
     return lambda z, _: divergence(z_nat, z)
 
 
 def true_class_probability(logits, y):
+    """The softmax probability of each example's true class.
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     return true_class_logit(tf.nn.softmax(as_float(logits)), y)
 
 
 def first_argmax(values, axis=-1):
-    """Index of the maximum, the *first* one on ties (PyTorch's rule; TF leaves ties
-    unspecified;
-    docs/reference-implementations.md "PyTorch to Keras parity / Ties")."""
+    """Index of the maximum, the *first* one on ties.
+
+    PyTorch's rule; TF leaves ties unspecified
+    (docs/reference-implementations.md "PyTorch to Keras parity / Ties").
+
+    Args:
+      values: a tensor.
+      axis: the axis to reduce.
+
+    Returns:
+      int32 indices, ``values``' shape without ``axis``.
+    """
     values = tf.convert_to_tensor(values)
     n = tf.shape(values)[axis]
     is_max = tf.equal(values, tf.reduce_max(values, axis=axis, keepdims=True))
@@ -96,6 +182,15 @@ def first_argmax(values, axis=-1):
 
 
 def first_argmin(values, axis=-1):
+    """Index of the minimum, the *first* one on ties (see ``first_argmax``).
+
+    Args:
+      values: a tensor.
+      axis: the axis to reduce.
+
+    Returns:
+      int32 indices, ``values``' shape without ``axis``.
+    """
     return first_argmax(-tf.convert_to_tensor(values), axis=axis)
 
 
@@ -113,11 +208,20 @@ def _pi(sorted_logits, k):
 
 
 def dlr(logits, y):
-    """AutoAttack's Difference-of-Logits-Ratio loss (to be maximised):
-    ``-(z_y - max_{j != y} z_j) / (pi_1 - pi_3 + 1e-12)`` with ``pi`` the logits sorted
-    in descending order
-    (docs/reference-implementations.md "AutoAttack / APGD").  The numerator equals the
-    official index-based ``z_y - (pi_2 if argmax == y else pi_1)`` for every tie pattern."""
+    """AutoAttack's Difference-of-Logits-Ratio loss (to be maximised).
+
+    ``-(z_y - max_{j != y} z_j) / (pi_1 - pi_3 + 1e-12)`` with ``pi`` the logits sorted in
+    descending order (docs/reference-implementations.md "AutoAttack / APGD").  The numerator
+    equals the official index-based ``z_y - (pi_2 if argmax == y else pi_1)`` for every tie
+    pattern.
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     logits = as_float(logits)
     s = _sorted_descending(logits)
     num = true_class_logit(logits, y) - max_other_logit(logits, y)
@@ -125,9 +229,19 @@ def dlr(logits, y):
 
 
 def targeted_dlr(logits, y, y_target):
-    """Targeted DLR (to be maximised):
+    """Targeted DLR (to be maximised).
+
     ``-(z_y - z_t) / (pi_1 - (pi_3 + pi_4) / 2 + 1e-12)``
-    (docs/reference-implementations.md "AutoAttack / APGD")."""
+    (docs/reference-implementations.md "AutoAttack / APGD").
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+      y_target: integer target classes ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     logits = as_float(logits)
     s = _sorted_descending(logits)
     num = true_class_logit(logits, y) - true_class_logit(logits, y_target)
@@ -136,6 +250,15 @@ def targeted_dlr(logits, y, y_target):
 
 
 def margin(logits, y):
-    """``z_y - max_{j != y} z_j`` (Square attack's margin loss, minimised; <= 0 means
-    misclassified)."""
+    """``z_y - max_{j != y} z_j``: Square attack's margin loss, minimised.
+
+    A value <= 0 means misclassified.
+
+    Args:
+      logits: ``[B, classes]`` logits (float16/bfloat16 promoted to float32).
+      y: integer labels ``[B]``.
+
+    Returns:
+      Per-example values ``[B]``.
+    """
     return -cw_margin(logits, y)

@@ -19,13 +19,33 @@ from tf_st.attacks import losses, starts
 
 
 def project(x_adv, x, epsilon):
-    """``clamp(min(max(x_adv, x - eps), x + eps), 0, 1)``: the L-inf ball, then [0, 1]."""
+    """``clamp(min(max(x_adv, x - eps), x + eps), 0, 1)``: the L-inf ball, then [0, 1].
+
+    Args:
+      x_adv: the points to project, shaped as ``x``.
+      x: the clean images, NHWC float in [0, 1].
+      epsilon: the L-inf radius, in [0, 1] units.
+
+    Returns:
+      The projected points, in ``x``'s dtype.
+    """
     epsilon = losses.as_dtype(epsilon, x.dtype)
     x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
     return tf.clip_by_value(x_adv, tf.zeros([], x.dtype), tf.ones([], x.dtype))
 
 
 def input_gradient(logits_fn, x_adv, y, loss_fn):
+    """The gradient of the summed per-example loss with respect to the input.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x_adv: the images to differentiate at.
+      y: integer labels ``[B]``.
+      loss_fn: ``loss_fn(logits, y)`` per example.
+
+    Returns:
+      The gradient, shaped as ``x_adv``.
+    """
     with tf.GradientTape() as tape:
         tape.watch(x_adv)
         loss = tf.reduce_sum(loss_fn(logits_fn(x_adv), y))
@@ -33,8 +53,20 @@ def input_gradient(logits_fn, x_adv, y, loss_fn):
 
 
 def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
-    """One step of size ``epsilon`` from ``x`` itself (no random start), as ST-AT and
-    CAT evaluate FGSM."""
+    """One step of size ``epsilon`` from ``x`` itself (no random start).
+
+    As ST-AT and CAT evaluate FGSM.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget and step, in [0, 1] units.
+      loss_fn: ``loss_fn(logits, y)`` per example, ascended.
+
+    Returns:
+      ``x_adv``, projected onto the eps-ball and [0, 1].
+    """
     x = tf.convert_to_tensor(x)
     grad = input_gradient(logits_fn, x, y, loss_fn)
     return project(x + losses.as_dtype(epsilon, x.dtype) * tf.sign(grad), x, epsilon)
@@ -49,12 +81,31 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
     start to the first forward), else ``x + U(-eps, eps)`` if ``random_start`` (clamped
     to [0, 1] first when ``clamp_start``: FAT/CAT/AWP do, ST-AT/TRADES do not), else
     ``x``.  Exactly ``steps`` updates ``x <- Proj(x + step * sign(grad))``.
-    ``track_iterates``: also return ``fooled_any[B]``, misclassified at any iterate
-    after a step (semisup-adv ``attack_pgd.py:pgd`` records correctness after each of
-    its steps, never at the start: RST's "robust only if correct at every iterate");
-    ``track_start`` also counts the start, a stricter rule than the official one.
-    ``unroll``: the steps as a Python loop instead of a ``tf.while_loop`` (MirroredStrategy
-    allows no collective, e.g. a synchronized BatchNorm's all-reduce, inside one).
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      step_size: the step, in [0, 1] units.
+      steps: the number of updates.
+      loss_fn: ``loss_fn(logits, y)`` per example.
+      x_init: the start point, or None.
+      random_start: without ``x_init``, start at ``x + U(-eps, eps)``; else at ``x``.
+      clamp_start: clamp the random start to [0, 1].
+      seed: None for a stateful start draw, or an int ``[2]`` seed.
+      targeted: descend the loss (toward ``y``) instead of ascending it.
+      track_iterates: also return ``fooled_any[B]``, misclassified at any iterate after a
+        step (semisup-adv ``attack_pgd.py:pgd`` records correctness after each of its
+        steps, never at the start: RST's "robust only if correct at every iterate").
+      track_start: with ``track_iterates``, the start counts too, a stricter rule than the
+        official one.
+      unroll: the steps as a Python loop instead of a ``tf.while_loop`` (MirroredStrategy
+        allows no collective, e.g. a synchronized BatchNorm's all-reduce, inside one).
+
+    Returns:
+      ``x_adv`` (shaped as ``x``, within ``epsilon`` of it and in [0, 1]), or
+      ``(x_adv, fooled_any)`` with ``track_iterates``.
     """
     x = tf.convert_to_tensor(x)
     if x_init is not None:
@@ -101,33 +152,60 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
 
 
 def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):
-    """"CW-inf" as the adversarial-training literature means it: PGD on the CW margin
-    (ST-AT ``test.py``: 100 steps of 2/255 from a uniform random start, no kappa)."""
+    """"CW-inf" as the adversarial-training literature means it: PGD on the CW margin.
+
+    ST-AT ``test.py``: 100 steps of 2/255 from a uniform random start, no kappa.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      step_size: the step, in [0, 1] units.
+      steps: the number of updates.
+      **kwargs: further keywords of ``pgd`` (``x_init``, ``seed``, ...).
+
+    Returns:
+      What ``pgd`` returns.
+    """
     return pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=steps,
                loss_fn=losses.cw_margin, **kwargs)
 
 
 def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_fn,
                       x_init, step_noise=None):
-    """FAT's early-stopped PGD-K-tau (Zhang et al., ICML 2020, Alg. 1; reference
-    ``Friendly-Adversarial-Training/earlystop.py``): the PGD iteration above with a
-    per-example stop.
+    """FAT's early-stopped PGD-K-tau: the PGD iteration with a per-example stop.
+
+    Zhang et al., ICML 2020, Alg. 1; reference ``Friendly-Adversarial-Training/earlystop.py``.
 
     Before each of at most ``steps`` updates every still-running example is checked:
-    misclassified with its counter (started at ``tau``, an int or a [B] tensor) at 0 ->
-    it stops and keeps this iterate; misclassified with counter > 0 -> the counter is
-    decremented (never reset) and it goes on; correctly classified -> it goes on.  The
-    first check is at ``x_init``.  Running examples take
-    ``Proj(x + step * sign(grad) + step_noise[k])`` (``step_noise``: ``[steps, *x.shape]``
-    or None; FAT adds ``omega * N(0, 1)``); examples still running after ``steps``
-    updates keep their last, unchecked iterate.  ``loss_fn(logits, y)`` is
-    per example (the reference's batch-mean CE and summed KL have the same sign).
+    misclassified with its counter (started at ``tau``) at 0 -> it stops and keeps this
+    iterate; misclassified with counter > 0 -> the counter is decremented (never reset) and
+    it goes on; correctly classified -> it goes on.  The first check is at ``x_init``.
+    Running examples take ``Proj(x + step * sign(grad) + step_noise[k])``; examples still
+    running after ``steps`` updates keep their last, unchecked iterate.
 
-    Returns ``(x_adv, passes)``: ``passes[i]`` is the number of gradient steps example
-    ``i`` took (the reference's ``count``, FAT Figure 5's backward propagations).
-    Per-example masks inside one ``tf.while_loop``: no data-dependent shapes, so it
-    traces once; in inference-mode BN (as the reference) every example's trajectory is
-    independent of the others', so masking equals the reference's shrinking batch.
+    Per-example masks inside one ``tf.while_loop``: no data-dependent shapes, so it traces
+    once; in inference-mode BN (as the reference) every example's trajectory is independent
+    of the others', so masking equals the reference's shrinking batch.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      step_size: the step, in [0, 1] units.
+      steps: the maximum number of updates K.
+      tau: the misclassified iterates tolerated, an int or a ``[B]`` tensor.
+      loss_fn: ``loss_fn(logits, y)`` per example (the reference's batch-mean CE and
+        summed KL have the same sign).
+      x_init: the start point.
+      step_noise: ``[steps, *x.shape]`` noise added to each step (FAT's
+        ``omega * N(0, 1)``), or None.
+
+    Returns:
+      ``(x_adv, passes)``: ``passes[i]`` (int32) is the number of gradient steps example
+      ``i`` took (the reference's ``count``, FAT Figure 5's backward propagations).
     """
     x = tf.convert_to_tensor(x)
     y32 = tf.cast(y, tf.int32)

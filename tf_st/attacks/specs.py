@@ -48,6 +48,13 @@ LOSSES = {"ce": losses.cross_entropy, "cw": losses.cw_margin}
 
 @dataclasses.dataclass(frozen=True)
 class AttackResult:
+    """What ``spec.run`` returns for one batch.
+
+    Attributes:
+      x_adv: the adversarial images, NHWC float in [0, 1], within ``epsilon`` of ``x``.
+      fooled: bool ``[B]``, True where the attack succeeded.
+      details: what the attack reports besides (``passes``, ``fooled_any``, ...).
+    """
     x_adv: Any
     fooled: Any
     details: dict = dataclasses.field(default_factory=dict)
@@ -59,9 +66,19 @@ def _check_int(name, value, low):
 
 
 def as_seed(seed):
-    """The one seed type of every spec's ``perturb``/``run``: ``None`` (stateful draws),
-    an int ``n`` (the pair ``(n, 0)``) or a pair of ints (a tuple, list, array or shape-[2]
-    integer tensor) -> ``None`` or an int64 ``[2]`` tensor (stateless draws)."""
+    """The one seed type of every spec's ``perturb``/``run``.
+
+    Args:
+      seed: ``None`` (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of ints
+        (a tuple, list, array or shape-[2] integer tensor).
+
+    Returns:
+      ``None`` or an int64 ``[2]`` tensor (stateless draws).
+
+    Raises:
+      TypeError: ``seed`` is not integer.
+      ValueError: ``seed`` is neither a scalar nor a pair.
+    """
     if seed is None:
         return None
     s = tf.convert_to_tensor(seed, dtype_hint=tf.int64)
@@ -97,11 +114,37 @@ class _Attack:
         raise NotImplementedError
 
     def perturb_details(self, logits_fn, x, y, *, seed=None, x_init=None):
-        """``(x_adv, details)``: ``perturb``'s point and what the attack reports on the way
-        (``{}`` unless the spec says otherwise)."""
+        """``perturb`` plus what the attack reports on the way.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point (``[B, H, W, C]``, inside the eps-ball); None draws the
+            spec's evaluation start.
+
+        Returns:
+          ``(x_adv, details)``: ``perturb``'s point and a dict (``{}`` unless the spec says
+          otherwise).
+        """
         return self.perturb(logits_fn, x, y, seed=seed, x_init=x_init), {}
 
     def run(self, logits_fn, x, y, seed=None):
+        """Evaluates the attack on one batch.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+
+        Returns:
+          ``AttackResult(x_adv, fooled, details)``: ``x_adv`` projected onto the eps-ball around
+          ``x`` and [0, 1]; ``fooled[i]`` (bool ``[B]``) iff ``x_adv[i]`` is misclassified.
+        """
         x = tf.convert_to_tensor(x)
         x_adv = project(self.perturb(logits_fn, x, y, seed=as_seed(seed)), x, self.epsilon)
         return AttackResult(x_adv, _misclassified(logits_fn, x_adv, y))
@@ -109,27 +152,78 @@ class _Attack:
 
 @dataclasses.dataclass(frozen=True)
 class Clean(_Attack):
-    """No perturbation: ``fooled`` = misclassified clean (``seed`` and ``x_init`` unused)."""
+    """No perturbation: ``fooled`` = misclassified clean (``seed`` and ``x_init`` unused).
+
+    Args:
+      epsilon: unused (0): a clean evaluation perturbs nothing.
+    """
     epsilon: float = 0.0
     name = "clean"
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        """Returns ``x`` unchanged.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: unused.
+
+        Returns:
+          ``x`` as a tensor.
+        """
         return tf.convert_to_tensor(x)
 
     def run(self, logits_fn, x, y, seed=None):
+        """Classifies ``x`` itself.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+
+        Returns:
+          ``AttackResult(x, misclassified)``.
+        """
         x = tf.convert_to_tensor(x)
         return AttackResult(x, _misclassified(logits_fn, x, y))
 
 
 @dataclasses.dataclass(frozen=True)
 class FGSM(_Attack):
-    """One step of size ``epsilon`` from ``x`` itself (ST-AT and CAT evaluate FGSM so;
-    deterministic: ``seed`` and ``x_init`` unused)."""
+    """One signed-gradient step of size ``epsilon`` from ``x`` itself.
+
+    ST-AT and CAT evaluate FGSM so; deterministic: ``seed`` and ``x_init`` are unused.
+
+    Args:
+      epsilon: L-inf budget and step, in [0, 1] units (8/255).
+      loss: ``'ce'``, ``'cw'`` or a callable ``(logits, y) -> per-example loss``.
+
+    Raises:
+      ValueError: ``epsilon`` outside [0, 1] or an unknown ``loss``.
+    """
     epsilon: float = 8 / 255
     loss: Union[str, Callable] = "ce"
     name = "fgsm"
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        """The FGSM point of ``x``.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: unused.
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+        """
         return fgsm(logits_fn, x, y, self.epsilon, loss_fn=_loss(self.loss))
 
 
@@ -155,6 +249,7 @@ class _PGDFamily(_Attack):
 
     @property
     def name(self):
+        """The attack's name: ``pgd<steps>``, or ``cw<steps>`` with ``loss='cw'``."""
         base = "cw" if self.loss == "cw" else "pgd"
         return f"{base}{self.steps}"
 
@@ -172,16 +267,59 @@ class _PGDFamily(_Attack):
         return None
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        """The attack's point of ``x`` (graph-safe, no re-classification): what training calls.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point (``[B, H, W, C]``, inside the eps-ball); None draws the
+            spec's evaluation start.
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+        """
         return self.perturb_details(logits_fn, x, y, seed=seed, x_init=x_init)[0]
 
     def perturb_details(self, logits_fn, x, y, *, seed=None, x_init=None):
+        """``perturb`` plus what the attack reports on the way.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point (``[B, H, W, C]``, inside the eps-ball); None draws the
+            spec's evaluation start.
+
+        Returns:
+          ``(x_adv, details)``; ``details`` holds ``passes`` (``EarlyStoppedPGD``) or
+          ``fooled_any`` (``EveryIteratePGD``), else nothing.
+        """
         return self._single(logits_fn, tf.convert_to_tensor(x), y, as_seed(seed), x_init)
 
     def run(self, logits_fn, x, y, seed=None):
-        """``restarts`` runs from the evaluation start (restart ``r`` of seed ``(a, b)``
-        draws with ``(a, 7919 b + r)``; one restart with the seed itself); an example's
-        result is its first fooling restart's (else the last restart's); ``details``
-        are the last restart's."""
+        """Evaluates the attack on one batch, with ``restarts`` random starts.
+
+        Each restart runs from the evaluation start (restart ``r`` of seed ``(a, b)`` draws with
+        ``(a, 7919 b + r)``; one restart uses the seed itself); an example's result is its first
+        fooling restart's (else the last restart's); ``details`` are the last restart's.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+
+        Returns:
+          ``AttackResult(x_adv, fooled, details)``: ``x_adv`` projected onto the eps-ball around
+          ``x`` and [0, 1]; ``fooled[i]`` (bool ``[B]``) iff ``x_adv[i]`` is misclassified (or,
+          for ``EveryIteratePGD``, any iterate was).
+        """
         x = tf.convert_to_tensor(x)
         seed = as_seed(seed)
         best, fooled, details = None, None, {}
@@ -206,15 +344,30 @@ class _PGDFamily(_Attack):
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppedPGD(_PGDFamily):
-    """FAT's early-stopped PGD-K-tau (``tf_st.attacks.pgd.early_stopped_pgd``): an example
-    stops at the first iterate misclassified after ``tau`` earlier misclassified ones;
-    ``details['passes']``: the gradient steps each example took.
+    """FAT's early-stopped PGD-K-tau (``tf_st.attacks.pgd.early_stopped_pgd``).
+
+    An example stops at the first iterate misclassified after ``tau`` earlier misclassified
+    ones; ``details['passes']``: the gradient steps each example took.
 
     ``perturb``/``perturb_details``/``run`` as every spec; ``perturb`` and
     ``perturb_details`` also take ``tau=`` (overrides the field: an int or an int32
     tensor, e.g. FAT's per-epoch schedule in a variable) and ``step_noise=``
-    (``[steps, *x.shape]``, added to each step: FAT's ``omega``).  ``start``/``init_std``
-    are evaluation-only (used when no ``x_init`` is passed)."""
+    (``[steps, *x.shape]``, added to each step: FAT's ``omega``).
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units.
+      step_size: step in [0, 1] units.
+      steps: maximum number of steps K.
+      tau: misclassified iterates tolerated before stopping.
+      restarts: random starts of ``run``.
+      loss: ``'ce'``, ``'cw'`` or a callable ``(logits, y) -> per-example loss``.
+      start: evaluation start (``tf_st.attacks.starts.STARTS``), used only when no
+        ``x_init`` is passed.
+      init_std: scale of a Gaussian evaluation start.
+
+    Raises:
+      ValueError: a setting out of range, an unknown ``start`` or ``loss``.
+    """
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 10
@@ -237,23 +390,72 @@ class EarlyStoppedPGD(_PGDFamily):
         return x_adv, {"passes": passes}
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, tau=None, step_noise=None):
+        """The early-stopped PGD point of ``x``.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point (``[B, H, W, C]``, inside the eps-ball); None draws the
+            spec's evaluation start.
+          tau: overrides the field (an int or int32 tensor); None keeps it.
+          step_noise: ``[steps, *x.shape]`` noise added to each step, or None.
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+        """
         return self.perturb_details(logits_fn, x, y, seed=seed, x_init=x_init, tau=tau,
                                     step_noise=step_noise)[0]
 
     def perturb_details(self, logits_fn, x, y, *, seed=None, x_init=None, tau=None,
                         step_noise=None):
+        """The early-stopped PGD point of ``x`` and each example's number of steps.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point (``[B, H, W, C]``, inside the eps-ball); None draws the
+            spec's evaluation start.
+          tau: overrides the field (an int or int32 tensor); None keeps it.
+          step_noise: ``[steps, *x.shape]`` noise added to each step, or None.
+
+        Returns:
+          ``(x_adv, {"passes": int32 [B]})``.
+        """
         return self._single(logits_fn, tf.convert_to_tensor(x), y, as_seed(seed), x_init,
                             tau=tau, step_noise=step_noise)
 
 
 @dataclasses.dataclass(frozen=True)
 class EveryIteratePGD(_PGDFamily):
-    """PGD scored by RST's rule (semisup-adv ``attack_pgd.py``): ``run`` counts an example
-    as fooled if any iterate after a step, of any restart, was misclassified
-    (``details['fooled_any']``); with ``every_iterate_from_start`` the random start counts
-    too (stricter than semisup-adv).  ``perturb`` returns the last iterate, as PGD's.
-    ``every_iterate`` is always True (read by code that asks any spec).  ``start``/
-    ``init_std`` are evaluation-only (used when no ``x_init`` is passed)."""
+    """PGD scored by RST's rule (semisup-adv ``attack_pgd.py``).
+
+    ``run`` counts an example as fooled if any iterate after a step, of any restart, was
+    misclassified (``details['fooled_any']``); with ``every_iterate_from_start`` the random
+    start counts too (stricter than semisup-adv).  ``perturb`` returns the last iterate, as
+    PGD's.  ``every_iterate`` is always True (read by code that asks any spec).
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units.
+      step_size: step in [0, 1] units.
+      steps: number of steps.
+      restarts: random starts of ``run``.
+      loss: ``'ce'``, ``'cw'`` or a callable ``(logits, y) -> per-example loss``.
+      start: evaluation start (``tf_st.attacks.starts.STARTS``), used only when no
+        ``x_init`` is passed.
+      init_std: scale of a Gaussian evaluation start.
+      targeted: descend the loss toward ``y`` instead of ascending.
+      every_iterate_from_start: the start counts as an iterate too.
+      unroll: the steps as a Python loop instead of ``tf.while_loop``.
+
+    Raises:
+      ValueError: a setting out of range, an unknown ``start`` or ``loss``.
+    """
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 20
@@ -281,16 +483,50 @@ class EveryIteratePGD(_PGDFamily):
 
 @dataclasses.dataclass(frozen=True)
 class PGD(_PGDFamily):
-    """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``); ``loss='cw'`` is the
-    literature's "CW-inf"; ``targeted`` descends.  ``start``/``init_std`` are
-    evaluation-only: the start drawn when no ``x_init`` is passed (training methods
+    """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``).
+
+    ``loss='cw'`` is the literature's "CW-inf"; ``targeted`` descends.  ``start``/``init_std``
+    are evaluation-only: the start drawn when no ``x_init`` is passed (training methods
     always pass their own).  ``unroll``: the steps as a Python loop (a logits function
     with collectives under MirroredStrategy: tf.while_loop allows none); the same numbers.
 
     Kept for the public API: ``PGD(..., tau=k)`` delegates every call to
     ``EarlyStoppedPGD`` (FAT's early stop; ``perturb_early_stopped`` is its old entry) and
     ``PGD(..., every_iterate=True)`` to ``EveryIteratePGD`` (RST's rule); new code should
-    build those specs (``as_spec()`` gives the one this denotes)."""
+    build those specs (``as_spec()`` gives the one this denotes).
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units (8/255).
+      step_size: step in [0, 1] units (2/255).
+      steps: number of steps.
+      restarts: random starts of ``run``.
+      loss: ``'ce'``, ``'cw'`` or a callable ``(logits, y) -> per-example loss``.
+      start: evaluation start (``tf_st.attacks.starts.STARTS``).
+      init_std: scale of a Gaussian evaluation start.
+      targeted: descend the loss toward ``y`` instead of ascending.
+      tau: FAT's early-stop tolerance (delegates to ``EarlyStoppedPGD``); None for none.
+      every_iterate: score by RST's any-iterate rule (delegates to ``EveryIteratePGD``).
+      every_iterate_from_start: with ``every_iterate``, the start counts too.
+      unroll: the steps as a Python loop instead of ``tf.while_loop``.
+
+    Raises:
+      ValueError: a setting out of range, an unknown ``start`` or ``loss``, ``tau`` with
+        ``every_iterate``/``targeted``/``unroll``, or ``every_iterate_from_start`` without
+        ``every_iterate``.
+
+    Example:
+      >>> import tensorflow as tf
+      >>> from tf_st.attacks import PGD
+      >>> model = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)])
+      >>> x = tf.random.uniform([4, 32, 32, 3])
+      >>> y = tf.constant([0, 1, 2, 3])
+      >>> spec = PGD(epsilon=8 / 255, step_size=2 / 255, steps=10)
+      >>> result = spec.run(model, x, y, seed=0)
+      >>> bool(tf.reduce_max(tf.abs(result.x_adv - x)) <= 8 / 255 + 1e-6)
+      True
+      >>> result.fooled.shape
+      TensorShape([4])
+    """
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 20
@@ -315,8 +551,12 @@ class PGD(_PGDFamily):
             raise ValueError("every_iterate_from_start needs every_iterate=True")
 
     def as_spec(self):
-        """The one-algorithm spec this denotes: ``EarlyStoppedPGD``, ``EveryIteratePGD``
-        or this plain PGD."""
+        """The one-algorithm spec this denotes.
+
+        Returns:
+          ``EarlyStoppedPGD`` (``tau`` set), ``EveryIteratePGD`` (``every_iterate``) or this
+          plain PGD.
+        """
         common = dict(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
                       restarts=self.restarts, loss=self.loss, start=self.start,
                       init_std=self.init_std)
@@ -341,8 +581,22 @@ class PGD(_PGDFamily):
         return details["fooled_any"] if self.every_iterate else None
 
     def perturb_early_stopped(self, logits_fn, x, y, *, x_init, tau, step_noise=None):
-        """The old form of ``EarlyStoppedPGD.perturb_details`` (``tau`` set): ``(x_adv,
-        passes)`` with a per-step ``tau`` and optional per-step noise."""
+        """The old form of ``EarlyStoppedPGD.perturb_details`` (``tau`` set).
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          x_init: the start point.
+          tau: the per-call tolerance (an int or int32 tensor).
+          step_noise: ``[steps, *x.shape]`` noise added to each step, or None.
+
+        Returns:
+          ``(x_adv, passes)``: the point and each example's number of steps (int32 ``[B]``).
+
+        Raises:
+          ValueError: this spec has no ``tau``.
+        """
         if self.tau is None:
             raise ValueError("perturb_early_stopped needs a PGD spec with tau set")
         x_adv, details = self.as_spec().perturb_details(logits_fn, x, y, x_init=x_init,
@@ -381,9 +635,10 @@ _ZERO_GRAD_WARNING = (
 
 
 class Component(_Attack):
-    """An AutoAttack component: what it needs and how it runs on the still-robust points
-    (``tf_st.attacks.autoattack`` runs each as *stages*, one per target rank and restart,
-    each on the points still robust when it starts).  Adding a component is one subclass
+    """An AutoAttack component: what it needs and how it runs on the still-robust points.
+
+    ``tf_st.attacks.autoattack`` runs each as *stages*, one per target rank and restart,
+    each on the points still robust when it starts.  Adding a component is one subclass
     (a frozen dataclass with ``epsilon``, ``steps``, ``restarts``) defining ``name`` and
     ``stage``; ``AutoAttack(version='custom', components=...)`` then runs it.
 
@@ -405,19 +660,71 @@ class Component(_Attack):
     black_box = False
 
     def target_ranks(self, n_targets):
-        """The target ranks of this component's stages (``[0]``: untargeted)."""
+        """The target ranks of this component's stages.
+
+        Args:
+          n_targets: number of target classes (``targets``).
+
+        Returns:
+          ``range(2, n_targets + 2)`` for a targeted component, ``[0]`` (untargeted) otherwise.
+        """
         return range(2, n_targets + 2) if self.targeted else [0]
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
+        """One batch of one AutoAttack stage (graph-safe); subclasses define it.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: the still-robust images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: int64 ``[2]`` tensor for stateless draws.
+          rank: the target rank (0 for untargeted components).
+          restart: the restart index.
+
+        Returns:
+          ``(x_adv, count)``: the attacked images and a per-example float32 ``[B]`` tally.
+
+        Raises:
+          NotImplementedError: the subclass does not define it.
+        """
         raise NotImplementedError
 
     def count_warning(self, total):
+        """The sanity warning for an attack's total count in one run.
+
+        Args:
+          total: the sum of the stages' counts.
+
+        Returns:
+          The warning text, or None (the default: no warning).
+        """
         return None
 
     def classes_warning(self, n_classes):
+        """A warning about the model's class count.
+
+        Args:
+          n_classes: the number of logits.
+
+        Returns:
+          The warning text, or None (the default: no warning).
+        """
         return None
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
+        """One untargeted stage from a fresh start.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: unused by the base class.
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+        """
         return self.stage(logits_fn, x, y, as_seed(seed), 0, 0)[0]
 
 
@@ -427,7 +734,18 @@ def _no_count(x):
 
 @dataclasses.dataclass(frozen=True)
 class APGD(Component):
-    """APGD with cross-entropy (``loss='ce'``) or untargeted DLR (``loss='dlr'``)."""
+    """APGD with cross-entropy (``loss='ce'``) or untargeted DLR (``loss='dlr'``).
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units.
+      steps: iterations per restart.
+      restarts: stages per run.
+      rho: the step-size reduction threshold of the official code.
+      loss: ``'ce'`` or ``'dlr'``.
+
+    Raises:
+      ValueError: a setting out of range.
+    """
     epsilon: float = 8 / 255
     steps: int = 100
     restarts: int = 1
@@ -436,19 +754,57 @@ class APGD(Component):
 
     @property
     def name(self):
+        """``apgd-ce`` or ``apgd-<loss>``."""
         return "apgd-ce" if self.loss == "ce" else f"apgd-{self.loss}"
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
-        """One AutoAttack stage batch: ``(x_adv, zero-gradient-at-start [B] float32)``."""
+        """One AutoAttack stage batch.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: int64 ``[2]`` tensor for stateless draws.
+          rank: unused (untargeted).
+          restart: unused (the seed differs per restart).
+
+        Returns:
+          ``(x_adv, zero-gradient-at-start [B] float32)``.
+        """
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss=self.loss, rho=self.rho, seed=seed,
                              return_details=True)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
     def count_warning(self, total):
+        """Warns about points with an all-zero gradient at the start (gradient masking).
+
+        Args:
+          total: the number of such points in the run.
+
+        Returns:
+          The warning text, or None when ``total`` is 0.
+        """
         return _ZERO_GRAD_WARNING.format(count=total) if total else None
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None):
+        """The APGD point of ``x``.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point; None draws APGD's own.
+          target_rank: must be None (untargeted).
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+
+        Raises:
+          ValueError: ``target_rank`` is given.
+        """
         _untargeted(self, target_rank)
         return apgd(logits_fn, x, y, epsilon=self.epsilon, n_iter=self.steps, loss=self.loss,
                     rho=self.rho, seed=as_seed(seed), x_init=x_init)[0]
@@ -456,7 +812,18 @@ class APGD(Component):
 
 @dataclasses.dataclass(frozen=True)
 class APGDT(Component):
-    """APGD-T: targeted DLR toward the 2nd .. (targets+1)-th highest class."""
+    """APGD-T: targeted DLR toward the 2nd .. (targets+1)-th highest class.
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units.
+      steps: iterations per restart.
+      restarts: stages per target rank.
+      targets: number of target classes.
+      rho: the step-size reduction threshold of the official code.
+
+    Raises:
+      ValueError: a setting out of range.
+    """
     epsilon: float = 8 / 255
     steps: int = 100
     restarts: int = 1
@@ -466,6 +833,19 @@ class APGDT(Component):
     targeted = True
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
+        """One AutoAttack stage batch toward the ``rank``-th highest class.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: int64 ``[2]`` tensor for stateless draws.
+          rank: the target rank (2: the runner-up).
+          restart: unused (the seed differs per restart).
+
+        Returns:
+          ``(x_adv, zero-gradient-at-start [B] float32)``.
+        """
         y_t = target_by_rank(logits_fn(x), rank)
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss="dlr-targeted", y_target=y_t,
@@ -473,9 +853,25 @@ class APGDT(Component):
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
     def count_warning(self, total):
+        """Warns about points with an all-zero gradient at the start (gradient masking).
+
+        Args:
+          total: the number of such points in the run.
+
+        Returns:
+          The warning text, or None when ``total`` is 0.
+        """
         return _ZERO_GRAD_WARNING.format(count=total) if total else None
 
     def classes_warning(self, n_classes):
+        """The targeted DLR loss needs at least 4 classes.
+
+        Args:
+          n_classes: the number of logits.
+
+        Returns:
+          The warning text for fewer than 4 classes, else None.
+        """
         if n_classes < 4:
             return ("The targeted DLR loss needs at least 4 classes (it uses the 3rd and "
                     "4th largest logits); with fewer the smallest logit is used instead.")
@@ -483,8 +879,24 @@ class APGDT(Component):
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
                 rank=None):
-        """Toward the ``target_rank``-th highest class (default 2, the runner-up; ``rank=``
-        is the old name of ``target_rank``); from ``x_init`` if given."""
+        """The APGD-T point of ``x`` toward the ``target_rank``-th highest class.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: the start point; None draws APGD's own.
+          target_rank: the class rank to aim at (2: the runner-up); None for 2.
+          rank: the old name of ``target_rank`` (pass one of them).
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+
+        Raises:
+          ValueError: both ``target_rank`` and ``rank`` are given.
+        """
         rank = _target_rank(target_rank, rank)
         if x_init is None:
             return self.stage(logits_fn, x, y, as_seed(seed), rank, 0)[0]
@@ -496,8 +908,22 @@ class APGDT(Component):
 
 @dataclasses.dataclass(frozen=True)
 class FABT(Component):
-    """FAB-T: targeted FAB toward the 2nd .. (targets+1)-th highest class; restarts after
-    the first start at a random point."""
+    """FAB-T: targeted FAB toward the 2nd .. (targets+1)-th highest class.
+
+    Restarts after the first start at a random point.
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units.
+      steps: iterations per restart.
+      restarts: stages per target rank.
+      targets: number of target classes.
+      alpha_max: FAB's maximum step bias toward the original point.
+      eta: FAB's extrapolation factor.
+      beta: FAB's backward step factor.
+
+    Raises:
+      ValueError: a setting out of range.
+    """
     epsilon: float = 8 / 255
     steps: int = 100
     restarts: int = 1
@@ -509,6 +935,19 @@ class FABT(Component):
     targeted = True
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
+        """One AutoAttack stage batch toward the ``rank``-th highest class.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: int64 ``[2]`` tensor for the random start.
+          rank: the target rank (2: the runner-up).
+          restart: restarts after the first start at a random point.
+
+        Returns:
+          ``(x_adv, zeros [B] float32)``.
+        """
         x_adv, _ = fab_targeted(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                                 target_rank=rank, n_iter=self.steps, alpha_max=self.alpha_max,
                                 eta=self.eta, beta=self.beta, random_start=restart > 0,
@@ -517,8 +956,26 @@ class FABT(Component):
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
                 rank=None):
-        """Toward the ``target_rank``-th highest class (default 2; ``rank=`` is the old
-        name); FAB starts from ``x`` itself, so ``x_init`` is refused."""
+        """The FAB-T point of ``x`` toward the ``target_rank``-th highest class.
+
+        FAB starts from ``x`` itself, so ``x_init`` is refused.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: must be None.
+          target_rank: the class rank to aim at (2: the runner-up); None for 2.
+          rank: the old name of ``target_rank`` (pass one of them).
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+
+        Raises:
+          ValueError: ``x_init`` is given, or both ``target_rank`` and ``rank``.
+        """
         _no_x_init(self, x_init)
         return self.stage(logits_fn, x, y, as_seed(seed), _target_rank(target_rank, rank),
                           0)[0]
@@ -526,7 +983,17 @@ class FABT(Component):
 
 @dataclasses.dataclass(frozen=True)
 class Square(Component):
-    """Square attack, margin loss, ``resc_schedule=False``; ``steps`` = queries."""
+    """Square attack, margin loss, ``resc_schedule=False``; ``steps`` = queries.
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units.
+      steps: number of queries.
+      restarts: stages per run.
+      p_init: initial fraction of pixels a square covers.
+
+    Raises:
+      ValueError: a setting out of range.
+    """
     epsilon: float = 8 / 255
     steps: int = 5000
     restarts: int = 1
@@ -536,13 +1003,44 @@ class Square(Component):
     black_box = True
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
+        """One AutoAttack stage batch.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: int64 ``[2]`` tensor for stateless draws.
+          rank: unused (untargeted).
+          restart: unused (the seed differs per restart).
+
+        Returns:
+          ``(x_adv, queries [B] float32)``.
+        """
         x_adv, _, det = square_linf(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                                     n_queries=self.steps, p_init=self.p_init, seed=seed,
                                     return_details=True)
         return x_adv, tf.cast(det["queries"], tf.float32)
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None):
-        """Square draws its own start (vertical stripes), so ``x_init`` is refused."""
+        """The Square attack's point of ``x``.
+
+        Square draws its own start (vertical stripes), so ``x_init`` is refused.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+          x: clean images ``[B, H, W, C]``, float in [0, 1].
+          y: integer labels ``[B]``.
+          seed: None (stateful draws), an int ``n`` (the pair ``(n, 0)``) or a pair of
+            ints (stateless draws); see ``as_seed``.
+          x_init: must be None.
+          target_rank: must be None (untargeted).
+
+        Returns:
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+
+        Raises:
+          ValueError: ``x_init`` or ``target_rank`` is given.
+        """
         _untargeted(self, target_rank)
         _no_x_init(self, x_init)
         return self.stage(logits_fn, x, y, as_seed(seed), 0, 0)[0]
@@ -554,9 +1052,22 @@ VERSIONS = {"standard": STANDARD}
 
 def components_for(version="standard", components=None, *, epsilon=None,
                    argument="components"):
-    """The components of an AutoAttack ``version`` (``'custom'``: ``components`` as given,
-    each a ``Component``), each at ``epsilon`` when given; ``argument`` names the
-    caller's keyword in the messages."""
+    """The components of an AutoAttack ``version``.
+
+    Args:
+      version: ``'standard'`` or ``'custom'``.
+      components: with ``'custom'``, the ``Component`` instances to run; None otherwise.
+      epsilon: when given, every component is set to it.
+      argument: the caller's keyword for ``components``, named in the messages.
+
+    Returns:
+      A tuple of ``Component`` specs.
+
+    Raises:
+      ValueError: ``'custom'`` without components, components with another version, or
+        an unknown version.
+      TypeError: a custom component is not a ``Component``.
+    """
     if version == "custom":
         if not components:
             raise ValueError(f"version='custom' needs a non-empty `{argument}` sequence")
@@ -578,8 +1089,29 @@ def components_for(version="standard", components=None, *, epsilon=None,
 
 @dataclasses.dataclass(frozen=True)
 class AutoAttack:
-    """AutoAttack (``standard``: APGD-CE, APGD-T, FAB-T, Square) at ``epsilon``; ``version
-    ='custom'`` takes ``components``.  Each component gets this ``epsilon``."""
+    """AutoAttack at ``epsilon`` over a whole dataset.
+
+    ``standard`` runs APGD-CE, APGD-T, FAB-T and Square; ``version='custom'`` takes
+    ``components``.  Each component gets this ``epsilon``.  Later attacks run only on the
+    points still robust, so this is not a per-batch spec (``batched = False``): call
+    ``evaluate``.
+
+    Args:
+      epsilon: L-inf budget in [0, 1] units (8/255).
+      version: ``'standard'`` or ``'custom'``.
+      components: with ``'custom'``, the ``Component`` specs to run.
+
+    Raises:
+      ValueError: ``epsilon`` outside [0, 1], or a bad ``version``/``components`` pair.
+      TypeError: a custom component is not a ``Component``.
+
+    Example:
+      >>> from tf_st.attacks import APGD, AutoAttack
+      >>> AutoAttack(epsilon=8 / 255).components[0].name
+      'apgd-ce'
+      >>> fast = AutoAttack(epsilon=8 / 255, version="custom", components=[APGD(steps=10)])
+      >>> # report = fast.evaluate(model, x_test, y_test, batch_size=500)
+    """
     epsilon: float = 8 / 255
     version: str = "standard"
     components: Optional[Tuple] = None
@@ -592,7 +1124,18 @@ class AutoAttack:
             self.version, self.components, epsilon=self.epsilon))
 
     def evaluate(self, logits_fn, x, y, **options):
-        """``tf_st.attacks.autoattack.evaluate`` with this spec's settings."""
+        """Runs ``tf_st.attacks.autoattack.evaluate`` with this spec's settings.
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: the images ``[N, H, W, C]``, float in [0, 1].
+          y: integer labels ``[N]``.
+          **options: further keywords of ``tf_st.attacks.autoattack.evaluate`` (batch size,
+            seed, state file, ...).
+
+        Returns:
+          What ``tf_st.attacks.autoattack.evaluate`` returns.
+        """
         from tf_st.attacks import autoattack  # its runner imports these specs
         return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon,
                                    **self._version_arguments(), **options)
@@ -607,8 +1150,18 @@ class AutoAttack:
         return {"version": self.version, "attacks": None}
 
     def check_state(self, logits_fn, x, y, *, state_file, seed, batch_size):
-        """Refuses now a ``state_file`` that ``evaluate`` would refuse (another model,
-        data or settings): ``tf_st.attacks.autoattack.check_state``."""
+        """Refuses now a ``state_file`` that ``evaluate`` would refuse.
+
+        (Another model, data or settings: ``tf_st.attacks.autoattack.check_state``.)
+
+        Args:
+          logits_fn: function from NHWC float images in [0, 1] to logits.
+          x: the images ``[N, H, W, C]``, float in [0, 1].
+          y: integer labels ``[N]``.
+          state_file: the resume file ``evaluate`` would use.
+          seed: the evaluation's seed.
+          batch_size: the evaluation's batch size.
+        """
         from tf_st.attacks import autoattack
         autoattack.check_state(logits_fn, x, y, state_file=state_file, epsilon=self.epsilon,
                                **self._version_arguments(), seed=seed,
@@ -624,6 +1177,17 @@ _NAME_EXAMPLES = {}
 
 
 def register_attack(name, factory, *, examples=None):
+    """Registers an attack name for ``parse``, its messages and the command lines' help.
+
+    Args:
+      name: the name; one ending in ``<N>`` takes a positive step count.
+      factory: ``factory(epsilon, step_size)`` (``factory(epsilon, step_size, n)`` for a
+        ``<N>`` name) returning the spec.
+      examples: text such as ``"pgd20, pgd100"`` shown by ``describe_names(examples=True)``.
+
+    Raises:
+      ValueError: ``name`` is already registered.
+    """
     if name in _ATTACKS:
         raise ValueError(f"attack name {name!r} is already registered")
     _ATTACKS[name] = factory
@@ -648,7 +1212,11 @@ for _component in STANDARD:
 
 
 def attack_names():
-    """The registered names (``<N>``: a positive number of steps), in registration order."""
+    """The registered names (``<N>``: a positive number of steps).
+
+    Returns:
+      A tuple of names, in registration order.
+    """
     return tuple(_ATTACKS)
 
 
@@ -656,15 +1224,45 @@ ATTACK_NAMES = attack_names()  # the built-in names (a snapshot; attack_names() 
 
 
 def describe_names(examples=False):
-    """``'clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, apgd-t, fab-t or square'``
-    (``examples``: ``pgd<N> (e.g. pgd20, pgd100)``, ...), for messages and help."""
+    """The registered names as one phrase, for messages and help.
+
+    ``'clean, fgsm, pgd<N>, cw<N>, pgd_rst, aa, apgd-ce, apgd-t, fab-t or square'``.
+
+    Args:
+      examples: append the registered examples: ``pgd<N> (e.g. pgd20, pgd100)``, ...
+
+    Returns:
+      The phrase.
+    """
     names = [f"{n} (e.g. {_NAME_EXAMPLES[n]})" if examples and n in _NAME_EXAMPLES else n
              for n in attack_names()]
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
-    """The spec an attack name denotes (see the module docstring)."""
+    """The spec an attack name denotes (see the module docstring).
+
+    Args:
+      name: one of ``ATTACK_NAMES``, a ``<N>`` name with its count (``pgd20``, ``cw100``);
+        surrounding whitespace is ignored.
+      epsilon: L-inf budget in [0, 1] units (8/255).
+      step_size: step in [0, 1] units for the names that take one (``pgd<N>``, ``cw<N>``).
+
+    Returns:
+      A frozen spec (``PGD``, ``FGSM``, ``AutoAttack``, ...).
+
+    Raises:
+      ValueError: an unknown name (the message lists the known ones), or settings the
+        spec refuses (e.g. ``epsilon=8``).
+
+    Example:
+      >>> from tf_st.attacks import parse
+      >>> spec = parse("pgd20", epsilon=8 / 255, step_size=2 / 255)
+      >>> spec.steps, spec.name
+      (20, 'pgd20')
+      >>> parse("aa").name
+      'aa'
+    """
     name = name.strip()
     if name in _ATTACKS and not name.endswith("<N>"):
         return _ATTACKS[name](epsilon, step_size)

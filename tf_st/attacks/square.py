@@ -36,7 +36,15 @@ from tf_st.attacks.pgd import project
 
 
 def p_schedule(i, p_init=0.8):
-    """``p`` at (0-based) iteration ``i`` with ``resc_schedule=False``."""
+    """``p`` at (0-based) iteration ``i`` with ``resc_schedule=False``.
+
+    Args:
+      i: the iteration.
+      p_init: the initial fraction of pixels.
+
+    Returns:
+      The fraction ``p``.
+    """
     for bound, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32),
                        (4000, 64), (6000, 128), (8000, 256)):
         if i <= bound:
@@ -45,18 +53,45 @@ def p_schedule(i, p_init=0.8):
 
 
 def square_sides(n_queries, height, width, p_init=0.8):
-    """Side length per iteration: ``max(round(sqrt(p * H * W)), 1)`` (the official
-    ``sqrt(p * n_features / C)``), never larger than the image."""
+    """Side length per iteration: ``max(round(sqrt(p * H * W)), 1)``, never larger than the image.
+
+    (The official ``sqrt(p * n_features / C)``.)
+
+    Args:
+      n_queries: the number of iterations.
+      height: the image height.
+      width: the image width.
+      p_init: the initial fraction of pixels.
+
+    Returns:
+      int32 numpy array ``[n_queries]``.
+    """
     return np.array([min(max(int(round(math.sqrt(p_schedule(i, p_init) * height * width))), 1),
                          height - 1, width - 1) for i in range(n_queries)], np.int32)
 
 
 def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None,
                 return_details=False):
-    """One Square run on the NHWC batch ``x``.  Returns ``(x_adv, fooled)`` (``x_adv`` is
-    the best point where fooled, else ``x``); with ``return_details`` also a dict with
-    ``queries`` (per example, init included), ``iterations`` (loop iterations run) and
-    ``margin``."""
+    """One Square run on the NHWC batch ``x``.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      y: integer labels ``[B]``.
+      epsilon: the L-inf budget, in [0, 1] units.
+      n_queries: the query budget.
+      p_init: the initial fraction of pixels a square covers.
+      seed: stateless seed (shape [2] ints); None draws one.
+      return_details: also return the details dict.
+
+    Returns:
+      ``(x_adv, fooled)`` (``x_adv`` is the best point where fooled, else ``x``); with
+      ``return_details`` also a dict with ``queries`` (per example, init included),
+      ``iterations`` (loop iterations run) and ``margin``.
+
+    Raises:
+      ValueError: ``x`` is not 4-D (NHWC).
+    """
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
     y = tf.cast(y, tf.int32)

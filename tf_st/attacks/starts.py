@@ -21,7 +21,21 @@ STARTS = ("uniform", "uniform_clamped", "normal", "normal_clamped", "none")
 
 
 def draw(shape, kind, scale, dtype, seed=None):
-    """``scale * N(0, 1)`` (``kind='normal'``) or ``U(-scale, scale)`` (``'uniform'``)."""
+    """``scale * N(0, 1)`` (``kind='normal'``) or ``U(-scale, scale)`` (``'uniform'``).
+
+    Args:
+      shape: the shape of the draw.
+      kind: ``'normal'`` or ``'uniform'``.
+      scale: the std or half-width.
+      dtype: the dtype of the draw.
+      seed: None for a stateful draw, or an int ``[2]`` seed for a stateless one.
+
+    Returns:
+      A tensor of ``shape`` and ``dtype``.
+
+    Raises:
+      ValueError: an unknown ``kind``.
+    """
     scale = as_dtype(scale, dtype)
     if kind == "normal":
         z = (tf.random.normal(shape, dtype=dtype) if seed is None
@@ -35,8 +49,21 @@ def draw(shape, kind, scale, dtype, seed=None):
 
 
 def draw_like(x, kind, scale, seed=None, global_batch=False):
-    """A draw of ``x``'s shape; ``global_batch``: this replica's slice of a draw over the
-    global batch."""
+    """A draw of ``x``'s shape and dtype.
+
+    Args:
+      x: the tensor whose shape and dtype the draw takes.
+      kind: ``'normal'`` or ``'uniform'``.
+      scale: the std or half-width.
+      seed: None for a stateful draw, or an int ``[2]`` seed for a stateless one.
+      global_batch: this replica's slice of a draw over the global batch.
+
+    Returns:
+      A tensor shaped as ``x``.
+
+    Raises:
+      ValueError: an unknown ``kind``.
+    """
     if not global_batch:
         return draw(tf.shape(x), kind, scale, x.dtype, seed)
     ctx = tf.distribute.get_replica_context()
@@ -50,11 +77,27 @@ def draw_like(x, kind, scale, seed=None, global_batch=False):
 
 
 def random_start(x, start, *, epsilon=None, std=0.001, seed=None, global_batch=False):
-    """``x`` plus the ``start`` noise: ``'uniform'`` ``U(-eps, eps)`` (ST-AT/TRADES
-    evaluation: not clamped), ``'uniform_clamped'`` the same clamped to [0, 1]
-    (robust_overfitting, CAT, AWP, FAT), ``'normal'`` ``std * N(0, 1)`` (TRADES/MART/ST
-    training: not clamped), ``'normal_clamped'`` the same clamped (FAT), ``'none'``
-    ``x`` itself."""
+    """``x`` plus the ``start`` noise.
+
+    ``'uniform'`` ``U(-eps, eps)`` (ST-AT/TRADES evaluation: not clamped),
+    ``'uniform_clamped'`` the same clamped to [0, 1] (robust_overfitting, CAT, AWP, FAT),
+    ``'normal'`` ``std * N(0, 1)`` (TRADES/MART/ST training: not clamped),
+    ``'normal_clamped'`` the same clamped (FAT), ``'none'`` ``x`` itself.
+
+    Args:
+      x: NHWC float images in [0, 1].
+      start: one of ``STARTS``.
+      epsilon: the uniform starts' half-width, in [0, 1] units.
+      std: the normal starts' std.
+      seed: None for a stateful draw, or an int ``[2]`` seed for a stateless one.
+      global_batch: this replica's slice of a draw over the global batch.
+
+    Returns:
+      The start point, shaped as ``x``.
+
+    Raises:
+      ValueError: an unknown ``start``.
+    """
     if start == "none":
         return x
     if start not in STARTS:

@@ -25,8 +25,17 @@ _PROBE_BYTES = 64 * 1024
 
 
 def check_output_writable(output, what="the report"):
-    """Fails now, not after hours of attacks, if ``output`` cannot be written: a
-    directory, a dangling symlink, an unwritable or full disk."""
+    """Fails now, not after hours of attacks, if ``output`` cannot be written.
+
+    Args:
+      output: the file to write; empty or None checks nothing.
+      what: the file's description in the messages.
+
+    Raises:
+      ValueError: ``output`` is a directory or a dangling symbolic link.
+      PermissionError: its directory is not writable.
+      OSError: the disk is full or the probe write fails otherwise.
+    """
     if not output:
         return
     if os.path.islink(output) and not os.path.exists(output):
@@ -58,10 +67,22 @@ def check_output_writable(output, what="the report"):
 
 @contextlib.contextmanager
 def exclusive(path, what="report"):
-    """An advisory lock on ``path`` (a ``.<name>.lock`` file beside it, removed again at
-    the end) for the ``with`` block, as the trainer holds its run directory: a second
-    evaluation writing the same file is refused before any attack instead of both
-    exiting 0 with one report lost."""
+    """An advisory lock on ``path`` for the ``with`` block, as the trainer holds its run directory.
+
+    The lock is a ``.<name>.lock`` file beside ``path``, removed again at the end: a second
+    evaluation writing the same file is refused before any attack instead of both exiting 0
+    with one report lost.
+
+    Args:
+      path: the file to lock; empty or None locks nothing.
+      what: the file's description in the message.
+
+    Yields:
+      Nothing; the lock is held inside the block.
+
+    Raises:
+      ValueError: another process holds the lock.
+    """
     if not path:
         yield
         return
@@ -80,10 +101,24 @@ def exclusive(path, what="report"):
 
 
 def check_logits(logits_fn, x, batch_size, num_classes=None, data="the data"):
-    """The model's outputs on every example are 2-D (examples x classes, at least two),
-    one per class of the data when ``num_classes`` is given (a 3-class model on 10-class
-    data would be reported as 0% accurate, not refused), and finite; NaN or inf stops the
-    evaluation (exit 3) instead of being reported as an accuracy."""
+    """Checks the model's outputs on every example before any attack.
+
+    They must be 2-D (examples x classes, at least two), one per class of the data when
+    ``num_classes`` is given (a 3-class model on 10-class data would be reported as 0%
+    accurate, not refused), and finite; NaN or inf stops the evaluation (exit 3) instead of
+    being reported as an accuracy.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      x: the images, NHWC float in [0, 1].
+      batch_size: the examples per call.
+      num_classes: the data's number of classes, or None to skip that check.
+      data: the data's description in the messages.
+
+    Raises:
+      ValueError: outputs of the wrong shape or class count.
+      NonFiniteOutputError: a NaN or infinite output.
+    """
     import numpy as np
     for i in range(0, len(x), batch_size):
         z = np.asarray(logits_fn(x[i:i + batch_size]))
@@ -104,8 +139,16 @@ def check_logits(logits_fn, x, batch_size, num_classes=None, data="the data"):
 
 
 def is_partial(output):
-    """Whether ``output`` is a report that says it is partial (an interrupted run's; a
-    complete report of an earlier run at the same path is not)."""
+    """Whether ``output`` is a report that says it is partial.
+
+    (An interrupted run's; a complete report of an earlier run at the same path is not.)
+
+    Args:
+      output: the report's path.
+
+    Returns:
+      A bool; False for a missing or unreadable file.
+    """
     import json
     if not output:
         return False
@@ -117,10 +160,20 @@ def is_partial(output):
 
 
 def sanity_warnings(logits_fn, x):
-    """Warnings about a model that every attack would evaluate wrongly: outputs that are
-    probabilities (gradients of the attacks' losses assume logits and vanish after a
-    softmax, overestimating robustness; ``tf_st.attacks.checks.looks_like_probabilities``,
-    AutoAttack's test too) or outputs that do not depend on the input."""
+    """Warnings about a model that every attack would evaluate wrongly.
+
+    Outputs that are probabilities (gradients of the attacks' losses assume logits and
+    vanish after a softmax, overestimating robustness;
+    ``tf_st.attacks.checks.looks_like_probabilities``, AutoAttack's test too) or outputs that
+    do not depend on the input.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      x: a few images, NHWC float in [0, 1].
+
+    Returns:
+      A list of warning texts (empty if none).
+    """
     import numpy as np
     z = np.asarray(logits_fn(x), np.float64)
     out = []
@@ -137,16 +190,40 @@ def sanity_warnings(logits_fn, x):
 def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon, step_size,
                         examples, batch_size, seed, output=None, model_card=None,
                         state_file=None, verbose=True, strategy=None):
-    """Runs ``attacks`` (names or specs) on ``examples`` of ``dataset/split``, prints the
-    table and writes the JSON report to ``output``; per-batch attacks first, then those
-    that evaluate the whole set (AutoAttack), each on every example.
+    """Runs ``attacks`` on ``dataset/split``, prints the table and writes the JSON report.
+
+    Per-batch attacks run first, then those that evaluate the whole set (AutoAttack), each
+    on every example.
 
     The report is rewritten after every finished attack with ``"partial": true`` and the
     attacks still ``"pending"``, so a run killed after hours keeps what it measured and
     says it is incomplete; the final write has ``"partial": false``.
 
-    ``strategy``: replicas attack different batches at the same time, with the
-    per-example results of one device (``robustness.evaluate``)."""
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      dataset: a dataset name of ``tf_st.data``.
+      data_dir: the TFDS data dir or image-folder root, or None.
+      split: the split to evaluate (``test``, ...).
+      attacks: attack names (``tf_st.attacks.parse``) or specs.
+      epsilon: L-inf budget in [0, 1] units.
+      step_size: PGD step in [0, 1] units.
+      examples: how many examples (the first ones); None for all.
+      batch_size: the examples per attack batch.
+      seed: the evaluation's seed.
+      output: the JSON report's path, or None to write none.
+      model_card: the model card to copy into the report, or None.
+      state_file: AutoAttack's resume file, or None.
+      verbose: print progress and the table.
+      strategy: a ``tf.distribute`` strategy whose replicas attack different batches at
+        the same time, with the per-example results of one device; None for one device.
+
+    Returns:
+      The report (the dict written to ``output``).
+
+    Raises:
+      ValueError: an unknown attack name, a bad setting, an output that cannot be
+        written or is being written by another process.
+    """
     # Bad names, unwritable outputs and a foreign AutoAttack state fail before any work.
     specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
              for a in attacks]
@@ -293,8 +370,15 @@ def _provenance(logits_fn, card, *, dataset, split, note, y, epsilon, step_size,
 
 
 def format_table(rows, header=None):
-    """Rows ``(name, accuracy, seconds[, stderr])`` (``seconds`` None: left blank) as a
-    Markdown table with each accuracy's binomial standard error."""
+    """Evaluation rows as a Markdown table with each accuracy's binomial standard error.
+
+    Args:
+      rows: ``(name, accuracy, seconds[, stderr])`` tuples (``seconds`` None: left blank).
+      header: a line to put above the table, or None.
+
+    Returns:
+      The table as text.
+    """
     lines = [header] if header else []
     lines += [f"| {'attack':<11} | {'accuracy':>9} | {'± stderr':>8} | {'seconds':>8} |",
               f"|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 10}|"]

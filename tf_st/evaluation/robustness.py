@@ -33,7 +33,15 @@ from tf_st.provenance import INTERVAL_NOTE, interval_fields
 
 
 def make_batch_attack(logits_fn, spec):
-    """A ``tf.function(x, y, seed) -> correct[B]`` for one per-batch attack spec."""
+    """A compiled per-batch attack: which examples stay correctly classified.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      spec: a per-batch attack spec (``spec.batched``).
+
+    Returns:
+      A ``tf.function(x, y, seed) -> correct`` (bool ``[B]``).
+    """
 
     @tf.function(reduce_retracing=True)
     def run(x, y, seed):
@@ -44,18 +52,40 @@ def make_batch_attack(logits_fn, spec):
 
 @dataclasses.dataclass
 class AttackAccuracy:
+    """One attack's result over the evaluated examples.
+
+    Attributes:
+      name: the attack's name (``pgd20``, ...).
+      accuracy: the fraction of examples still correctly classified, in [0, 1].
+      seconds: the attack's wall-clock time.
+      correct: bool ``[N]``, per example.
+    """
     name: str
     accuracy: float
     seconds: float
     correct: np.ndarray
 
     def to_json(self):
+        """The result as JSON-ready values, with its binomial standard error and 95% interval.
+
+        Returns:
+          ``{'accuracy', 'stderr', ..., 'seconds', 'correct'}``.
+        """
         return {"accuracy": self.accuracy, **interval_fields(self.correct),
                 "seconds": round(self.seconds, 3), "correct": self.correct.astype(int).tolist()}
 
 
 @dataclasses.dataclass
 class EvaluationResult:
+    """Every attack's result on one set of examples.
+
+    Attributes:
+      num_examples: the number of examples evaluated.
+      epsilon: the L-inf budget, in [0, 1] units.
+      step_size: the PGD step, in [0, 1] units.
+      seed: the evaluation's seed.
+      attacks: ``{name: AttackAccuracy}``, in run order.
+    """
     num_examples: int
     epsilon: float
     step_size: float
@@ -64,12 +94,19 @@ class EvaluationResult:
 
     @property
     def worst_case(self):
+        """Bool ``[N]``: correct under every attack that was run."""
         flags = np.ones(self.num_examples, bool)
         for r in self.attacks.values():
             flags &= r.correct
         return flags
 
     def to_json(self):
+        """The results as JSON-ready values, with the worst case when any attack ran.
+
+        Returns:
+          A dict with ``num_examples``, ``epsilon``, ``step_size``, ``seed``, ``attacks`` and,
+          when any attack ran, ``worst_case_accuracy``, ``worst_case`` and ``intervals``.
+        """
         out = {"num_examples": self.num_examples, "epsilon": self.epsilon,
                "step_size": self.step_size, "seed": self.seed,
                "attacks": {k: v.to_json() for k, v in self.attacks.items()}}
@@ -82,7 +119,11 @@ class EvaluationResult:
         return out
 
     def table(self):
-        """Accuracy ± its binomial standard error, per attack and the worst case."""
+        """Accuracy ± its binomial standard error, per attack and the worst case.
+
+        Returns:
+          The table as text.
+        """
         lines = [f"{'attack':<10} {'accuracy':>9} {'± stderr':>9} {'seconds':>9}"]
         for r in self.attacks.values():
             err = interval_fields(r.correct)["stderr"] or 0.0

@@ -27,10 +27,24 @@ KINDS = ("str", "int", "float", "bool", "enum", "ints", "floats", "strs")
 
 def setting(default, help, *, kind, group, choices=None, minimum=None, maximum=None,
             unit=False, preset=False, flag=True):
-    """A run setting.  ``kind`` picks the flag type (``ints``/``floats``/``strs`` are
-    comma-separated lists held as tuples); ``preset=True``: ``None`` means "the paper
-    preset" (``tf_st.training.presets``); ``unit``: in [0, 1] image units; ``flag=False``
-    keeps a field off the command line."""
+    """A run setting: a ``dataclasses.field`` carrying its declaration.
+
+    Args:
+      default: the default value (a list becomes a tuple).
+      help: the help text.
+      kind: the flag type, one of ``KINDS`` (``ints``/``floats``/``strs`` are
+        comma-separated lists held as tuples).
+      group: the help section (``run``, ``runtime``, ``method``, ...).
+      choices: allowed values.
+      minimum: inclusive lower bound.
+      maximum: inclusive upper bound.
+      unit: the value is in [0, 1] image units.
+      preset: ``None`` means "the paper preset" (``tf_st.training.presets``).
+      flag: False keeps the field off the command line.
+
+    Returns:
+      The field.
+    """
     assert kind in KINDS, kind
     if isinstance(default, list):
         default = tuple(default)
@@ -57,8 +71,15 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 @dataclasses.dataclass
 class Settings:
-    """Everything a run needs; ``tf_st.experiment.resolve`` fills unset values from the
-    presets."""
+    """Everything a run needs; ``tf_st.experiment.resolve`` fills unset values from the presets.
+
+    Each field is declared with ``setting(...)``, whose help text documents it (and is the
+    flag's ``--help``).
+
+    Args:
+      hparams: the method's own hyperparameters (fields of its ``HParams``), including the
+        inner attack's ``epsilon`` / ``step_size`` / ``steps``.
+    """
     method: str = setting(None, "Training method.", kind="str", group="run", flag=False)
     # -- data
     dataset: str = setting(
@@ -193,23 +214,47 @@ class Settings:
     hparams: dict = dataclasses.field(default_factory=dict, metadata=dict(flag=False))
 
     def as_json(self):
+        """The settings as JSON-ready values (tuples as lists).
+
+        Returns:
+          A dict of every field.
+        """
         out = dataclasses.asdict(self)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
 
 def fields():
-    """The declared settings that are flags (in declaration order)."""
+    """The declared settings that are flags (in declaration order).
+
+    Returns:
+      A list of ``dataclasses.Field``.
+    """
     return [f for f in dataclasses.fields(Settings) if f.metadata.get("flag", True)]
 
 
 def choices(f):
+    """The allowed values of a setting, registries (datasets, architectures) resolved now.
+
+    Args:
+      f: a field of ``Settings``.
+
+    Returns:
+      A tuple of values, or None when any value goes.
+    """
     if f.name in _DYNAMIC_CHOICES:
         return tuple(_DYNAMIC_CHOICES[f.name]())
     return f.metadata.get("choices")
 
 
 def validate(s):
-    """Raises ``ValueError`` naming the flag of the first value outside its declaration."""
+    """Checks every set value against its declaration.
+
+    Args:
+      s: a ``Settings``.
+
+    Raises:
+      ValueError: naming the flag of the first value outside its declaration.
+    """
     for f in fields():
         value = getattr(s, f.name)
         if value is None:
@@ -239,8 +284,17 @@ ATTACK_FLAGS = {
 
 
 class FlagSet:
-    """The trainer's flags on one ``absl.flags.FlagValues``: run settings, the shared
-    attack budget and one flag per method hyperparameter name."""
+    """The trainer's flags on one ``absl.flags.FlagValues``.
+
+    Run settings, the shared attack budget and one flag per method hyperparameter name.
+
+    Args:
+      fv: the ``absl.flags.FlagValues`` to define the flags on.
+      method_classes: the method classes whose hyperparameters become flags.
+
+    Raises:
+      TypeError: a hyperparameter name with different types in different methods.
+    """
 
     def __init__(self, fv, method_classes):
         self.fv = fv
@@ -260,8 +314,17 @@ class FlagSet:
         self.method, self.owners = _define_method_flags(fv, method_classes)
 
     def settings(self, method_key):
-        """``Settings`` from the parsed flags (method hyperparameters included); a method
-        flag given for a method without that hyperparameter raises ``ValueError``."""
+        """``Settings`` from the parsed flags (method hyperparameters included).
+
+        Args:
+          method_key: the method to build the settings for.
+
+        Returns:
+          An unresolved ``Settings``.
+
+        Raises:
+          ValueError: a method flag given for a method without that hyperparameter.
+        """
         values = {name: holder.value for name, holder in self.run.items()}
         for f in fields():
             values[f.name] = _from_flag(f.metadata["kind"], f.name, values[f.name])
@@ -276,7 +339,14 @@ class FlagSet:
         return Settings(method=method_key, hparams=hparams, **values)
 
     def flagfile_text(self, settings):
-        """``flags.txt``: the resolved settings as flags, so ``--flagfile`` re-runs them."""
+        """``flags.txt``: the resolved settings as flags, so ``--flagfile`` re-runs them.
+
+        Args:
+          settings: the resolved ``Settings``.
+
+        Returns:
+          The text, one flag a line.
+        """
         lines = [f"--method={settings.method}"]
         entries = [(f.name, getattr(settings, f.name)) for f in fields()]
         entries += [(name, settings.hparams.get(name)) for name in self.attack]

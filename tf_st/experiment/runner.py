@@ -48,7 +48,17 @@ ATTACK_KEYS = ("epsilon", "step_size", "steps")
 
 
 def mixed_policy(dtype="auto"):
-    """The Keras mixed-precision policy for ``--mixed_precision_dtype``."""
+    """The Keras mixed-precision policy for ``--mixed_precision_dtype``.
+
+    Args:
+      dtype: ``'auto'`` (float16 with a GPU, else bfloat16), ``'float16'`` or ``'bfloat16'``.
+
+    Returns:
+      ``'mixed_float16'`` or ``'mixed_bfloat16'``.
+
+    Raises:
+      ValueError: another ``dtype``.
+    """
     import tensorflow as tf
     if dtype == "auto":
         dtype = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
@@ -58,14 +68,37 @@ def mixed_policy(dtype="auto"):
 
 
 def method_class(key):
-    """The registered method class for ``key`` (``tf_st.methods.get``)."""
+    """The registered method class for ``key`` (``tf_st.methods.get``).
+
+    Args:
+      key: a method key.
+
+    Returns:
+      The ``AdversarialMethod`` subclass.
+
+    Raises:
+      ValueError: an unknown key.
+    """
     from tf_st import methods
     return methods.get(key)
 
 
 def resolve(settings: Settings) -> Settings:
-    """A copy of ``settings`` with presets filled in and the hyperparameters checked
-    (a bad value raises ``ValueError`` here, before any work)."""
+    """A copy of ``settings`` with presets filled in and every value checked.
+
+    A bad value raises here, before any work.
+
+    Args:
+      settings: a ``Settings``, resolved or not.
+
+    Returns:
+      A new, resolved ``Settings`` (``output_dir`` defaults to
+      ``runs/<dataset>/<method>/<arch>/seed<seed>``).
+
+    Raises:
+      ValueError: an unknown method or hyperparameter, or a setting out of range or
+        inconsistent with another.
+    """
     cls = method_class(settings.method)
     validate(settings)
     preset = presets.resolve(settings.method, settings.dataset)
@@ -126,9 +159,20 @@ def resolve(settings: Settings) -> Settings:
 
 @contextlib.contextmanager
 def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
-    """Holds the run directory for the ``with`` block: locked, checked to have been
-    started with these settings (see ``tf_st.training.rundir``), cleared of a killed
-    run's temporaries; only then is ``flags.txt`` written."""
+    """Holds the run directory for the ``with`` block.
+
+    The directory is locked, checked to have been started with these settings (see
+    ``tf_st.training.rundir``) and cleared of a killed run's temporaries; only then is
+    ``flags.txt`` written.
+
+    Args:
+      settings: the resolved ``Settings`` (its ``output_dir`` is the run directory).
+      flagfile_text: the text of ``flags.txt``; None writes none.
+      overwrite: start over in a directory of a run with other settings.
+
+    Yields:
+      The run directory's path.
+    """
     from tf_st.fileio import atomic_write_text, remove_stale_temporaries
     from tf_st.training.rundir import RunDirectory
     with RunDirectory(settings.output_dir, settings.as_json(), overwrite=overwrite):
@@ -140,6 +184,12 @@ def prepare_run_dir(settings, flagfile_text=None, overwrite=False):
 
 
 def make_deterministic(log=print):
+    """Turns on TensorFlow's op determinism and pins its threads to one (``--deterministic``).
+
+    Args:
+      log: a ``print``-like function for the warnings when the threads cannot be pinned
+        or oneDNN is on.
+    """
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
     if tf.config.threading.get_intra_op_parallelism_threads() == 1:
@@ -156,9 +206,21 @@ def make_deterministic(log=print):
 
 
 def holdout(split, n):
-    """``(train, holdout)``: ``n`` training examples, class-balanced (the first
-    ``n // classes`` of each class in split order, the remainder from the first classes),
-    set aside as the selection set; the rest, in order, is trained on."""
+    """Sets aside a class-balanced holdout of ``n`` training examples as the selection set.
+
+    The first ``n // classes`` of each class in split order (the remainder from the first
+    classes) are set aside; the rest, in order, is trained on.
+
+    Args:
+      split: the training split (a ``tf_st.data`` split).
+      n: the holdout size.
+
+    Returns:
+      ``(train, holdout)`` splits.
+
+    Raises:
+      ValueError: ``n`` outside ``[1, examples - 1]`` or a class too small for its quota.
+    """
     from tf_st import data
     from tf_st.data import rst
     x, y = rst.split_arrays(split)
@@ -182,6 +244,16 @@ def holdout(split, n):
 
 @dataclasses.dataclass
 class Trained:
+    """What ``fit`` hands to ``export_best``.
+
+    Attributes:
+      method: the ``AdversarialMethod``, with the weights of the last epoch.
+      run_ckpt: the run's checkpoint (best weights paths and epochs per network).
+      test_note: the test split's note, for the model card.
+      selection_note: which data selected the best epoch.
+      num_classes: the number of classes.
+      image_shape: the HWC shape of one image.
+    """
     method: object          # the AdversarialMethod, weights of the last epoch
     run_ckpt: object
     test_note: Optional[str]
@@ -191,8 +263,20 @@ class Trained:
 
 
 def fit(settings, log=print, chief=True):
-    """Trains (or resumes) the run in ``settings.output_dir``; ``chief=False``: a
-    non-chief worker in its private copy of the run directory."""
+    """Trains (or resumes) the run in ``settings.output_dir``.
+
+    Args:
+      settings: the resolved ``Settings``.
+      log: a ``print``-like function for progress lines.
+      chief: False for a non-chief worker in its private copy of the run directory.
+
+    Returns:
+      A ``Trained``.
+
+    Raises:
+      ValueError: pseudo-labels outside the classes, or a batch size that the data or the
+        replicas do not fit.
+    """
     import keras
     import tensorflow as tf
 
@@ -319,8 +403,20 @@ def fit(settings, log=print, chief=True):
 
 
 def export_best(settings, trained, log=print):
-    """Loads each network's best weights and exports it; returns ``{network: (version
-    dir, model card)}``."""
+    """Loads each network's best weights and exports it as a SavedModel with a model card.
+
+    Args:
+      settings: the run's ``Settings`` (resolved by ``resolve``).
+      trained: what ``fit`` returned.
+      log: a ``print``-like function for progress lines.
+
+    Returns:
+      ``{network: (version dir, model card)}``.
+
+    Raises:
+      RuntimeError: no epoch finished, or ``metrics.csv`` lacks the best epoch's row.
+      NonFiniteLossError: the best weights are not finite.
+    """
     import keras
 
     from tf_st.saved_model import export_classifier
@@ -378,7 +474,18 @@ def export_best(settings, trained, log=print):
 
 
 def final_evaluation(settings, exports):
-    """Evaluates each exported SavedModel; returns ``{network: report}``."""
+    """Evaluates each exported SavedModel under ``settings.final_attacks``.
+
+    Each report is written to ``evaluation.json`` (``evaluation.<network>.json`` per network)
+    in the run directory.
+
+    Args:
+      settings: the run's ``Settings`` (resolved by ``resolve``).
+      exports: what ``export_best`` returned.
+
+    Returns:
+      ``{network: report}``.
+    """
     from tf_st.saved_model import load
     from tf_st.evaluation.report import evaluate_and_report
 
@@ -395,8 +502,33 @@ def final_evaluation(settings, exports):
 
 
 def run(settings, flagfile_text=None, log=print, overwrite=False):
-    """Trains ``settings.method`` (resolved or not) end to end; returns the final reports
-    (``{network: report}``) or, without final attacks, the model cards."""
+    """Trains ``settings.method`` end to end: resolve, run directory, fit, export, evaluate.
+
+    Rerunning the same settings resumes from the run directory's checkpoint.
+
+    Args:
+      settings: a ``Settings`` (resolved or not).
+      flagfile_text: the text of ``flags.txt`` to write; None writes none.
+      log: a ``print``-like function for progress lines.
+      overwrite: start over in a directory of a run with other settings.
+
+    Returns:
+      The final reports ``{network: report}`` or, without final attacks, the model cards
+      ``{network: card}`` (``{}`` on a non-chief worker).
+
+    Raises:
+      ValueError: bad settings (see ``resolve``) or a batch larger than the training set.
+
+    Example:
+      A short Squeeze Training run on the bundled CIFAR-10 subset::
+
+          from tf_st import experiment
+
+          settings = experiment.Settings(
+              method="st", dataset="cifar10_mini", arch="small_cnn", epochs=1,
+              final_attacks=("pgd20",), output_dir="runs/demo")
+          reports = experiment.run(settings)  # {"classifier": report}
+    """
     import tensorflow as tf
     from absl import logging
 

@@ -32,6 +32,31 @@ globals().update(_CLASSES)
 
 
 def build(key, classifier, **hparams):
+    """Builds the training method ``key`` around ``classifier``.
+
+    Args:
+      key: a method key of ``METHODS`` (``"st"``, ``"trades"``, ``"mart"``, ...).
+      classifier: the network (a Keras model from NHWC images in [0, 1] to logits), or
+        ``{name: network}`` for a method that trains several (CAT).
+      **hparams: the method's hyperparameters (fields of its ``HParams``, e.g.
+        ``epsilon=8/255``, ``beta=6``) and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Returns:
+      The method: a ``keras.Model`` to ``compile`` and ``fit`` on ``(x, y)`` batches.
+
+    Raises:
+      ValueError: an unknown ``key`` or hyperparameter, or a value out of range.
+
+    Example:
+      >>> import keras
+      >>> import tf_st
+      >>> net = tf_st.models.build("small_cnn", 10, input_shape=(32, 32, 3))
+      >>> method = tf_st.methods.build("trades", net, beta=6.0, steps=2)
+      >>> method.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+      >>> method.key, method.beta
+      ('trades', 6.0)
+    """
     return get(key)(classifier, **hparams)
 
 

@@ -29,7 +29,18 @@ from tf_st.methods.madry import MadryAT, MadryHParams
 
 
 def alp_loss(z_adv, z_nat, y, pairing_weight=1.0):
-    """ALP's loss from the adversarial and clean logits (per batch)."""
+    """ALP's outer loss from its train-mode logits.
+
+    Args:
+      z_adv: adversarial logits ``[B, classes]``.
+      z_nat: clean logits ``[B, classes]``.
+      y: integer labels ``[B]``.
+      pairing_weight: ALP's lambda.
+
+    Returns:
+      ``(loss, ce, pair)``: ``ce = 0.5 * (CE(f(x_adv)) + CE(f(x)))``, ``pair`` the mean
+      squared logit difference over the B x C logits, ``loss = ce + pairing_weight * pair``.
+    """
     z_adv, z_nat = losses.as_float(z_adv), losses.as_float(z_nat)
     ce = 0.5 * (batch_mean(losses.cross_entropy(z_adv, y)) + batch_mean(losses.cross_entropy(z_nat, y)))
     pair = tf.reduce_mean(tf.square(z_adv - z_nat))
@@ -43,11 +54,25 @@ class ALPHParams(MadryHParams):
 
 
 class ALP(MadryAT):
+    """Adversarial Logit Pairing as CAT trains it (module docstring).
+
+    Madry's attack (``MadryAT.generate``) and ALP's loss.
+    """
     key = "alp"
     term_names = ("loss", "ce", "pair")
     HParams = ALPHParams
 
     def training_loss(self, x, y, generated):
+        """ALP's loss with the forwards ``f(x_adv)`` then ``f(x)``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``ce``, ``pair`` and ``clean_logits``.
+        """
         z_adv, z_nat = self.forward_groups([generated["adv"], x])
         ce, pair, loss = alp_loss(z_adv, z_nat, y, self.pairing_weight)
         return {"loss": loss, "ce": ce, "pair": pair, "clean_logits": z_nat}

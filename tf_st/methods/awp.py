@@ -56,12 +56,36 @@ EPS = 1e-20
 
 
 def perturbable(method):
-    """The weights AWP moves: trainable tensors of rank > 1 of every network."""
+    """The weights AWP moves: trainable tensors of rank > 1 of every network.
+
+    Args:
+      method: the ``AdversarialMethod``.
+
+    Returns:
+      A list of variables.
+    """
     return [v for net in method.networks.values() for v in net.trainable_variables
             if len(v.shape) > 1]
 
 
 class AWP(StepHook):
+    """Adversarial Weight Perturbation as a step hook (module docstring).
+
+    Before the outer gradient the weights move by ``gamma`` times a normalised ascent
+    direction of the method's loss; after the update they move back.
+
+    Args:
+      gamma: the relative size of the weight perturbation (>= 0).
+      warmup: the first epoch in which the weights move (AWP's ``--awp-warmup``).
+      proxy_lr: the proxy's SGD learning rate that makes the direction.
+      steps_per_epoch: optimizer steps per epoch, needed to tell the epoch during a
+        warm-up.
+      first_epoch: 0 or 1: the number the first epoch has in the reference's count.
+
+    Raises:
+      ValueError: ``gamma < 0``, ``first_epoch`` not 0 or 1, or a warm-up without
+        ``steps_per_epoch``.
+    """
     def __init__(self, gamma, warmup=0, proxy_lr=0.01, steps_per_epoch=None, first_epoch=1):
         if gamma < 0:
             raise ValueError(f"awp gamma must be >= 0, got {gamma!r}")
@@ -77,6 +101,11 @@ class AWP(StepHook):
         self._moves = {}
 
     def config(self):
+        """The settings, for run directories and model cards.
+
+        Returns:
+          ``{'gamma', 'warmup', 'proxy_lr', 'first_epoch'}`` values.
+        """
         return {"gamma": self.gamma, "warmup": self.warmup, "proxy_lr": self.proxy_lr,
                 "first_epoch": self.first_epoch}
 
@@ -92,7 +121,17 @@ class AWP(StepHook):
         return epoch >= self.warmup
 
     def directions(self, method, x, y, generated):
-        """``[d]`` for ``perturbable(method)``, BN moving statistics left as they were."""
+        """The weight perturbation directions, BN moving statistics left as they were.
+
+        Args:
+          method: the ``AdversarialMethod``.
+          x: a batch of NHWC float images in [0, 1].
+          y: its integer labels ``[B]``.
+          generated: what the method's ``generate`` returned.
+
+        Returns:
+          ``[d]`` for ``perturbable(method)``, each scaled to its weight's norm.
+        """
         weights = perturbable(method)
         buffers = [v for net in method.networks.values() for v in net.non_trainable_variables]
         saved = [tf.identity(v) for v in buffers]
@@ -115,6 +154,14 @@ class AWP(StepHook):
         return out
 
     def before_outer_gradient(self, method, x, y, generated):
+        """Moves the weights by ``gamma`` times the directions (zero during a warm-up).
+
+        Args:
+          method: the ``AdversarialMethod``.
+          x: a batch of NHWC float images in [0, 1].
+          y: its integer labels ``[B]``.
+          generated: what the method's ``generate`` returned.
+        """
         weights = perturbable(method)
 
         def moves_now():
@@ -137,5 +184,13 @@ class AWP(StepHook):
         self._moves[threading.get_ident()] = moves
 
     def after_apply(self, method, x, y, generated):
+        """Moves the weights back by the moves ``before_outer_gradient`` made.
+
+        Args:
+          method: the ``AdversarialMethod``.
+          x: a batch of NHWC float images in [0, 1].
+          y: its integer labels ``[B]``.
+          generated: what the method's ``generate`` returned.
+        """
         for w, m in zip(perturbable(method), self._moves.pop(threading.get_ident())):
             w.assign_sub(m)

@@ -53,20 +53,65 @@ from tf_st.models.layers import batch_groups, check_batch_groups_reach
 
 
 class StepHook:
-    """Something done around every outer step of any method (e.g. AWP).  Both calls
-    run inside the traced ``train_step``, under the replica context."""
+    """Something done around every outer step of any method (e.g. AWP).
+
+    Both calls run inside the traced ``train_step``, under the replica context; the base
+    class does nothing in either.
+    """
 
     def before_outer_gradient(self, method, x, y, generated):
+        """Called after ``generate``, before the training loss is differentiated.
+
+        Args:
+          method: the ``AdversarialMethod`` running the step.
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: the dict ``generate`` returned (gradients stopped).
+        """
         pass
 
     def after_apply(self, method, x, y, generated):
+        """Called after every optimizer has applied its update.
+
+        Args:
+          method: the ``AdversarialMethod`` running the step.
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: the dict ``generate`` returned (gradients stopped).
+        """
         pass
 
 
 class AdversarialMethod(keras.Model):
-    """Base class; subclasses set ``key``, ``term_names`` and ``HParams`` and implement
-    ``generate`` and ``training_loss``.  Setting ``key`` in a class body of a
-    ``tf_st.methods`` module registers the class under it (``registry``)."""
+    """Base class of every training method: a ``keras.Model`` whose ``fit`` trains its networks.
+
+    Subclasses set ``key``, ``term_names`` and ``HParams`` and implement ``generate`` and
+    ``training_loss``.  Setting ``key`` in a class body of a ``tf_st.methods`` module
+    registers the class under it (``registry``).  Build one with ``tf_st.methods.build``.
+
+    Execution options (the same numbers either way, float64 tests in
+    tests/test_fast_paths.py and tests/test_cat_alp.py) are fixed at construction; a traced
+    step would not see a later change.
+
+    Args:
+      networks: one network (a Keras model from NHWC images in [0, 1] to logits) or
+        ``{name: network}``; each name becomes an attribute of the method.
+      seed: integer key of the method's stateless random draws (starts, noise).
+      name: Keras model name; defaults to the method's ``key``.
+      step_hooks: ``StepHook`` objects run around every outer step, in order.
+      group_forwards: forwards that BatchNorm keeps apart run as one forward of their
+        concatenation (``forward_groups``); False: separate forwards.
+      fold_batchnorm: inference-mode forwards fold every conv -> BN pair into one biased
+        convolution (``forward_eval``).
+      keep_variable_access_order: building the train function turns off Grappler's
+        dependency optimizer (``keep_variable_access_order``); False leaves it as it is
+        (benchmarks measure what it costs).
+      **hparams: the fields of the method's ``HParams`` (``epsilon``, ``beta``, ...).
+
+    Raises:
+      ValueError: an unknown or invalid hyperparameter, no network, or a network name that
+        is not a usable attribute name.
+    """
 
     key = None
     term_names = ("loss",)
@@ -86,18 +131,7 @@ class AdversarialMethod(keras.Model):
 
     def __init__(self, networks, *, seed=0, name=None, step_hooks=(), group_forwards=True,
                  fold_batchnorm=False, keep_variable_access_order=True, **hparams):
-        """``networks``: one network or ``{name: network}``; ``hparams``: the fields of
-        ``HParams``.  Execution options (the same numbers either way, float64 tests in
-        tests/test_fast_paths.py and tests/test_cat_alp.py):
-
-        * ``group_forwards``: forwards that BatchNorm keeps apart run as one forward of
-          their concatenation (``forward_groups``); False: separate forwards.
-        * ``fold_batchnorm``: inference-mode forwards fold every conv -> BN pair into one
-          biased convolution (``forward_eval``).
-        * ``keep_variable_access_order``: building the train function turns off
-          Grappler's dependency optimizer (``keep_variable_access_order`` below); False
-          leaves it as it is (benchmarks measure what it costs).
-        """
+        """Builds the method; the arguments are documented on the class."""
         super().__init__(name=name or self.key or "method")
         self._group_forwards = bool(group_forwards)
         self._fold_batchnorm = bool(fold_batchnorm)
@@ -126,27 +160,72 @@ class AdversarialMethod(keras.Model):
 
     # ------------------------------------------------------------------ interface
     def generate(self, x, y, init=None):
+        """The perturbed inputs the method trains on (subclasses define it).
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: a start point for the inner attack, or None for the method's own.
+
+        Returns:
+          A dict of tensors (e.g. ``{"x_adv": ...}``), NHWC float in [0, 1].
+
+        Raises:
+          NotImplementedError: the subclass does not define it.
+        """
         raise NotImplementedError
 
     def training_loss(self, x, y, generated):
+        """The differentiated loss and its logged terms (subclasses define it).
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: the dict ``generate`` returned (gradients stopped).
+
+        Returns:
+          A dict with ``loss`` (a scalar: the mean over this replica's examples), one entry per
+          name of ``term_names``, and optionally ``clean_logits`` (a tensor, or a dict per
+          network) for the training-accuracy metrics.
+
+        Raises:
+          NotImplementedError: the subclass does not define it.
+        """
         raise NotImplementedError
 
     def on_epoch_begin(self, epoch):
-        """Called by the runner before 1-based ``epoch`` (per-epoch schedules such as
-        FAT's tau); nothing by default."""
+        """Called by the runner before each epoch (per-epoch schedules such as FAT's tau).
+
+        Nothing by default.
+
+        Args:
+          epoch: the 1-based epoch about to run.
+        """
 
     def hparams(self):
-        """The method's hyperparameters, as written into run directories and model cards."""
+        """The method's hyperparameters, as written into run directories and model cards.
+
+        Returns:
+          ``{field name: value}`` of its ``HParams``.
+        """
         return self.hp.as_dict()
 
     @classmethod
     def network_archs(cls, arch, hparams):
-        """``{network name: architecture}`` the runner builds for this method: one
-        ``classifier`` of the run's ``--arch`` unless a method trains several."""
+        """The networks the runner builds for this method.
+
+        Args:
+          arch: the run's ``--arch``.
+          hparams: the method's hyperparameters (a dict).
+
+        Returns:
+          ``{network name: architecture key}``; by default one ``classifier`` of ``arch``.
+        """
         return {"classifier": arch}
 
     @property
     def networks(self):
+        """``{network name: network}``, in construction order."""
         return {n: getattr(self, n) for n in self.network_names}
 
     @property
@@ -167,13 +246,32 @@ class AdversarialMethod(keras.Model):
         return self._fold_batchnorm
 
     def make_train_function(self, force=False):
+        """Keras' train function, after ``keep_variable_access_order`` unless turned off.
+
+        Args:
+          force: rebuild it even if it exists.
+
+        Returns:
+          What ``keras.Model.make_train_function`` returns.
+        """
         if self._keep_variable_access_order:
             keep_variable_access_order()
         return super().make_train_function(force)
 
     # ---------------------------------------------------------------- optimizers
     def compile(self, optimizer="rmsprop", **kwargs):
-        """``optimizer``: one optimizer for every network, or ``{network: optimizer}``."""
+        """Compiles the method with one optimizer or one per network.
+
+        Under ``mixed_float16`` the per-network optimizers are wrapped in a
+        ``LossScaleOptimizer`` as Keras wraps the first.
+
+        Args:
+          optimizer: one optimizer for every network, or ``{network name: optimizer}``.
+          **kwargs: passed to ``keras.Model.compile``.
+
+        Raises:
+          ValueError: a dict of optimizers not keyed by exactly the network names.
+        """
         if isinstance(optimizer, dict):
             missing = set(self.network_names) - set(optimizer)
             extra = set(optimizer) - set(self.network_names)
@@ -199,7 +297,12 @@ class AdversarialMethod(keras.Model):
         return {n: self._extra_optimizers.get(n, self.optimizer) for n in self.network_names}
 
     def optimizer_groups(self):
-        """``[(optimizer, variables)]``: which optimizer steps which variables."""
+        """Which optimizer steps which variables.
+
+        Returns:
+          ``[(optimizer, variables)]``: one pair for all networks when one optimizer was
+          compiled, else one per network.
+        """
         if not self._extra_optimizers:
             return [(self.optimizer, [v for net in self.networks.values()
                                       for v in net.trainable_variables])]
@@ -212,11 +315,26 @@ class AdversarialMethod(keras.Model):
 
     # --------------------------------------------------------------- forward modes
     def call(self, x, training=False):
+        """The primary network's logits: what ``predict`` and evaluation see.
+
+        Args:
+          x: NHWC float images in [0, 1].
+          training: BatchNorm in training mode.
+
+        Returns:
+          Logits ``[B, classes]``.
+        """
         return self.primary(x, training=training)
 
     def forward_train(self, x):
-        """Train-mode BN: batch statistics, moving statistics updated (PyTorch
-        ``model.train()``)."""
+        """Train-mode BN: batch statistics, moving statistics updated (PyTorch ``model.train()``).
+
+        Args:
+          x: NHWC float images in [0, 1].
+
+        Returns:
+          The primary network's logits.
+        """
         return self.primary(x, training=True)
 
     def forward_eval(self, x, network=None):
@@ -225,7 +343,15 @@ class AdversarialMethod(keras.Model):
         With ``fold_batchnorm=True`` every conv -> BN pair is folded into one biased
         convolution (``tf_st.models.folding``; the same function and gradients up to
         rounding, float64 test in tests/test_fast_paths.py).  Off by default: on this
-        project's CPU it was not faster (benchmarks/RESULTS.md); worth measuring on a GPU."""
+        project's CPU it was not faster (benchmarks/RESULTS.md); worth measuring on a GPU.
+
+        Args:
+          x: NHWC float images in [0, 1].
+          network: the network to run; None for the primary one.
+
+        Returns:
+          Its logits.
+        """
         net = network or self.primary
         if not self._fold_batchnorm:
             return net(x, training=False)
@@ -235,22 +361,40 @@ class AdversarialMethod(keras.Model):
         return folded[net.name](x)
 
     def forward_batch_stats(self, x):
-        """Train-mode BN *without* updating moving statistics (PyTorch ``model.train()``
-        with ``track_running_stats=False``, ST's inner loop).  ``stateless_call`` returns
-        the would-be statistics, which are discarded; gradients still reach both the
-        input and, inside a tape, the trainable variables."""
+        """Train-mode BN *without* updating moving statistics.
+
+        PyTorch ``model.train()`` with ``track_running_stats=False``, ST's inner loop.
+        ``stateless_call`` returns the would-be statistics, which are discarded; gradients still
+        reach both the input and, inside a tape, the trainable variables.
+
+        Args:
+          x: NHWC float images in [0, 1].
+
+        Returns:
+          The primary network's logits.
+        """
         return batch_stats_forward(self.primary, x)
 
     def forward_groups(self, xs, update_order=None, network=None):
-        """``[f(x) for x in xs]`` with train-mode BN, each ``x`` normalised with its own
-        batch statistics as in separate forwards, the moving statistics updated by the
-        parts listed in ``update_order`` in that order (default: all, in order; ``()``:
-        none, as ``forward_batch_stats``; a part listed twice updates twice, as a
-        reference that forwards the same batch twice).  Equal-sized parts only.
+        """``[f(x) for x in xs]`` with train-mode BN, each part with its own batch statistics.
+
+        Each ``x`` is normalised as in separate forwards; the moving statistics are updated by
+        the parts listed in ``update_order`` in that order (default: all, in order; ``()``:
+        none, as ``forward_batch_stats``; a part listed twice updates twice, as a reference that
+        forwards the same batch twice).  Equal-sized parts only.
 
         With ``group_forwards`` (the default) the parts run as one forward of their
-        concatenation with per-part BatchNorm statistics (``batch_groups``): the same
-        numbers, larger convolutions; without it, as separate forwards."""
+        concatenation with per-part BatchNorm statistics (``batch_groups``): the same numbers,
+        larger convolutions; without it, as separate forwards.
+
+        Args:
+          xs: a list of equal-sized batches of NHWC float images.
+          update_order: part indices whose statistics update the moving ones, in order.
+          network: the network to run; None for the primary one.
+
+        Returns:
+          A list of logits, one per part.
+        """
         net = network or self.primary
         order = tuple(range(len(xs))) if update_order is None else tuple(update_order)
         if not self._group_forwards:
@@ -273,7 +417,16 @@ class AdversarialMethod(keras.Model):
 
     # ---------------------------------------------------------------------- noise
     def draw_seed(self, index):
-        """Stateless seed for the ``index``-th random draw of the current step."""
+        """Stateless seed for the ``index``-th random draw of the current step.
+
+        Keyed by (method seed, optimizer step, ``index``) (``tf_st.seeds.start_noise_key``).
+
+        Args:
+          index: the draw's index within the step.
+
+        Returns:
+          An int64 ``[2]`` seed tensor.
+        """
         step = tf.constant(0, tf.int64)
         optimizer = getattr(self, "optimizer", None)
         # ``iterations`` exists from the optimizer's construction; its value is read when
@@ -284,26 +437,71 @@ class AdversarialMethod(keras.Model):
         return seeds.start_noise_key(self.seed, step, int(index))
 
     def start(self, x, start, index, std=0.001):
-        """``x`` plus the ``index``-th draw of this step as ``start`` names it
-        (``tf_st.attacks.starts.random_start``), over the global batch."""
+        """``x`` plus the ``index``-th draw of this step as ``start`` names it.
+
+        (``tf_st.attacks.starts.random_start``, over the global batch, at ``epsilon``.)
+
+        Args:
+          x: this replica's NHWC float images in [0, 1].
+          start: a name of ``tf_st.attacks.starts.STARTS``.
+          index: the draw's index within the step.
+          std: scale of a Gaussian start.
+
+        Returns:
+          The start point, shaped as ``x``.
+        """
         return starts.random_start(x, start, epsilon=self.epsilon, std=std,
                                    seed=self.draw_seed(index), global_batch=True)
 
     def noise(self, x, kind, index, scale):
-        """Global-batch noise for this replica's slice of ``x``: ``scale * N(0,1)``
-        (``kind='normal'``) or ``U(-scale, scale)`` (``kind='uniform'``)."""
+        """Global-batch noise for this replica's slice of ``x``.
+
+        Args:
+          x: this replica's images (the noise has its shape and dtype).
+          kind: ``'normal'`` (``scale * N(0,1)``) or ``'uniform'`` (``U(-scale, scale)``).
+          index: the draw's index within the step.
+          scale: the noise scale.
+
+        Returns:
+          The noise, shaped as ``x``.
+        """
         return starts.draw_like(x, kind, scale, self.draw_seed(index), global_batch=True)
 
     # ---------------------------------------------------------------- train step
     def before_outer_gradient(self, x, y, generated):
+        """Runs every step hook's ``before_outer_gradient``, in order.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: the dict ``generate`` returned (gradients stopped).
+        """
         for hook in self.step_hooks:
             hook.before_outer_gradient(self, x, y, generated)
 
     def after_apply(self, x, y, generated):
+        """Runs every step hook's ``after_apply``, in reverse order.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: the dict ``generate`` returned (gradients stopped).
+        """
         for hook in reversed(self.step_hooks):
             hook.after_apply(self, x, y, generated)
 
     def train_step(self, data):
+        """One outer step: ``generate``, the hooks, the loss and every optimizer's update.
+
+        The per-replica mean loss is divided by the replica count (``fit`` sums gradients
+        across replicas) and scaled by each optimizer's ``scale_loss``.
+
+        Args:
+          data: ``(x, y)`` or ``(x, y, sample_weight)``; sample weights are ignored.
+
+        Returns:
+          The logs: each term of ``term_names`` and the training accuracies.
+        """
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         generated = tf.nest.map_structure(tf.stop_gradient, self.generate(x, y))
         self.before_outer_gradient(x, y, generated)
@@ -329,6 +527,14 @@ class AdversarialMethod(keras.Model):
         return {k: tf.expand_dims(v, 0) for k, v in logs.items()}
 
     def test_step(self, data):
+        """Clean accuracy of every network and the primary network's cross-entropy.
+
+        Args:
+          data: ``(x, y)`` or ``(x, y, sample_weight)``; sample weights are ignored.
+
+        Returns:
+          The logs: ``loss`` and one accuracy per network.
+        """
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         out = {}
         for name, net in self.networks.items():
@@ -379,6 +585,7 @@ class AdversarialMethod(keras.Model):
 
     @property
     def metrics(self):
+        """The loss-term trackers, then one accuracy per network."""
         return list(self._trackers.values()) + list(self._accuracies.values())
 
 
@@ -416,14 +623,30 @@ def _multi_worker():
 
 
 def batch_mean(values):
-    """Mean over this replica's examples (``train_step`` divides by the replica count)."""
+    """Mean over this replica's examples (``train_step`` divides by the replica count).
+
+    Args:
+      values: per-example values ``[B]``.
+
+    Returns:
+      A scalar.
+    """
     return tf.reduce_mean(values)
 
 
 def batch_stats_forward(network, x, **call_kwargs):
-    """``network(x)`` with batch statistics, moving statistics untouched (see
-    ``AdversarialMethod.forward_batch_stats``); ``call_kwargs`` (e.g. ``batch_groups``)
-    go to the network's call."""
+    """``network(x)`` with batch statistics, moving statistics untouched.
+
+    See ``AdversarialMethod.forward_batch_stats``.
+
+    Args:
+      network: a Keras model.
+      x: NHWC float images in [0, 1].
+      **call_kwargs: passed to the network's call (e.g. ``batch_groups``).
+
+    Returns:
+      The logits.
+    """
     logits, _ = network.stateless_call(
         [v.value for v in network.trainable_variables],
         [v.value for v in network.non_trainable_variables], x, training=True,

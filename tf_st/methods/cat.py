@@ -53,12 +53,18 @@ from tf_st.methods.trades import TRADES, trades_loss
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """How CAT trains one network as the registered ``method`` does: the attack's start
-    (``tf_st.attacks.starts``), its loss (``None``: the batch CE; else
-    ``attack_loss(logits_fn, x)`` gives the loss, TRADES' KL from the clean logits),
-    the member's own train-mode forwards in the reference order (``'nat'``: ``f(x)``,
-    ``'adv'``: ``f(x_adv)``) and its loss ``loss(cat, logits, y)`` from those logits
-    (``logits[part]``), the method's own loss function."""
+    """How CAT trains one network as the registered ``method`` does.
+
+    Attributes:
+      method: the method class the member follows (``MadryAT``, ``TRADES``, ``ALP``).
+      start: the attack's start (``tf_st.attacks.starts``).
+      attack_loss: None for the batch CE; else ``attack_loss(logits_fn, x)`` gives the
+        attack's loss (TRADES' KL from the clean logits).
+      forwards: the member's own train-mode forwards in the reference order (``'nat'``:
+        ``f(x)``, ``'adv'``: ``f(x_adv)``).
+      loss: ``loss(cat, logits, y)`` from those logits (``logits[part]``), the method's own
+        loss function.
+    """
     method: type
     start: str
     attack_loss: Optional[Callable]
@@ -131,6 +137,20 @@ class CATHParams(HParams):
 
 
 class CAT(AdversarialMethod):
+    """Collaborative Adversarial Training (CAT; module docstring).
+
+    Two or three networks, each trained by its member method, distil each other's outputs on
+    their adversarial examples; the networks are named after the members.
+
+    Args:
+      networks: ``{member key: network}`` in the order of ``members``.
+      **kwargs: the fields of ``CATHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter, a value out of range, or networks not
+        named after the members.
+    """
     key = "cat"
     HParams = CATHParams
     selection_attack = "pgd10"
@@ -149,14 +169,25 @@ class CAT(AdversarialMethod):
 
     @property
     def member_keys(self):
+        """The members' method keys, in order (also the network names)."""
         return _members(self.hp.members)
 
     @property
     def term_names(self):
+        """``loss``, one ``<member>_loss`` per member, ``collab``."""
         return ("loss",) + tuple(f"{m}_loss" for m in self.member_keys) + ("collab",)
 
     @classmethod
     def network_archs(cls, arch, hparams):
+        """One network per member.
+
+        Args:
+          arch: the run's ``--arch`` (used for every member unless ``archs`` is set).
+          hparams: the method's hyperparameters (a dict).
+
+        Returns:
+          ``{member key: architecture key}``.
+        """
         hp = CATHParams.build(cls.key, dict(hparams))
         members = _members(hp.members)
         archs = _members(hp.archs) or (arch,) * len(members)
@@ -167,6 +198,16 @@ class CAT(AdversarialMethod):
         return lambda t: self.forward_eval(t, network=net)
 
     def generate(self, x, y, init=None):
+        """Each member's attack on its own network (inference-mode BN).
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{member key: x_adv}``, NHWC in [0, 1].
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         out = {}
         for k, (m, member) in enumerate(self.member_specs.items()):
@@ -190,6 +231,17 @@ class CAT(AdversarialMethod):
         return member.loss(self, z, y), z["adv"], z.get("nat")
 
     def training_loss(self, x, y, generated):
+        """``alpha * sum of the members' own losses + (1 - alpha) * peer distillation``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, one ``<member>_loss`` per member, ``collab`` and ``clean_logits`` (a
+          dict per network).
+        """
         own, adv_logits, clean = {}, {}, {}
         for m in self.member_keys:
             own[m], adv_logits[m], z_nat = self._member_loss(m, x, y, generated[m])
@@ -214,6 +266,13 @@ class CAT(AdversarialMethod):
         return terms
 
     def after_apply(self, x, y, generated):
+        """Runs the step hooks, then the reference's extra train-mode ``f1(x)`` (``log_forward``).
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+        """
         super().after_apply(x, y, generated)
         if self.log_forward:
             self.primary(x, training=True)

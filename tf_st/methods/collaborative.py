@@ -57,6 +57,19 @@ class CollaborativeHParams(HParams):
 
 
 class CollaborativeTraining(AdversarialMethod):
+    """Collaborative-example training (module docstring).
+
+    ``generate`` descends the cross-entropy to a collaborative point; ``training_loss``
+    is ``CE(f(x), y) + beta * KL`` between the clean and collaborative outputs.
+
+    Args:
+      networks: the classifier (a Keras model from NHWC images in [0, 1] to logits).
+      **kwargs: the fields of ``CollaborativeHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter or a value out of range.
+    """
     key = "col"
     term_names = ("loss", "ce", "reg")
     HParams = CollaborativeHParams
@@ -68,6 +81,16 @@ class CollaborativeTraining(AdversarialMethod):
                           loss="ce", targeted=True, start=self.init, init_std=self.init_std)
 
     def generate(self, x, y, init=None):
+        """The collaborative point: targeted PGD toward the true label.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{'col': x_col}``, NHWC in [0, 1].
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         if init is not None:
             start = tf.cast(init["col"], x.dtype)
@@ -77,6 +100,16 @@ class CollaborativeTraining(AdversarialMethod):
         return {"col": x_col}
 
     def training_loss(self, x, y, generated):
+        """``CE(f(x), y) + beta * KL`` in the direction ``kl_direction``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``ce``, ``reg`` and ``clean_logits``.
+        """
         z_nat, z_col = self.forward_groups([x, generated["col"]])
         ce = batch_mean(losses.cross_entropy(z_nat, y))
         target, other = (z_nat, z_col) if self.kl_direction == "nat_col" else (z_col, z_nat)

@@ -50,8 +50,21 @@ from tf_st.methods.trades import trades_loss
 
 
 def parse_tau_schedule(text):
-    """``'50:0,90:1,2'`` -> ``[(50, 0), (90, 1), (None, 2)]``: tau 0 up to epoch 50, 1 up
-    to 90, 2 after.  ``''`` -> ``[]`` (constant tau)."""
+    """Parses a per-epoch tau schedule.
+
+    ``'50:0,90:1,2'`` -> ``[(50, 0), (90, 1), (None, 2)]``: tau 0 up to epoch 50, 1 up to
+    90, 2 after.  ``''`` -> ``[]`` (constant tau).
+
+    Args:
+      text: the schedule.
+
+    Returns:
+      A list of ``(last epoch or None, tau)``.
+
+    Raises:
+      ValueError: an entry other than the last without ``epoch:``, epochs not increasing,
+        or a negative tau.
+    """
     out = []
     parts = [p.strip() for p in text.split(",") if p.strip()]
     for i, part in enumerate(parts):
@@ -69,7 +82,16 @@ def parse_tau_schedule(text):
 
 
 def tau_at_epoch(schedule, tau, epoch):
-    """tau for 1-based ``epoch``."""
+    """tau for 1-based ``epoch``.
+
+    Args:
+      schedule: a tau schedule (``parse_tau_schedule``); empty for a constant tau.
+      tau: the tau after the schedule's last epoch, or throughout when it is empty.
+      epoch: the 1-based epoch.
+
+    Returns:
+      The int tau.
+    """
     for end, value in parse_tau_schedule(schedule):
         if end is None or epoch <= end:
             return value
@@ -127,6 +149,19 @@ class FATMARTHParams(FATHParams):
 
 
 class FAT(AdversarialMethod):
+    """Friendly Adversarial Training (FAT; module docstring).
+
+    ``generate`` runs the early-stopped PGD-K-tau with tau following ``tau_schedule``;
+    ``training_loss`` is the CE at the early-stopped points.
+
+    Args:
+      networks: the classifier (a Keras model from NHWC images in [0, 1] to logits).
+      **kwargs: the fields of ``FATHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter or a value out of range.
+    """
     key = "fat"
     term_names = ("loss", "bp")
     HParams = FATHParams
@@ -145,10 +180,24 @@ class FAT(AdversarialMethod):
                                           trainable=False, dtype="int32", name="tau")
 
     def on_epoch_begin(self, epoch):
-        """Sets tau for 1-based ``epoch`` (the runner calls it at every epoch start)."""
+        """Sets tau for 1-based ``epoch`` (the runner calls it at every epoch start).
+
+        Args:
+          epoch: the 1-based epoch about to run.
+        """
         self.current_tau.assign(tau_at_epoch(self.tau_schedule, self.tau, epoch))
 
     def generate(self, x, y, init=None):
+        """The early-stopped PGD point of the batch and its step counts.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{'adv': x_adv, 'passes': steps per example, as x's dtype}``.
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = self.forward_eval
         if init is not None:
@@ -172,19 +221,41 @@ class FAT(AdversarialMethod):
         return batch_mean(generated["passes"])
 
     def training_loss(self, x, y, generated):
+        """The CE at the early-stopped points.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss`` and ``bp`` (mean steps per example).
+        """
         z_adv = self.forward_train(generated["adv"])
         return {"loss": batch_mean(losses.cross_entropy(z_adv, y)), "bp": self._bp(generated)}
 
 
 class FATTRADES(FAT):
-    """TRADES' loss (``tf_st.methods.trades.trades_loss``) and attack objective on FAT's
-    early-stopped attack; forwards ``f(x)`` then ``f(x_adv)``."""
+    """TRADES' loss and attack objective on FAT's early-stopped attack.
+
+    The loss is ``tf_st.methods.trades.trades_loss``; forwards ``f(x)`` then ``f(x_adv)``.
+    """
     key = "fat_trades"
     term_names = ("loss", "ce", "reg", "bp")
     HParams = FATTRADESHParams
     attack_loss = staticmethod(losses.kl_from_clean)
 
     def training_loss(self, x, y, generated):
+        """TRADES' loss at the early-stopped points.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``ce``, ``reg``, ``bp`` and ``clean_logits``.
+        """
         z_nat, z_adv = self.forward_groups([x, generated["adv"]])
         loss, ce, reg, _ = trades_loss(z_nat, [z_adv], y, self.beta)
         return {"loss": loss, "ce": ce, "reg": reg, "bp": self._bp(generated),
@@ -192,13 +263,25 @@ class FATTRADES(FAT):
 
 
 class FATMART(FAT):
-    """MART's loss (``tf_st.methods.mart.mart_loss``) on FAT's early-stopped attack (CE,
-    as MART's); forwards ``f(x_adv)`` then ``f(x)``."""
+    """MART's loss on FAT's early-stopped attack (CE, as MART's).
+
+    The loss is ``tf_st.methods.mart.mart_loss``; forwards ``f(x_adv)`` then ``f(x)``.
+    """
     key = "fat_mart"
     term_names = ("loss", "bce", "kl", "bp")
     HParams = FATMARTHParams
 
     def training_loss(self, x, y, generated):
+        """MART's loss at the early-stopped points.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``bce``, ``kl``, ``bp`` and ``clean_logits``.
+        """
         z_adv, z_nat = self.forward_groups([generated["adv"], x])
         loss, bce, kl = mart_loss(z_nat, [z_adv], y, self.beta)
         return {"loss": loss, "bce": bce, "kl": kl, "bp": self._bp(generated),

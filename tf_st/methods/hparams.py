@@ -16,13 +16,24 @@ from tf_st.attacks import checks
 
 def hparam(default, help, *, choices=None, minimum=None, unit=False, integer=False,
            flag=None, what=None, cli=True, check=None):
-    """A hyperparameter field.
+    """A hyperparameter field of an ``HParams`` dataclass.
 
-    ``choices``: allowed values; ``minimum``: inclusive lower bound; ``unit``: in
-    [0, 1] image units; ``integer``: a whole number; ``flag``: the command-line name when
-    it differs from the field name (``--trades_reg`` for TRADES' ``reg``); ``what``: the
-    noun used in error messages (``'regulariser'``); ``cli=False`` keeps a field off the
-    command line (a variant's fixed setting such as ``neighbours``).
+    Args:
+      default: the default value.
+      help: the help text (command-line ``--help`` and the field's documentation).
+      choices: allowed values.
+      minimum: inclusive lower bound.
+      unit: the value is in [0, 1] image units.
+      integer: the value is a whole number.
+      flag: the command-line name when it differs from the field name (``--trades_reg``
+        for TRADES' ``reg``).
+      what: the noun used in error messages (``'regulariser'``).
+      cli: False keeps the field off the command line (a variant's fixed setting such as
+        ``neighbours``).
+      check: a further ``check(value)`` that raises on a bad value.
+
+    Returns:
+      A ``dataclasses.field`` carrying these as metadata.
     """
     return dataclasses.field(default=default, metadata=dict(
         help=help, choices=tuple(choices) if choices else None, minimum=minimum, unit=unit,
@@ -49,8 +60,14 @@ def _validate(name, value, meta):
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-    """The inner-attack budget every adversarial method shares (ST paper Section 5:
-    eps 8/255, step 2/255, K = 10)."""
+    """The inner-attack budget every adversarial method shares.
+
+    ST paper Section 5: eps 8/255, step 2/255, K = 10.  Each field is validated at
+    construction as its ``hparam`` declares; a subclass adds a method's own fields.
+
+    Raises:
+      ValueError: a value out of range or not among the choices.
+    """
     epsilon: float = hparam(8 / 255, "L-inf budget in [0, 1] image units.", unit=True, cli=False)
     step_size: float = hparam(2 / 255, "Inner step size in [0, 1] image units.", unit=True,
                               cli=False)
@@ -65,7 +82,18 @@ class HParams:
 
     @classmethod
     def build(cls, method_key, overrides):
-        """``cls(**overrides)`` with an unknown keyword reported by name."""
+        """``cls(**overrides)`` with an unknown keyword reported by name.
+
+        Args:
+          method_key: the method's key, for the message.
+          overrides: ``{field name: value}``.
+
+        Returns:
+          The validated hyperparameters.
+
+        Raises:
+          ValueError: an unknown field, or a bad value.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -74,15 +102,34 @@ class HParams:
         return cls(**overrides)
 
     def as_dict(self):
+        """The hyperparameters as a dict.
+
+        Returns:
+          ``dataclasses.asdict(self)``.
+        """
         return dataclasses.asdict(self)
 
 
 def cli_fields(cls) -> list:
-    """``(flag name, field)`` of the fields a trainer exposes as flags."""
+    """The fields a trainer exposes as flags.
+
+    Args:
+      cls: an ``HParams`` subclass.
+
+    Returns:
+      ``[(flag name, dataclasses.Field)]``.
+    """
     return [(f.metadata.get("flag") or f.name, f) for f in dataclasses.fields(cls)
             if f.metadata.get("cli", True)]
 
 
 def field_kind(f) -> str:
-    """'float' | 'int' | 'bool' | 'str': the field's annotation, which picks its flag type."""
+    """The field's annotation, which picks its flag type.
+
+    Args:
+      f: a ``dataclasses.Field`` of an ``HParams`` subclass.
+
+    Returns:
+      ``'float'``, ``'int'``, ``'bool'`` or ``'str'``.
+    """
     return f.type.__name__

@@ -58,8 +58,17 @@ from tf_st.methods.hparams import HParams, hparam
 
 
 def madry_loss(z_advs, y):
-    """Vanilla AT's outer loss from its train-mode adversarial logits: the mean over the
-    neighbours ``z_advs`` of the batch-mean CE.  MadryAT and CAT's AT member use it."""
+    """Vanilla AT's outer loss from its train-mode adversarial logits.
+
+    MadryAT and CAT's AT member use it.
+
+    Args:
+      z_advs: a list of adversarial logits ``[B, classes]``, one per neighbour.
+      y: integer labels ``[B]``.
+
+    Returns:
+      The mean over the neighbours of the batch-mean CE (a scalar).
+    """
     ces = [batch_mean(losses.cross_entropy(z, y)) for z in z_advs]
     return tf.add_n(ces) / tf.cast(len(ces), ces[0].dtype)
 
@@ -85,6 +94,19 @@ class Madry2HParams(MadryHParams):
 
 
 class MadryAT(AdversarialMethod):
+    """Vanilla adversarial training (Madry et al.; module docstring).
+
+    ``generate`` runs PGD on the cross-entropy from a uniform start; ``training_loss`` is the
+    CE at the adversarial points.
+
+    Args:
+      networks: the classifier (a Keras model from NHWC images in [0, 1] to logits).
+      **kwargs: the fields of ``MadryHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter or a value out of range.
+    """
     key = "madry"
     term_names = ("loss",)
     HParams = MadryHParams
@@ -102,11 +124,27 @@ class MadryAT(AdversarialMethod):
                                                    name="eval_attack_step")
 
     def on_epoch_begin(self, epoch):
+        """Marks the first batch of the epoch for the eval-mode attack (``eval_first_batch``).
+
+        Args:
+          epoch: the 1-based epoch about to run.
+        """
         if self.eval_first_batch:
             step = int(self.optimizer.iterations.numpy()) if epoch > 1 else -1
             self.eval_attack_step.assign(step)
 
     def random_start(self, x, index):
+        """The uniform start of the ``index``-th neighbour.
+
+        Clamped to [0, 1] with ``clamp_start``.
+
+        Args:
+          x: this replica's NHWC float images in [0, 1].
+          index: the draw's index within the step.
+
+        Returns:
+          The start point, shaped as ``x``.
+        """
         return self.start(x, "uniform_clamped" if self.clamp_start else "uniform", index)
 
     def _attack(self, x, y, init, mode):
@@ -119,6 +157,18 @@ class MadryAT(AdversarialMethod):
         return nb.pgd_neighbours(self, x, y, init, self.random_start, forward, attack)
 
     def generate(self, x, y, init=None):
+        """The PGD point(s) of the batch.
+
+        In eval-mode BN on the epoch's first batch with ``eval_first_batch``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{'x_adv': ...}`` (``'x_adv2'`` too with two neighbours), NHWC in [0, 1].
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         if not self.eval_first_batch or self.attack_bn == "eval":
             return self._attack(x, y, init, self.attack_bn)
@@ -139,11 +189,28 @@ class MadryAT(AdversarialMethod):
         return {k: tf.where(first, evaluated[k], other[k]) for k in other}
 
     def after_apply(self, x, y, generated):
+        """Runs the step hooks, then the clean train-mode forward of ``log_forward``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+        """
         super().after_apply(x, y, generated)  # step hooks first: AWP restores the weights
         if self.log_forward:
             self.forward_train(x)
 
     def training_loss(self, x, y, generated):
+        """The mean CE at the adversarial points.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``{'loss': scalar}``.
+        """
         return {"loss": madry_loss(self.forward_groups([generated[n] for n in self.names]), y)}
 
 

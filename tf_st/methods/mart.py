@@ -46,8 +46,18 @@ from tf_st.methods.hparams import HParams
 
 
 def mart_terms(z_nat, z_adv, y):
-    """Per-example ``(bce, rob)`` of MART: ``L_adv`` and the weighted KL ``L_rob``
-    before the batch mean."""
+    """Per-example ``(bce, rob)`` of MART, before the batch mean.
+
+    ``bce`` is ``L_adv``, ``rob`` the weighted KL ``L_rob``.
+
+    Args:
+      z_nat: clean logits ``[B, classes]``.
+      z_adv: adversarial logits ``[B, classes]``.
+      y: integer labels ``[B]``.
+
+    Returns:
+      ``(bce, rob)``, each per example ``[B]``.
+    """
     z_nat, z_adv = losses.as_float(z_nat), losses.as_float(z_adv)
     dtype = z_adv.dtype
     p_adv, p_nat = tf.nn.softmax(z_adv), tf.nn.softmax(z_nat)
@@ -66,9 +76,20 @@ def mart_terms(z_nat, z_adv, y):
 
 
 def mart_loss(z_nat, z_advs, y, beta):
-    """MART's outer loss from its train-mode logits: ``(loss, bce, kl)``, the batch
-    means of :func:`mart_terms` averaged over the neighbours ``z_advs``, ``loss = bce +
-    beta * kl``.  MART and FAT-MART use it."""
+    """MART's outer loss from its train-mode logits.
+
+    The batch means of :func:`mart_terms` averaged over the neighbours ``z_advs``.  MART and
+    FAT-MART use it.
+
+    Args:
+      z_nat: clean logits ``[B, classes]``.
+      z_advs: a list of adversarial logits, one per neighbour.
+      y: integer labels ``[B]``.
+      beta: the weight of the KL term.
+
+    Returns:
+      ``(loss, bce, kl)`` with ``loss = bce + beta * kl`` (scalars).
+    """
     bces, robs = [], []
     for z_adv in z_advs:
         bce, rob = mart_terms(z_nat, z_adv, y)
@@ -93,6 +114,19 @@ class MART2HParams(MARTHParams):
 
 
 class MART(AdversarialMethod):
+    """MART (Wang et al.; module docstring).
+
+    ``generate`` runs PGD on the cross-entropy from ``x + init_std N(0,1)``;
+    ``training_loss`` is MART's boosted CE plus the misclassification-weighted KL.
+
+    Args:
+      networks: the classifier (a Keras model from NHWC images in [0, 1] to logits).
+      **kwargs: the fields of ``MARTHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter or a value out of range.
+    """
     key = "mart"
     term_names = ("loss", "bce", "kl")
     HParams = MARTHParams
@@ -104,12 +138,32 @@ class MART(AdversarialMethod):
                           loss="ce", start="normal", init_std=self.init_std)
 
     def generate(self, x, y, init=None):
+        """The MART PGD point(s) of the batch.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{'x_adv': ...}`` (``'x_adv2'`` too with two neighbours), NHWC in [0, 1].
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
         start = lambda x, k: self.start(x, "normal", k, std=self.init_std)  # noqa: E731
         return nb.pgd_neighbours(self, x, y, init, start, forward)
 
     def training_loss(self, x, y, generated):
+        """MART's outer loss (``mart_loss``).
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``bce``, ``kl`` and ``clean_logits``.
+        """
         z_nat, *z_advs = self.forward_groups([x] + [generated[n] for n in self.names])
         loss, bce, kl = mart_loss(z_nat, z_advs, y, self.beta)
         return {"loss": loss, "bce": bce, "kl": kl, "clean_logits": z_nat}

@@ -14,15 +14,41 @@ from tf_st.methods.base import AdversarialMethod, batch_mean
 
 
 class NaturalTraining(AdversarialMethod):
+    """Natural (non-adversarial) training: cross-entropy on the clean batch."""
     key = "natural"
     term_names = ("loss",)
 
     def hparams(self):
+        """No hyperparameters are recorded.
+
+        Returns:
+          ``{}``.
+        """
         return {}
 
     def generate(self, x, y, init=None):
+        """Nothing to generate.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{}``.
+        """
         return {}
 
     def training_loss(self, x, y, generated):
+        """The clean cross-entropy.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss`` and ``clean_logits``.
+        """
         z = self.forward_train(x)
         return {"loss": batch_mean(losses.cross_entropy(z, y)), "clean_logits": z}

@@ -17,19 +17,37 @@ METHODS = {}
 
 
 def registers_itself(cls):
-    """Whether defining ``cls`` registers it: it sets ``key`` in its own body (a
-    subclass inheriting its parent's key is not a new method) and it lives in a module
-    of the ``tf_st.methods`` package."""
+    """Whether defining ``cls`` registers it.
+
+    It does if it sets ``key`` in its own body (a subclass inheriting its parent's key is not
+    a new method) and lives in a module of the ``tf_st.methods`` package.
+
+    Args:
+      cls: a method class.
+
+    Returns:
+      A bool.
+    """
     module = getattr(cls, "__module__", "") or ""
     return "key" in cls.__dict__ and cls.__dict__["key"] is not None and (
         module == PACKAGE or module.startswith(PACKAGE + "."))
 
 
 def register(cls):
-    """Adds ``cls`` under ``cls.key``; returns ``cls`` (usable as a decorator).
+    """Adds ``cls`` under ``cls.key`` (usable as a decorator).
 
-    A key already held by another class raises ``ValueError``; the same class, or a
-    class of the same module and name (a reloaded module), replaces the entry."""
+    The same class, or a class of the same module and name (a reloaded module), replaces the
+    entry.
+
+    Args:
+      cls: a subclass of ``AdversarialMethod`` with a non-empty string ``key``.
+
+    Returns:
+      ``cls``.
+
+    Raises:
+      ValueError: ``cls`` sets no key, or the key is held by another class.
+    """
     key = cls.__dict__.get("key", getattr(cls, "key", None))
     if not isinstance(key, str) or not key:
         raise ValueError(f"{cls.__qualname__} sets no method key (a non-empty string)")
@@ -43,12 +61,32 @@ def register(cls):
 
 
 def unregister(key):
-    """Removes ``key`` from the registry and returns its class (``KeyError`` if absent)."""
+    """Removes ``key`` from the registry.
+
+    Args:
+      key: a method key.
+
+    Returns:
+      The class it held.
+
+    Raises:
+      KeyError: ``key`` is not registered.
+    """
     return METHODS.pop(key)
 
 
 def get(key):
-    """The class registered under ``key``; ``ValueError`` naming the known keys if none."""
+    """The class registered under ``key``.
+
+    Args:
+      key: a method key (``"st"``, ``"trades"``, ...).
+
+    Returns:
+      The ``AdversarialMethod`` subclass.
+
+    Raises:
+      ValueError: unknown ``key`` (the message names the known keys).
+    """
     try:
         return METHODS[key]
     except KeyError:

@@ -22,11 +22,31 @@ from tf_st.attacks.losses import as_float, kl_divergence
 
 
 def symmetric_kl(z_a, z_b, detach_targets=True):
+    """Symmetric KL of two outputs, per example (ST-AT's ``stat_loss`` by default).
+
+    Args:
+      z_a: logits ``[B, classes]``.
+      z_b: logits ``[B, classes]``.
+      detach_targets: stop the gradient through each KL's target (ST-AT); False for the
+        plain symmetric KL.
+
+    Returns:
+      ``0.5 * [KL(p_b || p_a) + KL(p_a || p_b)]`` per example ``[B]``.
+    """
     sg = tf.stop_gradient if detach_targets else tf.identity
     return 0.5 * (kl_divergence(sg(z_b), z_a) + kl_divergence(sg(z_a), z_b))
 
 
 def js(z_a, z_b):
+    """Jensen-Shannon divergence of two outputs, per example, fully differentiated.
+
+    Args:
+      z_a: logits ``[B, classes]``.
+      z_b: logits ``[B, classes]``.
+
+    Returns:
+      ``0.5 * [KL(p_a || m) + KL(p_b || m)]``, ``m = (p_a + p_b) / 2``, per example ``[B]``.
+    """
     p_a, p_b = tf.nn.softmax(as_float(z_a)), tf.nn.softmax(as_float(z_b))
     m = 0.5 * (p_a + p_b)
     # xlogy keeps classes where both probabilities underflow to 0 at 0 instead of nan.
@@ -35,6 +55,15 @@ def js(z_a, z_b):
 
 
 def l2(z_a, z_b):
+    """Squared L2 distance of two softmax outputs, per example, fully differentiated.
+
+    Args:
+      z_a: logits ``[B, classes]``.
+      z_b: logits ``[B, classes]``.
+
+    Returns:
+      ``|| p_a - p_b ||_2^2`` per example ``[B]``.
+    """
     return tf.reduce_sum(tf.square(tf.nn.softmax(as_float(z_a)) - tf.nn.softmax(as_float(z_b))), axis=1)
 
 
@@ -42,6 +71,17 @@ REGULARIZERS = {"symmetric_kl": symmetric_kl, "js": js, "l2": l2}
 
 
 def get(name):
+    """The regulariser named ``name``.
+
+    Args:
+      name: ``'symmetric_kl'``, ``'js'`` or ``'l2'``.
+
+    Returns:
+      A function ``reg(z_a, z_b)`` returning per-example values.
+
+    Raises:
+      ValueError: an unknown name.
+    """
     try:
         return REGULARIZERS[name]
     except KeyError:

@@ -57,15 +57,34 @@ from tf_st.methods.hparams import HParams, hparam
 
 
 def select_roles(z_nat, z_col, z_adv, y):
-    """Per example, the index in (nat=0, col=1, adv=2) of the lowest (``up``) and the
-    highest (``low``) true-class probability, first index on ties."""
+    """Per example, which of (nat=0, col=1, adv=2) takes each role.
+
+    ``up``: the lowest true-class probability; ``low``: the highest; first index on ties.
+
+    Args:
+      z_nat: clean logits ``[B, classes]``.
+      z_col: collaborative logits ``[B, classes]``.
+      z_adv: adversarial logits ``[B, classes]``.
+      y: integer labels ``[B]``.
+
+    Returns:
+      ``(up, low)``: int ``[B]`` indices (gradients stopped).
+    """
     p = tf.stack([losses.true_class_probability(z, y) for z in (z_nat, z_col, z_adv)], axis=1)
     p = tf.stop_gradient(p)
     return losses.first_argmin(p, axis=1), losses.first_argmax(p, axis=1)
 
 
 def gather_role(stacked, role):
-    """Row ``i`` of ``stacked[:, role[i]]`` for a ``[B, 3, ...]`` stack."""
+    """Row ``i`` of ``stacked[:, role[i]]`` for a ``[B, 3, ...]`` stack.
+
+    Args:
+      stacked: ``[B, 3, ...]`` (the nat, col, adv logits stacked on axis 1).
+      role: int ``[B]`` indices into axis 1.
+
+    Returns:
+      ``[B, ...]``.
+    """
     return tf.gather(stacked, role, axis=1, batch_dims=1)
 
 
@@ -86,6 +105,19 @@ class STHParams(HParams):
 
 
 class SqueezeTraining(AdversarialMethod):
+    """Squeeze Training (ST; Li et al., ICLR 2023; module docstring).
+
+    ``generate`` finds the adversarial and the collaborative point of each example;
+    ``training_loss`` squeezes the up-role and low-role logits together with ``reg``.
+
+    Args:
+      networks: the classifier (a Keras model from NHWC images in [0, 1] to logits).
+      **kwargs: the fields of ``STHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter or a value out of range.
+    """
     key = "st"
     # ce_upper / ce_lower: CE of the up-role and low-role points (logged, not trained on;
     # train_stat.py's statistics, ST paper Fig. 8).
@@ -97,6 +129,16 @@ class SqueezeTraining(AdversarialMethod):
         self.reg_fn = regularizers.get(self.reg)
 
     def generate(self, x, y, init=None):
+        """The adversarial and collaborative examples of ST's joint inner loop.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{'adv': x_adv, 'col': x_col}``, NHWC in [0, 1].
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         if init is None:
             init = {name: self.start(x, self.init, k, std=self.init_std)
@@ -163,6 +205,17 @@ class SqueezeTraining(AdversarialMethod):
     def training_loss(self, x, y, generated):
         # One forward: the collaborative part with batch statistics and no update, then
         # the updates of the clean and adversarial parts in the reference's order.
+        """ST's outer loss: ``CE(f(x), y) + beta * reg(up-role, low-role)``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``ce``, ``reg``, ``ce_upper``, ``ce_lower`` (logged only) and
+          ``clean_logits``.
+        """
         order = (2, 1) if self.forward_order == "adv_nat" else (1, 2)
         z_col, z_nat, z_adv = self.forward_groups([generated["col"], x, generated["adv"]],
                                                   update_order=order)

@@ -79,14 +79,32 @@ FORWARD_ORDERS = ("nat_adv_nat", "adv_nat_nat", "adv_nat")
 
 
 def update_order(forward_order, neighbours):
-    """``forward_groups``' update order over the parts ``[x, x_adv, x_adv2, ...]``."""
+    """``forward_groups``' update order over the parts ``[x, x_adv, x_adv2, ...]``.
+
+    Args:
+      forward_order: ``'nat_adv_nat'``, ``'adv_nat_nat'`` or ``'adv_nat'`` (module docstring).
+      neighbours: the number of adversarial parts.
+
+    Returns:
+      A tuple of part indices.
+    """
     advs = tuple(range(1, neighbours + 1))
     return {"nat_adv_nat": (0,) + advs + (0,), "adv_nat_nat": advs + (0, 0),
             "adv_nat": advs + (0,)}[forward_order]
 
 
 def trades_regularizer(name):
-    """``reg(z_nat, z_adv)`` per example, nothing detached."""
+    """The TRADES regulariser ``reg(z_nat, z_adv)`` per example, nothing detached.
+
+    Args:
+      name: ``'kl'``, ``'js'``, ``'l2'`` or ``'symmetric_kl'``.
+
+    Returns:
+      A function of two logits tensors returning per-example values ``[B]``.
+
+    Raises:
+      ValueError: an unknown name.
+    """
     try:
         return TRADES_REGULARIZERS[name]
     except KeyError:
@@ -95,10 +113,22 @@ def trades_regularizer(name):
 
 
 def trades_loss(z_nat, z_advs, y, beta, reg_fn=_kl):
-    """TRADES' outer loss from its train-mode logits: ``(loss, ce, reg, ce_nat)`` with
-    ``ce = mean CE(f(x), y)``, ``reg = mean_k mean reg_fn(f(x), f(x_adv_k))`` (the clean
-    logits the target, not detached), ``loss = ce + beta * reg`` and ``ce_nat`` the
-    per-example clean CE.  TRADES, CAT's TRADES member and FAT-TRADES use it."""
+    """TRADES' outer loss from its train-mode logits.
+
+    TRADES, CAT's TRADES member and FAT-TRADES use it.
+
+    Args:
+      z_nat: clean logits ``[B, classes]`` (the regulariser's target, not detached).
+      z_advs: a list of adversarial logits, one per neighbour.
+      y: integer labels ``[B]``.
+      beta: the regulariser's weight.
+      reg_fn: per-example regulariser ``reg_fn(z_nat, z_adv)``.
+
+    Returns:
+      ``(loss, ce, reg, ce_nat)`` with ``ce = mean CE(f(x), y)``,
+      ``reg = mean_k mean reg_fn(f(x), f(x_adv_k))``, ``loss = ce + beta * reg`` and
+      ``ce_nat`` the per-example clean CE.
+    """
     ce_nat = losses.cross_entropy(z_nat, y)
     ce = batch_mean(ce_nat)
     regs = [batch_mean(reg_fn(z_nat, z_adv)) for z_adv in z_advs]
@@ -127,6 +157,19 @@ class TRADES2HParams(TRADESHParams):
 
 
 class TRADES(AdversarialMethod):
+    """TRADES (the module docstring gives the reference and deviations).
+
+    ``generate`` runs the inner maximisation of the regulariser from ``x + init_std N(0,1)``;
+    ``training_loss`` is ``CE(f(x), y) + beta * reg(f(x), f(x_adv))``.
+
+    Args:
+      networks: the classifier (a Keras model from NHWC images in [0, 1] to logits).
+      **kwargs: the fields of ``TRADESHParams`` and the constructor options of
+        ``AdversarialMethod`` (``seed``, ``group_forwards``, ...).
+
+    Raises:
+      ValueError: an unknown hyperparameter or a value out of range.
+    """
     key = "trades"
     # col_ratio: fraction of inner maximisers (the first neighbour's) whose CE is below
     # the benign CE, from the training forwards (logged only; ST paper Fig. 5).
@@ -142,6 +185,16 @@ class TRADES(AdversarialMethod):
                           start="normal", init_std=self.init_std)
 
     def generate(self, x, y, init=None):
+        """The TRADES inner maximiser(s) of the regulariser against f(x).
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          init: start points ``{name: images}`` for the inner attacks, or None to draw them.
+
+        Returns:
+          ``{'x_adv': ...}`` (``'x_adv2'`` too with two neighbours), NHWC in [0, 1].
+        """
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         forward = nb.attack_forward(self, self.attack_bn)
         inner = losses.kl_from_clean(forward, x, self.reg_fn)
@@ -153,6 +206,17 @@ class TRADES(AdversarialMethod):
         # The reference's forwards as one: a second clean forward equals the first (same
         # weights, same batch), so it only repeats the moving-statistics update; gradients
         # through it equal those through the first.
+        """TRADES' outer loss, with the train-mode forwards in ``forward_order``.
+
+        Args:
+          x: a batch of NHWC float images in [0, 1] (this replica's slice).
+          y: its integer labels ``[B]``.
+          generated: what ``generate`` returned.
+
+        Returns:
+          ``loss``, ``ce``, ``reg``, ``col_ratio`` (the share of first neighbours whose CE is
+          below the clean CE, logged only) and ``clean_logits``.
+        """
         parts = [x] + [generated[n] for n in self.names]
         z_nat, *z_advs = self.forward_groups(
             parts, update_order=update_order(self.forward_order, len(self.names)))

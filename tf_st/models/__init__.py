@@ -53,6 +53,10 @@ register_arch = _common.register_arch
 def build(arch, num_classes, input_shape=(32, 32, 3), name=None, **options):
     """Builds ``arch`` (a key of :data:`ARCHS`) as a functional Keras model producing logits.
 
+    The model takes NHWC float images in [0, 1] of shape ``(batch, *input_shape)`` and
+    returns ``(batch, num_classes)`` logits (float32 under a mixed-precision policy, floatx
+    otherwise).
+
     Args:
       arch: architecture key, e.g. ``"resnet18"`` or ``"wrn34_10"``.
       num_classes: number of logits.
@@ -63,8 +67,18 @@ def build(arch, num_classes, input_shape=(32, 32, 3), name=None, **options):
         stride-1 3x3 convs pad with 'same'; True: with their own ZeroPadding2D layer,
         the same numbers and weights, ``_common.conv3x3``).
 
+    Returns:
+      A functional ``keras.Model`` (its variables created) mapping the images to
+      logits.
+
     Raises:
       ValueError: unknown ``arch`` (the message lists the known keys).
+
+    Example:
+      >>> import tf_st
+      >>> model = tf_st.models.build("small_cnn", 10, input_shape=(32, 32, 3))
+      >>> model.output_shape
+      (None, 10)
     """
     if arch not in ARCHS:
         raise ValueError(f"Unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")

@@ -22,7 +22,23 @@ ARCHS = {}
 
 
 def register_arch(key, builder=None):
-    """Registers ``builder`` under ``key``; usable as a decorator (``@register_arch("k")``)."""
+    """Registers an architecture builder under ``key`` in :data:`ARCHS`.
+
+    Usable directly (``register_arch("k", builder)``) or as a decorator
+    (``@register_arch("k")``).  Registering the same function twice is a no-op.
+
+    Args:
+      key: architecture key, as passed to :func:`tf_st.models.build`.
+      builder: ``builder(num_classes, input_shape, name, **options)`` returning a Keras model
+        producing logits; None to get a decorator.
+
+    Returns:
+      ``builder`` itself when given, otherwise a decorator that registers and returns the
+      function it decorates.
+
+    Raises:
+      ValueError: ``key`` is already registered to a different function.
+    """
     def add(fn):
         if key in ARCHS and ARCHS[key] is not fn:
             raise ValueError(f"architecture {key!r} is already registered")

@@ -24,7 +24,18 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
 def extract_state_dict(checkpoint):
-    """Returns the state dict inside ``checkpoint`` (bare, or under a wrapper key)."""
+    """Returns the state dict inside a loaded PyTorch checkpoint.
+
+    Args:
+      checkpoint: what ``torch.load`` returned: a bare ``state_dict`` or a dict holding one
+        under ``'state_dict'``, ``'model'``, ``'model_state_dict'`` or ``'net'``.
+
+    Returns:
+      The mapping of PyTorch parameter keys to tensors.
+
+    Raises:
+      ValueError: ``checkpoint`` is not a mapping (e.g. a whole pickled ``nn.Module``).
+    """
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"checkpoint is a {type(checkpoint).__name__}, not a dict; a whole "
                          "pickled nn.Module cannot be read with weights_only=True — save "
@@ -37,7 +48,18 @@ def extract_state_dict(checkpoint):
 
 
 def load_torch_checkpoint(path):
-    """``torch.load(path, map_location='cpu', weights_only=True)`` → state dict."""
+    """Reads a ``.pt`` file with ``torch.load(path, map_location='cpu', weights_only=True)``.
+
+    Args:
+      path: the PyTorch checkpoint file.
+
+    Returns:
+      Its state dict (see :func:`extract_state_dict`).
+
+    Raises:
+      SystemExit: PyTorch is not installed.
+      ValueError: the file does not hold a dict.
+    """
     try:
         import torch  # pylint: disable=import-outside-toplevel
     except ImportError:
@@ -50,8 +72,23 @@ def load_torch_checkpoint(path):
 
 def convert(arch, num_classes, state_dict, output=None, strict=True,
             ignore_prefixes=DEFAULT_IGNORE_PREFIXES):
-    """Builds ``arch``, loads ``state_dict`` into it and optionally saves ``output``
-    (a ``*.weights.h5`` path).  Returns the model."""
+    """Builds ``arch`` and loads a PyTorch ``state_dict`` into it.
+
+    Args:
+      arch: architecture key of :data:`tf_st.models.ARCHS`.
+      num_classes: number of logits.
+      state_dict: mapping of PyTorch keys to arrays or tensors.
+      output: a ``*.weights.h5`` path to save the weights to; None saves nothing.
+      strict: missing or unexpected keys are errors (shape mismatches always are).
+      ignore_prefixes: key prefixes dropped silently (default: TRADES' ``sub_block1.``).
+
+    Returns:
+      The Keras model, with the weights loaded.
+
+    Raises:
+      ValueError: unknown ``arch``.
+      StateDictMismatchError: the state dict does not fit the model.
+    """
     model = models.build(arch, num_classes)
     load_torch_state_dict(model, state_dict, strict=strict, ignore_prefixes=ignore_prefixes)
     if output:

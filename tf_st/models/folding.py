@@ -36,8 +36,17 @@ def _foldable_conv(layer):
 
 
 def conv_bn_pairs(model):
-    """``{conv layer name: bn layer}`` for every Conv2D whose only consumer is a
-    TorchBatchNorm over channels, both called once in ``model``'s graph."""
+    """Finds the conv -> BN pairs of ``model`` that can be folded.
+
+    A pair is a Conv2D (channels-last, ungrouped, linear activation) whose only consumer is a
+    TorchBatchNorm over channels, both called once in ``model``'s graph.
+
+    Args:
+      model: a functional Keras model.
+
+    Returns:
+      ``{conv layer name: TorchBatchNorm layer}``.
+    """
     consumers = {}
     calls = {}
     for nodes in model._nodes_by_depth.values():
@@ -89,9 +98,16 @@ def _folded_conv(conv, bn):
 
 
 def fold_batchnorm(model):
-    """A function ``x -> model(x, training=False)`` with every conv -> BN pair of
-    ``model`` (a functional Keras model) folded into one biased convolution.  A model
-    with no such pair gets ``model(x, training=False)`` itself."""
+    """The inference forward of ``model`` with every conv -> BN pair folded.
+
+    Args:
+      model: a functional (or Sequential) Keras model.
+
+    Returns:
+      A function ``x -> model(x, training=False)`` (NHWC images in, logits out) with every
+      conv -> BN pair folded into one biased convolution; a model with no such pair gets
+      ``model(x, training=False)`` itself.
+    """
     graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
     pairs = conv_bn_pairs(graph) if isinstance(graph, Functional) else {}
     if not pairs:

@@ -15,21 +15,27 @@ _FUSED_DTYPES = ("float32", "float16", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class BatchGroups:
-    """How a train-mode ``TorchBatchNorm`` treats its batch: ``groups`` equal consecutive
-    slices, each normalised with its own statistics; the moving statistics updated with
-    the groups' statistics in ``order`` (see ``batch_groups``)."""
+    """How a train-mode ``TorchBatchNorm`` splits its batch into groups.
+
+    The batch is cut into ``groups`` equal consecutive slices, each normalised with its own
+    statistics; the moving statistics are updated with the groups' statistics in ``order``
+    (see ``batch_groups``, which builds and validates it).
+
+    Attributes:
+      groups: number of slices (>= 1).
+      order: group indices whose statistics update the moving ones, in this order.
+    """
     groups: int
     order: tuple
 
 
 def batch_groups(groups, update_order=None):
-    """The ``BatchGroups`` to pass as ``model(x, training=True, batch_groups=...)`` (or
-    through ``stateless_call``): every ``TorchBatchNorm`` of the functional ``model`` in
-    training mode splits its batch into ``groups`` equal consecutive slices and
-    normalises each with its own statistics, exactly as ``groups`` separate forwards
-    would; the moving statistics are then updated with the groups' statistics in
-    ``update_order`` (group indices, repeats allowed; by default every group in order;
-    ``()`` for none).
+    """The ``BatchGroups`` to pass as ``model(x, training=True, batch_groups=...)``.
+
+    (Or through ``stateless_call``.)  Every ``TorchBatchNorm`` of the functional ``model`` in
+    training mode splits its batch into ``groups`` equal consecutive slices and normalises
+    each with its own statistics, exactly as ``groups`` separate forwards would; the moving
+    statistics are then updated with the groups' statistics in ``update_order``.
 
     One forward of ``concat([a, b])`` with ``batch_groups(2)`` thus equals ``f(a)`` then
     ``f(b)`` in outputs, gradients and moving statistics, with convolutions twice as large
@@ -39,7 +45,19 @@ def batch_groups(groups, update_order=None):
     extra call keyword to each of their layers that registered it as a call-context
     argument (``TorchBatchNorm`` does, ``Layer._register_call_context_args``).  A
     ``TorchBatchNorm`` inside a nested sub-model is not reached that way
-    (``check_batch_groups_reach`` tells)."""
+    (``check_batch_groups_reach`` tells).
+
+    Args:
+      groups: number of equal consecutive slices of the batch (>= 1).
+      update_order: group indices (repeats allowed) whose statistics update the moving
+        ones, in this order; None for every group in order, ``()`` for none.
+
+    Returns:
+      A frozen ``BatchGroups``.
+
+    Raises:
+      ValueError: ``groups < 1`` or an index outside ``[0, groups)``.
+    """
     order = tuple(range(groups)) if update_order is None else tuple(update_order)
     if groups < 1 or any(not 0 <= g < groups for g in order):
         raise ValueError(f"batch_groups({groups}, {update_order}): bad group index")
@@ -47,9 +65,17 @@ def batch_groups(groups, update_order=None):
 
 
 def check_batch_groups_reach(model):
-    """Raises ``ValueError`` unless every ``TorchBatchNorm`` of ``model`` is one of its own
-    layers, i.e. receives ``batch_groups=`` when ``model`` is called with it (a functional
-    model passes call-context arguments only to its own layers)."""
+    """Checks that ``batch_groups=`` reaches every ``TorchBatchNorm`` of ``model``.
+
+    A functional model passes call-context arguments only to its own layers, so every
+    ``TorchBatchNorm`` must be one of them, not inside a nested model.
+
+    Args:
+      model: a Keras model.
+
+    Raises:
+      ValueError: a ``TorchBatchNorm`` sits in a nested model (the message names them).
+    """
     own = {id(layer) for layer in model.layers}
     nested = [layer.name for layer in all_layers(model)
               if isinstance(layer, TorchBatchNorm) and id(layer) not in own]
@@ -82,6 +108,15 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     batch statistics are those of the global batch (an all-reduce per BN), so replicas
     normalise and update exactly as one device with the global batch would.  Without it
     each replica uses the statistics of its own slice, as PyTorch ``DataParallel`` does.
+
+    Args:
+      momentum: Keras momentum, the weight of the old moving value (PyTorch's 0.1 is 0.9).
+      epsilon: added to the variance (PyTorch's default 1e-5).
+      unbiased_moving_variance: update ``moving_variance`` with the unbiased batch variance,
+        as PyTorch does; False for Keras' rule.
+      fused: use the fused kernel where the input allows it.
+      **kwargs: passed to ``keras.layers.BatchNormalization`` (``axis``, ``name``,
+        ``synchronized``, ...).
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, unbiased_moving_variance=True, fused=True,
@@ -98,6 +133,19 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
                 and self.scale and keras.backend.standardize_dtype(x.dtype) in _FUSED_DTYPES)
 
     def call(self, inputs, training=None, mask=None, batch_groups=None):
+        """Normalises ``inputs``; in training mode also updates the moving statistics.
+
+        Args:
+          inputs: the tensor to normalise (NHWC for the fused path).
+          training: batch statistics and a moving update if true (and the layer is
+            trainable); the moving statistics otherwise.
+          mask: passed to Keras' BatchNormalization, which then does the whole call.
+          batch_groups: a ``BatchGroups`` (from ``batch_groups``) splitting the batch into
+            groups with their own statistics; None for one group.
+
+        Returns:
+          The normalised tensor, in the layer's compute dtype, shaped as ``inputs``.
+        """
         if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
         if not (training and self.trainable):
@@ -148,6 +196,11 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
         return y, (mean, moving_variance)
 
     def get_config(self):
+        """Keras serialisation config.
+
+        Returns:
+          BatchNormalization's config plus ``unbiased_moving_variance`` and ``fused``.
+        """
         config = super().get_config()
         config["unbiased_moving_variance"] = self.unbiased_moving_variance
         config["fused"] = self.fused
@@ -155,8 +208,17 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
 
 
 def set_batchnorm(model, **attributes):
-    """Sets ``fused`` / ``synchronized`` on every ``TorchBatchNorm`` of ``model`` (read
-    when the model is next traced)."""
+    """Sets ``fused`` / ``synchronized`` on every ``TorchBatchNorm`` of ``model``.
+
+    The attributes are read when the model is next traced.
+
+    Args:
+      model: a Keras model (nested models included).
+      **attributes: ``fused=bool`` and/or ``synchronized=bool``.
+
+    Raises:
+      ValueError: an attribute other than ``fused`` and ``synchronized``.
+    """
     unknown = set(attributes) - {"fused", "synchronized"}
     if unknown:
         raise ValueError(f"unknown BatchNorm setting(s) {sorted(unknown)}")
@@ -170,5 +232,12 @@ def all_layers(model):
     """Every layer of ``model``, nested models' layers included (``model`` excluded).
 
     Keras 3 has no public recursive walk (``Model.layers`` lists only the top level); this
-    uses the private ``Layer._flatten_layers``, pinned by tests/test_keras_internals.py."""
+    uses the private ``Layer._flatten_layers``, pinned by tests/test_keras_internals.py.
+
+    Args:
+      model: a Keras model or layer.
+
+    Returns:
+      A list of layers.
+    """
     return list(model._flatten_layers(include_self=False, recursive=True))

@@ -91,8 +91,18 @@ def _resnet(block, num_blocks, num_classes, input_shape, name, preact, pad=False
 
 @C.register_arch("resnet18")
 def resnet18(num_classes=10, input_shape=(32, 32, 3), name="resnet18", pad_at_stride_1=False):
-    """kuangliu/ST-AT CIFAR ResNet-18 (BasicBlock, [2, 2, 2, 2]); returns logits.
-    ``pad_at_stride_1``: see ``_common.conv3x3``."""
+    """kuangliu/ST-AT CIFAR ResNet-18 (BasicBlock, [2, 2, 2, 2]).
+
+    Args:
+      num_classes: number of logits.
+      input_shape: HWC shape of one image.
+      name: Keras model name.
+      pad_at_stride_1: give stride-1 3x3 convs their own ZeroPadding2D layer (same numbers
+        and weights); see ``_common.conv3x3``.
+
+    Returns:
+      A functional ``keras.Model`` from NHWC images in [0, 1] to logits.
+    """
     return _resnet(_basic_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=False,
                    pad=pad_at_stride_1)
 
@@ -100,7 +110,17 @@ def resnet18(num_classes=10, input_shape=(32, 32, 3), name="resnet18", pad_at_st
 @C.register_arch("preact_resnet18")
 def preact_resnet18(num_classes=10, input_shape=(32, 32, 3), name="preact_resnet18",
                     pad_at_stride_1=False):
-    """robust_overfitting/AWP PreActResNet-18 (PreActBlock, [2, 2, 2, 2]); returns logits.
-    ``pad_at_stride_1``: see ``_common.conv3x3``."""
+    """robust_overfitting/AWP PreActResNet-18 (PreActBlock, [2, 2, 2, 2]).
+
+    Args:
+      num_classes: number of logits.
+      input_shape: HWC shape of one image.
+      name: Keras model name.
+      pad_at_stride_1: give stride-1 3x3 convs their own ZeroPadding2D layer (same numbers
+        and weights); see ``_common.conv3x3``.
+
+    Returns:
+      A functional ``keras.Model`` from NHWC images in [0, 1] to logits.
+    """
     return _resnet(_preact_block, (2, 2, 2, 2), num_classes, input_shape, name, preact=True,
                    pad=pad_at_stride_1)

@@ -22,6 +22,20 @@ from tf_st.models import _common as C
 @C.register_arch("small_cnn")
 def small_cnn(num_classes=10, input_shape=(32, 32, 3), name="small_cnn", widths=(32, 32, 64, 64),
               hidden=128, pad_at_stride_1=False):
+    """The small CNN of this module's docstring (not from a reference repository).
+
+    Args:
+      num_classes: number of logits.
+      input_shape: HWC shape of one image (any size: global average pooling).
+      name: Keras model name.
+      widths: filters of conv1..conv4.
+      hidden: units of ``fc1``.
+      pad_at_stride_1: give the 3x3 convs their own ZeroPadding2D layer (same numbers and
+        weights); see ``_common.conv3x3``.
+
+    Returns:
+      A functional ``keras.Model`` from NHWC images in [0, 1] to logits.
+    """
     init = C.torch_default_kernel_init()
     inputs = C.image_input(input_shape)
     x = inputs

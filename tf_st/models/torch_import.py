@@ -30,7 +30,13 @@ DEFAULT_IGNORE_PREFIXES = ("sub_block1.",)
 
 
 class StateDictMismatchError(ValueError):
-    """The state dict does not fit the model; the message lists every offending key."""
+    """The state dict does not fit the model; the message lists every offending key.
+
+    Args:
+      missing: model keys absent from the state dict.
+      unexpected: state-dict keys the model does not have.
+      mismatched: ``(key, expected torch shape, given shape)`` triples.
+    """
 
     def __init__(self, missing=(), unexpected=(), mismatched=()):
         self.missing = list(missing)
@@ -108,14 +114,29 @@ def _torch_shape(var, to_torch):
 
 
 def torch_state_dict_template(model):
-    """The PyTorch ``state_dict`` keys (without buffers like ``num_batches_tracked``) and
-    shapes that :func:`load_torch_state_dict` expects for ``model``: ``{key: shape}``."""
+    """The PyTorch ``state_dict`` that :func:`load_torch_state_dict` expects for ``model``.
+
+    Buffers such as ``num_batches_tracked`` are left out.
+
+    Args:
+      model: a model built by :func:`tf_st.models.build`.
+
+    Returns:
+      ``{torch key: torch shape tuple}``.
+    """
     return {key: _torch_shape(var, to_torch)
             for key, (var, _, to_torch) in _param_map(model).items()}
 
 
 def keras_to_torch_state_dict(model):
-    """The inverse conversion: ``{torch key: numpy array in PyTorch layout}``."""
+    """The inverse conversion: the weights of ``model`` as a PyTorch state dict.
+
+    Args:
+      model: a model built by :func:`tf_st.models.build`.
+
+    Returns:
+      ``{torch key: numpy array in PyTorch layout}``.
+    """
     return {key: np.ascontiguousarray(to_torch(np.array(var.numpy())))
             for key, (var, _, to_torch) in _param_map(model).items()}
 
@@ -132,7 +153,14 @@ def _to_numpy(value):
 
 
 def normalize_key(key):
-    """Strips the ``module.`` prefix(es) added by ``nn.DataParallel``/DDP."""
+    """Strips the ``module.`` prefix(es) added by ``nn.DataParallel``/DDP.
+
+    Args:
+      key: a PyTorch state-dict key.
+
+    Returns:
+      The key without leading ``module.`` prefixes.
+    """
     while key.startswith("module."):
         key = key[len("module."):]
     return key
@@ -158,6 +186,9 @@ def load_torch_state_dict(model, state_dict, strict=True,
     Raises:
       StateDictMismatchError: listing missing / unexpected keys (strict) and every
         mis-shaped key with expected and given shapes.  Nothing is written then.
+      ValueError: a key appears twice (with and without the ``module.`` prefix).
+      NotImplementedError: the model has a layer the mapping does not cover (grouped
+        convs, BN without affine parameters, ...).
     """
     entries = _param_map(model)
     given, ignored = {}, []

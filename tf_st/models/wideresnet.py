@@ -38,8 +38,13 @@ from tf_st.models import _common as C
 
 
 def wrn_conv_init():
-    """TRADES: ``m.weight.data.normal_(0, sqrt(2. / (k*k*out_channels)))`` — a He-normal
-    on fan_out, *untruncated* (Keras' ``he_normal`` is truncated)."""
+    """TRADES' conv init: ``m.weight.data.normal_(0, sqrt(2. / (k*k*out_channels)))``.
+
+    A He-normal on fan_out, *untruncated* (Keras' ``he_normal`` is truncated).
+
+    Returns:
+      A ``keras.initializers.VarianceScaling``.
+    """
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out",
                                               distribution="untruncated_normal")
 
@@ -63,8 +68,23 @@ def _wrn_block(x, out_planes, stride, name, init, pad):
 
 def wide_resnet(depth=34, widen_factor=10, num_classes=10, input_shape=(32, 32, 3),
                 name=None, pad_at_stride_1=False):
-    """TRADES WideResNet-``depth``-``widen_factor``; returns a Keras model producing logits.
-    ``pad_at_stride_1``: see ``_common.conv3x3``."""
+    """TRADES WideResNet-``depth``-``widen_factor``.
+
+    Args:
+      depth: total depth, ``6n + 4`` with ``n >= 1`` blocks per stage (34, 28, ...).
+      widen_factor: width multiplier k (widths ``[16, 16k, 32k, 64k]``).
+      num_classes: number of logits.
+      input_shape: HWC shape of one image (the final pool assumes 32×32).
+      name: Keras model name; defaults to ``wrn{depth}_{widen_factor}``.
+      pad_at_stride_1: give stride-1 3x3 convs their own ZeroPadding2D layer (same numbers
+        and weights); see ``_common.conv3x3``.
+
+    Returns:
+      A functional ``keras.Model`` from NHWC images in [0, 1] to logits.
+
+    Raises:
+      ValueError: ``depth`` is not ``6n + 4`` with ``n >= 1``.
+    """
     if depth < 10 or (depth - 4) % 6 != 0:
         raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1, got {depth}")
     n = (depth - 4) // 6

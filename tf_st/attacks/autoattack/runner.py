@@ -66,7 +66,19 @@ __all__ = ["VERSIONS", "AttackLog", "AutoAttackWarning", "Result", "attacks_for"
 
 
 def attacks_for(version="standard", attacks=None):
-    """The attack tuple of a version; ``'custom'`` takes ``attacks`` as given."""
+    """The attack tuple of a version; ``'custom'`` takes ``attacks`` as given.
+
+    Args:
+      version: ``'standard'`` or ``'custom'``.
+      attacks: with ``'custom'``, the ``Component`` specs; None otherwise.
+
+    Returns:
+      A tuple of ``Component`` specs.
+
+    Raises:
+      ValueError: a bad ``version``/``attacks`` pair.
+      TypeError: a custom attack is not a ``Component``.
+    """
     return components_for(version, attacks, argument="attacks")
 
 
@@ -79,6 +91,24 @@ class AutoAttackWarning(UserWarning):
 
 @dataclasses.dataclass
 class Result:
+    """An AutoAttack evaluation's result (``result.to_json()`` is the JSON report).
+
+    Attributes:
+      robust_flags: bool ``[N]``, robust under every attack.
+      clean_flags: bool ``[N]``, correctly classified clean.
+      clean_accuracy: the clean accuracy, in [0, 1].
+      robust_accuracy: the robust accuracy, in [0, 1].
+      attacks: per attack an ``AttackLog`` (robust accuracy after it, seconds, counts).
+      epsilon: the L-inf budget, in [0, 1] units.
+      seed: the evaluation's seed.
+      version: ``'standard'`` or ``'custom'``.
+      seconds: the wall-clock time.
+      x_adv: ``x`` with the adversarial examples found in this process substituted, or
+        None.
+      warnings: the sanity checks' warnings.
+      model_info: RobustBench fields.
+      passes: per-attack counts (``Component.passes_field``, e.g. Square's queries).
+    """
     robust_flags: np.ndarray
     clean_flags: np.ndarray
     clean_accuracy: float
@@ -94,7 +124,11 @@ class Result:
     passes: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):
-        """JSON-serialisable report (per-example flags as lists of bools)."""
+        """JSON-serialisable report (per-example flags as lists of bools).
+
+        Returns:
+          A dict.
+        """
         return dict(
             version=self.version, epsilon=self.epsilon, norm="Linf", seed=self.seed,
             n_examples=int(self.robust_flags.size),
@@ -174,10 +208,26 @@ def _refuse_foreign(state_file, prev, fp):
 
 def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standard",
                 attacks=None, seed, batch_size=500):
-    """Refuses (``ValueError`` naming the file and what differs) a state file that
-    ``evaluate`` with these arguments would refuse, at the cost of one forward pass of
-    the first batch; so a caller that runs other attacks first (``export.evaluate``)
-    finds out before them, not hours later.  No state file yet: nothing to check."""
+    """Refuses a state file that ``evaluate`` with these arguments would refuse.
+
+    At the cost of one forward pass of the first batch; so a caller that runs other attacks
+    first (``export.evaluate``) finds out before them, not hours later.  No state file yet:
+    nothing to check.
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      x: the images ``[N, H, W, C]``, float in [0, 1].
+      y: integer labels ``[N]``.
+      state_file: the resume file's path.
+      epsilon: the L-inf budget, in [0, 1] units.
+      version: ``'standard'`` or ``'custom'``.
+      attacks: with ``'custom'``, the ``Component`` specs.
+      seed: the evaluation's seed.
+      batch_size: the evaluation's batch size.
+
+    Raises:
+      ValueError: naming the file and what differs, or an unreadable file.
+    """
     prev = st_lib.StateFile(state_file, 0).load()
     if prev is None:
         return
@@ -466,23 +516,43 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
              logger=print, strategy=None):
     """AutoAttack evaluation of ``logits_fn`` on ``(x, y)``.
 
-    ``x``: ``[N, H, W, C]`` in [0, 1] (numpy, memmap or tensor; read batch by batch);
-    ``y``: ``[N]`` integer labels.  ``progress``: callable receiving a dict per event
-    (``event`` in ``'clean' | 'batch' | 'attack'``); default prints per batch when
-    ``verbose``.  ``logger``: prints the summary lines (None to silence).
+    Each attack runs only on the points still robust after the attacks before it; an
+    example is robust if no attack fools it.
 
-    Returns a :class:`Result`: ``robust_flags`` (one bool per example),
-    ``clean_flags``, ``clean_accuracy``, ``robust_accuracy``, ``attacks`` (per attack:
-    robust accuracy after it and seconds), ``x_adv`` (``x`` with the adversarial
-    examples found in this process substituted; None if not ``return_adversarials``),
-    ``warnings`` and ``model_info`` (RobustBench fields).  ``result.to_json()`` is the
-    JSON report.
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      x: ``[N, H, W, C]`` in [0, 1] (numpy, memmap or tensor; read batch by batch).
+      y: ``[N]`` integer labels.
+      epsilon: the L-inf budget, in [0, 1] units (8/255).
+      version: ``'standard'`` (APGD-CE, APGD-T, FAB-T, Square) or ``'custom'``.
+      attacks: with ``'custom'``, the ``Component`` specs to run.
+      seed: the evaluation's seed; None draws one from the clock.
+      batch_size: the examples per attack batch.
+      state_file: a resumable state file (a rerun with the same settings skips finished
+        work), or None.
+      state_interval: the minimum seconds between state writes.
+      progress: callable receiving a dict per event (``event`` in
+        ``'clean' | 'batch' | 'attack'``); default prints per batch when ``verbose``.
+      verbose: print progress and the summary.
+      return_adversarials: keep ``x_adv`` in the result.
+      jit_compile: XLA-compile the stage functions.
+      checks: run AutoAttack's sanity checks (warnings in the result).
+      dataset: the dataset name, for ``model_info``.
+      architecture: the architecture name, for ``model_info``.
+      model_info: further RobustBench fields.
+      logger: prints the summary lines (None to silence).
+      strategy: a ``tf.distribute`` strategy whose replicas attack different batches of a
+        stage at the same time (each batch whole, with its own seed: the per-example
+        results are those of one device).  Several workers (MultiWorkerMirroredStrategy)
+        each call this with the same arguments and all return the whole result
+        (``tf_st.distribute.run_sharded``).
 
-    ``strategy``: a ``tf.distribute`` strategy whose replicas attack different batches
-    of a stage at the same time (each batch whole, with its own seed: the per-example
-    results are those of one device).  Several workers (MultiWorkerMirroredStrategy)
-    each call this with the same arguments and all return the whole result
-    (``tf_st.distribute.run_sharded``).
+    Returns:
+      A :class:`Result`.
+
+    Raises:
+      ValueError: bad settings, or a state file that is unreadable or belongs to another
+        model, data or settings.
     """
     from tf_st.distribute import worker_index
     t_start = time.time()

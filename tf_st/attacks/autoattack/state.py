@@ -24,6 +24,15 @@ from tf_st.fileio import atomic_write_json
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
+    """One stage of the schedule: one attack, target rank and restart.
+
+    Attributes:
+      key: the stage's unique key in the state file.
+      attack_index: the attack's index in the run's attack tuple.
+      attack: the ``Component`` spec.
+      restart: the restart index.
+      target_rank: the target rank (0 when untargeted).
+    """
     key: str  # unique, used in the state file
     attack_index: int
     attack: object
@@ -32,8 +41,15 @@ class Stage:
 
 
 def stages(attacks, n_targets):
-    """The schedule: per component, its target ranks (``Component.target_ranks``) times
-    its restarts, in that order; the keys are the state file's."""
+    """The schedule: per component, its target ranks times its restarts, in that order.
+
+    Args:
+      attacks: the ``Component`` specs, in run order.
+      n_targets: the number of target classes (``Component.target_ranks``).
+
+    Returns:
+      A list of ``Stage``; the keys are the state file's.
+    """
     out = []
     for ai, a in enumerate(attacks):
         for rank in a.target_ranks(n_targets):
@@ -44,12 +60,29 @@ def stages(attacks, n_targets):
 
 
 def attack_key(attack_index, attack):
-    """An attack's key in the state file's ``attack_logs``."""
+    """An attack's key in the state file's ``attack_logs``.
+
+    Args:
+      attack_index: the attack's index in the run's attack tuple.
+      attack: the ``Component`` spec.
+
+    Returns:
+      ``'<index>:<name>'``.
+    """
     return f"{attack_index}:{attack.name}"
 
 
 @dataclasses.dataclass
 class AttackLog:
+    """One attack's line of the result.
+
+    Attributes:
+      name: the attack's name.
+      robust_accuracy: the robust accuracy after it, in [0, 1].
+      seconds: its wall-clock time.
+      attacked: the points it attacked.
+      fooled: the points it fooled.
+    """
     name: str
     robust_accuracy: float
     seconds: float
@@ -59,8 +92,21 @@ class AttackLog:
 
 @dataclasses.dataclass
 class RunState:
-    """What a run has found so far: the state file's content (``payload`` writes it,
-    ``resume`` reads it back; the field names and order are the file format)."""
+    """What a run has found so far: the state file's content.
+
+    ``payload`` writes it, ``resume`` reads it back; the field names and order are the file
+    format.
+
+    Attributes:
+      fingerprint: what the state is valid for (``fingerprint``).
+      clean: bool ``[N]``, correctly classified clean.
+      clean_accuracy: the clean accuracy.
+      robust: bool ``[N]``, still robust.
+      finished: the keys of the finished stages.
+      current: the key of the stage in progress, or None.
+      done_in_current: bool ``[N]``, points done in the current stage.
+      attack_logs: ``{attack_key: AttackLog}``.
+    """
     fingerprint: dict
     clean: np.ndarray
     clean_accuracy: float
@@ -75,8 +121,13 @@ class RunState:
             self.done_in_current = np.zeros(len(self.robust), bool)
 
     def resume(self, prev):
-        """Continues the run of the state file's content ``prev`` (its fingerprint
-        already checked); the clean flags stay this process's."""
+        """Continues the run of the state file's content ``prev``.
+
+        The clean flags stay this process's.
+
+        Args:
+          prev: the loaded state file's content (its fingerprint already checked).
+        """
         self.robust = flags_arr(prev["robust_flags"])
         self.finished = list(prev["finished"])
         self.attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
@@ -85,6 +136,11 @@ class RunState:
             self.done_in_current = flags_arr(prev["done_in_current"])
 
     def payload(self):
+        """The state file's content.
+
+        Returns:
+          A JSON-serialisable dict (flags as ``'0'``/``'1'`` strings).
+        """
         return dict(fingerprint=self.fingerprint, robust_flags=flags_str(self.robust),
                     clean_flags=flags_str(self.clean), clean_accuracy=self.clean_accuracy,
                     finished=self.finished, current=self.current,
@@ -92,31 +148,73 @@ class RunState:
                     attack_logs={k: dataclasses.asdict(v) for k, v in self.attack_logs.items()})
 
     def start_stage(self, stage):
-        """The points ``stage`` attacks: still robust, not done before a restart."""
+        """Begins (or resumes) ``stage``.
+
+        Args:
+          stage: a ``Stage``.
+
+        Returns:
+          The indices of the points it attacks: still robust, not done before a restart.
+        """
         if self.current != stage.key:
             self.current, self.done_in_current = stage.key, np.zeros(len(self.robust), bool)
         return np.nonzero(self.robust & ~self.done_in_current)[0]
 
     def record(self, idx, fooled):
-        """Points ``idx`` attacked, ``fooled`` of them no longer robust; returns those."""
+        """Records points ``idx`` as attacked, ``fooled`` of them no longer robust.
+
+        Args:
+          idx: int indices of the attacked points.
+          fooled: bool, per attacked point.
+
+        Returns:
+          The indices of the points fooled.
+        """
         hit = idx[fooled]
         self.robust[hit] = False
         self.done_in_current[idx] = True
         return hit
 
     def finish_stage(self, stage):
+        """Marks ``stage`` finished.
+
+        Args:
+          stage: the ``Stage`` in progress.
+        """
         self.finished.append(stage.key)
         self.current, self.done_in_current = None, np.zeros(len(self.robust), bool)
 
 
 def batch_seed(seed, stage_key, batch_no):
+    """The stateless seed of one batch of one stage.
+
+    Args:
+      seed: the evaluation's seed.
+      stage_key: the stage's key.
+      batch_no: the batch's number within the stage.
+
+    Returns:
+      int64 numpy array ``[2]``.
+    """
     h = hashlib.sha256(f"{stage_key}/{batch_no}".encode()).digest()
     return np.array([seed % (2**62), int.from_bytes(h[:7], "little")], np.int64)
 
 
 def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
-    """One compiled function per attack: ``(x, y, seed, rank, restart) -> (x_adv, fooled,
-    count)``, the output projected and re-classified (``count``: ``Component.stage``'s)."""
+    """One compiled function per attack: ``(x, y, seed, rank, restart) -> (x_adv, fooled, count)``.
+
+    The output is projected and re-classified (``count``: ``Component.stage``'s).
+
+    Args:
+      logits_fn: function from NHWC float images in [0, 1] to logits.
+      attack: the ``Component`` spec.
+      jit_compile: XLA-compile it.
+      spec_x: the ``tf.TensorSpec`` of an image batch.
+      spec_y: the ``tf.TensorSpec`` of a label batch.
+
+    Returns:
+      A ``tf.function``.
+    """
 
     def run(x, y, seed, rank, restart):
         x_adv, count = attack.stage(logits_fn, x, y, seed, rank, restart)
@@ -131,9 +229,25 @@ def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
 
 
 def fingerprint(n, epsilon, attacks, seed, y, batch_size, x=None, probe_logits=None):
-    """What a state file is valid for: settings, the labels and images (hashes) and the
-    model (a hash of its logits on the first batch, rounded so that float noise between
-    processes does not count, a different model does)."""
+    """What a state file is valid for.
+
+    Settings, the labels and images (hashes) and the model (a hash of its logits on the
+    first batch, rounded so that float noise between processes does not count, a different
+    model does).
+
+    Args:
+      n: the number of examples.
+      epsilon: the L-inf budget.
+      attacks: the ``Component`` specs.
+      seed: the evaluation's seed.
+      y: the labels.
+      batch_size: the batch size.
+      x: the images, or None to leave them out.
+      probe_logits: the logits on the first batch, or None to leave the model out.
+
+    Returns:
+      A JSON-serialisable dict.
+    """
     h = hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()[:16]
     out = dict(n=int(n), epsilon=float(epsilon), seed=int(seed), labels=h,
                batch_size=int(batch_size), attacks=[repr(a) for a in attacks])
@@ -149,7 +263,16 @@ def fingerprint(n, epsilon, attacks, seed, y, batch_size, x=None, probe_logits=N
 
 
 def fingerprint_difference(old, new):
-    """The first differing part, named for the message ('model', 'images', ...), or None."""
+    """The first differing part of two fingerprints, named for the message.
+
+    Args:
+      old: the state file's fingerprint.
+      new: this run's.
+
+    Returns:
+      ``'model (logits on the first batch)'``, ``'images'``, ``"setting 'seed'"``, ... or
+      None when they agree.
+    """
     if not isinstance(old, dict):
         return "fingerprint"
     # Data first: other images also change the logits the model is recognised by.
@@ -165,8 +288,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 def save_on_signals():
-    """Turns SIGTERM into an exception (SIGINT already is one), so the evaluation's
-    ``finally`` writes the state; returns what ``restore_signals`` puts back."""
+    """Turns SIGTERM into an exception (SIGINT already is one).
+
+    So the evaluation's ``finally`` writes the state.  Only in the main thread.
+
+    Returns:
+      What ``restore_signals`` puts back (None outside the main thread).
+    """
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
@@ -178,27 +306,61 @@ def save_on_signals():
 
 
 def restore_signals(previous):
+    """Puts back the SIGTERM handler ``save_on_signals`` replaced.
+
+    Args:
+      previous: what ``save_on_signals`` returned.
+    """
     import signal
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
 
 
 def flags_str(flags):
+    """Bool flags as a ``'0'``/``'1'`` string (the state file's format).
+
+    Args:
+      flags: a sequence of bools.
+
+    Returns:
+      The string.
+    """
     return "".join("1" if f else "0" for f in flags)
 
 
 def flags_arr(s):
+    """The inverse of ``flags_str``.
+
+    Args:
+      s: a ``'0'``/``'1'`` string.
+
+    Returns:
+      A bool numpy array.
+    """
     return np.frombuffer(s.encode(), np.uint8) == ord("1")
 
 
 class StateFile:
-    """The JSON state, written atomically at most every ``interval`` seconds (never if
-    not ``write``: a worker that is not the chief only reads it)."""
+    """The JSON state, written atomically at most every ``interval`` seconds.
+
+    Args:
+      path: the file, or None for no state file.
+      interval: the minimum seconds between writes (unless forced).
+      write: False never writes: a worker that is not the chief only reads it.
+    """
 
     def __init__(self, path, interval, write=True):
         self.path, self.interval, self.last, self.write = path, interval, -math.inf, write
 
     def load(self):
+        """Reads the state file.
+
+        Returns:
+          Its content, or None when there is no file.
+
+        Raises:
+          ValueError: the file is unreadable or lacks a required key.
+        """
         if not self.path or not os.path.exists(self.path):
             return None
         try:
@@ -212,6 +374,12 @@ class StateFile:
         return payload
 
     def save(self, payload, force=False):
+        """Writes ``payload`` atomically, unless the last write is under ``interval`` seconds old.
+
+        Args:
+          payload: ``RunState.payload()``.
+          force: write regardless of ``interval``.
+        """
         if not self.path or not self.write:
             return
         now = time.monotonic()
