@@ -117,8 +117,10 @@ def test_evaluation_by_name_equals_by_spec_and_autoattack_spec_equals_runner():
     b = autoattack.evaluate(model, x, y, version="custom", attacks=comps, seed=0,
                             batch_size=12, verbose=False)
     np.testing.assert_array_equal(a.robust_flags, b.robust_flags)
-    with pytest.raises(ValueError, match="whole dataset"):
-        evaluate(model, (x, y), [specs.AutoAttack()], verbose=False)
+    # evaluate runs a whole-set spec as spec.evaluate does (it refused one before).
+    c = evaluate(model, (x, y), [specs.AutoAttack(version="custom", components=comps)],
+                 batch_size=12, seed=0, verbose=False)
+    np.testing.assert_array_equal(c.attacks["aa"].correct, a.robust_flags)
 
 
 def _export_small(tmp_path, shape=(32, 32, 3)):

@@ -72,7 +72,14 @@ def environment():
 def saved_model_fingerprint(path):
     """``{"saved_model_checksum": ...}`` (TensorFlow's fingerprint of the SavedModel at
     ``path``), or ``{"files_sha256": ...}`` (the SHA-256 of every file's relative path
-    and contents, in sorted order) where TensorFlow reads none."""
+    and contents, in sorted order) where TensorFlow reads none; for a file (a ``.keras``
+    model), ``{"file_sha256": ...}`` of its contents."""
+    if os.path.isfile(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return {"file_sha256": h.hexdigest()}
     try:
         import tensorflow as tf
         fp = tf.saved_model.experimental.read_fingerprint(path)

@@ -1,17 +1,27 @@
 """SavedModel export of classifiers and loading of any image-to-logits SavedModel.
 
 Export layout (TF Serving): ``<export_dir>/<version>/{saved_model.pb, variables/,
-model_card.json}``.  The ``serving_default`` signature takes ``image`` (float32 NHWC in
-[0, 1]) and returns ``logits`` and ``probabilities``.  Only the classifier is exported
-(inference-mode BatchNorm), never the training wrapper.  The version directory is
-written under a temporary name and renamed into place, so a crash never leaves a
-half-written version that TF Serving or ``load`` would pick up.
+fingerprint.pb, model.keras, model_card.json}``.  The ``serving_default`` signature takes
+``image`` (float32 NHWC in [0, 1]) and returns ``logits`` and ``probabilities``.  Only the
+classifier is exported (inference-mode BatchNorm), never the training wrapper.  The
+version directory is written under a temporary name and renamed into place, so a crash
+never leaves a half-written version that TF Serving or ``load`` would pick up.
+
+``model.keras`` (``KERAS_FILE``) is the same classifier in Keras' own format, inside the
+version directory so that it appears atomically with the SavedModel (TF Serving reads
+only ``saved_model.pb``, ``variables/`` and ``assets*/`` of a version and ignores other
+files): Keras 3 loads no SavedModel, and ``keras.models.load_model(
+"<export_dir>/<version>/model.keras")`` gives back a ``keras.Model`` (to fine-tune,
+inspect or re-export) whose logits are the SavedModel's.  tf_st's architectures use one
+custom layer (``tf_st.models.layers.TorchBatchNorm``, registered serializable as
+``tf_st>TorchBatchNorm``); Keras finds it once ``tf_st.models`` has been imported.
 
 Loading accepts not only tf_st's exports: any SavedModel whose ``serving_default`` (or
 named) signature takes one 4-D float NHWC batch and returns ``logits`` (or a single
-output) becomes a logits function (evaluation's input).  Both live in this bottom-level
-module so that the run layer (export), evaluation (load) and the ``export`` package
-share one implementation.
+output) becomes a logits function (evaluation's input); so does a ``.keras`` file
+(``KerasClassifier``: the model called with ``training=False``).  Both live in this
+bottom-level module so that the run layer (export), evaluation (load) and the ``export``
+package share one implementation.
 """
 
 import json
@@ -24,6 +34,7 @@ from tf_st import provenance
 from tf_st.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 
 MODEL_CARD = "model_card.json"
+KERAS_FILE = "model.keras"  # inside the version directory, beside saved_model.pb
 
 
 def versions(export_dir):
@@ -69,14 +80,7 @@ class LoadedClassifier:
         else:
             raise ValueError(f"signature {signature!r} has outputs {sorted(outputs)}; "
                              "expected one named 'logits' or a single output")
-        self.model_card = None
-        card = os.path.join(self.path, MODEL_CARD)
-        if os.path.exists(card):
-            try:
-                with open(card) as f:
-                    self.model_card = json.load(f)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"the model card {card} is unreadable ({e})") from None
+        self.model_card = _read_card(os.path.join(self.path, MODEL_CARD))
 
     @property
     def image_shape(self):
@@ -85,6 +89,48 @@ class LoadedClassifier:
     def __call__(self, x):
         x = tf.cast(x, self.input_spec.dtype)
         return self._fn(**{self.input_name: x})[self.output_name]
+
+
+def _read_card(card):
+    """The model card at ``card`` (a dict), or None when there is none."""
+    if not os.path.exists(card):
+        return None
+    try:
+        with open(card) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"the model card {card} is unreadable ({e})") from None
+
+
+class KerasClassifier:
+    """A ``.keras`` file as a logits function: ``clf(x) -> logits`` (float32), the model
+    called with ``training=False`` on ``x`` cast to its input dtype, as the SavedModel's
+    ``serve`` endpoint calls it.  ``model``: the loaded ``keras.Model``; ``model_card``:
+    the card of the directory holding the file (an export's version directory), if any."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.model = keras.saving.load_model(path, compile=False)
+        except Exception as e:  # noqa: BLE001 - zip, config and class errors: one answer
+            reason = " ".join(str(e).split())[:300] or "no detail"
+            hint = ("; a custom class must be registered (keras.saving."
+                    "register_keras_serializable) and imported first: for tf_st's "
+                    "layers, import tf_st.models" if "Could not locate" in str(e) else "")
+            raise ValueError(f"cannot load the Keras file {path} ({type(e).__name__}: "
+                             f"{reason}){hint}") from e
+        if not isinstance(self.model, keras.Model):
+            raise ValueError(f"{path} holds a {type(self.model).__name__}, not a keras.Model")
+        self.model_card = _read_card(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                                  MODEL_CARD))
+
+    @property
+    def image_shape(self):
+        return tuple(self.model.input_shape[1:])
+
+    def __call__(self, x):
+        dtype = self.model.inputs[0].dtype if self.model.inputs else "float32"
+        return tf.cast(self.model(tf.cast(x, dtype), training=False), tf.float32)
 
 
 def _resolve_version(path):
@@ -99,21 +145,38 @@ def _resolve_version(path):
 
 
 def load(path, signature="serving_default"):
+    """A logits function of the model at ``path``: a ``.keras`` file
+    (``KerasClassifier``), else a SavedModel directory or an export directory of numbered
+    versions, the highest taken (``LoadedClassifier``).  Raises ``FileNotFoundError``
+    when ``path`` is neither, ``ValueError`` when it does not load as an image
+    classifier."""
+    path = os.fspath(path)
+    if path.endswith(".keras") and not os.path.isdir(path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no Keras file at {path}")
+        return KerasClassifier(path)
     return LoadedClassifier(path, signature)
 
 
-def export_classifier(classifier, export_dir, *, version=None, model_card=None, overwrite=False):
+def export_classifier(classifier, export_dir, *, version=None, model_card=None, overwrite=False,
+                      keras_file=True):
     """Exports ``classifier`` (a Keras model mapping [0,1] NHWC images to logits).
 
     ``version`` defaults to one more than the highest existing version.  Returns the
     version directory.
 
+    ``keras_file``: also write the classifier as ``<version>/model.keras``
+    (``KERAS_FILE``, for ``keras.models.load_model``); a model Keras cannot serialize
+    (a subclassed model without ``get_config``) is refused with the reason, before
+    anything is written, unless ``keras_file=False``.
+
     ``model_card`` is written as ``model_card.json`` as given, except that a card with a
     ``provenance`` block (the run layer's always has one) gets it completed:
     ``tf_st.provenance.environment()`` (versions, time, command line), then what the
     block holds (the run's seeds, data, ...), ``saved_model`` (the version directory) and
-    ``fingerprint`` (of the SavedModel as written).  ``model_card`` itself is not
-    modified."""
+    ``fingerprint`` (of the SavedModel as written); such a card also lists the Keras
+    file (``"keras_file": "model.keras"``, relative to the version directory, or None
+    without one).  ``model_card`` itself is not modified."""
     os.makedirs(export_dir, exist_ok=True)
     if version is None:
         version = max(versions(export_dir), default=0) + 1
@@ -127,6 +190,8 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
         logits = tf.cast(classifier(tf.cast(image, compute_dtype), training=False), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
+    if keras_file:
+        _check_serializable(classifier)
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint(
@@ -140,12 +205,30 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
         except tf.errors.ResourceExhaustedError as e:  # a full disk, from TF's writer
             raise OSError(28, f"cannot write the SavedModel {final}: no space left on the "
                           f"device ({(e.message or '').strip()[:200]})") from None
+        if keras_file:
+            classifier.save(os.path.join(tmp, KERAS_FILE))
         if model_card is not None:
             card = dict(model_card)
             if isinstance(card.get("provenance"), dict):
+                card["keras_file"] = KERAS_FILE if keras_file else None
                 card["provenance"] = {**provenance.environment(),
                                       **card["provenance"],
                                       "saved_model": os.path.abspath(final),
                                       "fingerprint": provenance.saved_model_fingerprint(tmp)}
             atomic_write_json(os.path.join(tmp, MODEL_CARD), card)
     return final
+
+
+def _check_serializable(classifier):
+    """Refuses a classifier that ``.keras`` saving would fail on (or write unloadable)."""
+    try:
+        keras.saving.serialize_keras_object(classifier)
+        config = classifier.get_config()
+    except Exception as e:  # noqa: BLE001 - NotImplementedError, TypeError, ...
+        reason = " ".join(str(e).split())[:200]
+        raise ValueError(f"cannot write {KERAS_FILE} for {type(classifier).__name__}: Keras "
+                         f"cannot serialize it ({type(e).__name__}: {reason}); give it a "
+                         "get_config or pass keras_file=False") from e
+    if config is None:
+        raise ValueError(f"cannot write {KERAS_FILE} for {type(classifier).__name__}: its "
+                         "get_config returns None; pass keras_file=False")

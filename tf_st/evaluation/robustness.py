@@ -1,7 +1,10 @@
-"""Robustness evaluation of any logits function (a Keras model, a SavedModel endpoint,
-a ``tf.function``) under per-batch attack specs (``tf_st.attacks.specs``; names are
-parsed with ``tf_st.attacks.parse``), with the ST paper's protocol for the names
-(docs/reference-implementations.md "ST-AT / Evaluation"):
+"""Robustness evaluation of any model (a ``keras.Model``, a SavedModel or ``.keras``
+path, a logits function such as a SavedModel endpoint or a ``tf.function``) under
+attack specs (``tf_st.attacks.specs``; names are parsed with ``tf_st.attacks.parse``):
+``evaluate`` runs the per-batch ones batch by batch and those that evaluate the whole
+set (``aa``: AutoAttack) through ``spec.evaluate``, all into one ``EvaluationResult``.
+The names follow the ST paper's protocol (docs/reference-implementations.md "ST-AT /
+Evaluation"):
 
 * ``fgsm``: one step of size eps from x itself (no random start);
 * ``pgdN``: N steps of ``step_size`` (2/255) on CE from ``x + U(-eps, eps)``, the
@@ -10,8 +13,8 @@ parsed with ``tf_st.attacks.parse``), with the ST paper's protocol for the names
 
 An attack's accuracy is the accuracy on its adversarial examples, as ST-AT reports it.
 ``worst_case`` counts an example as robust only if it is clean-correct and correct
-under every attack that was run (AutoAttack's rule, applied to the attacks run here;
-``tf_st.evaluation.report`` adds AutoAttack's robust flags).  Each accuracy comes with its
+under every attack that was run (AutoAttack's rule; AutoAttack's robust flags count
+as its per-example results).  Each accuracy comes with its
 binomial standard error and 95% Wilson interval (``tf_st.provenance``).
 
 Batches are padded to a fixed size (``tf_st.attacks.batches.pad_rows``, the last row
@@ -91,6 +94,8 @@ class EvaluationResult:
     step_size: float
     seed: int
     attacks: dict  # name -> AttackAccuracy, in run order
+    # name -> a whole-set attack's own result (AutoAttack's ``Result``), not in to_json
+    details: dict = dataclasses.field(default_factory=dict)
 
     @property
     def worst_case(self):
@@ -147,37 +152,99 @@ def _batches(data, batch_size):
         yield x[i:i + batch_size], y[i:i + batch_size]
 
 
-def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, step_size=2 / 255,
+def evaluate(model, x, y=None, attacks=None, *, epsilon=8 / 255, step_size=2 / 255,
              batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None,
              strategy=None, context=0):
-    """Runs each attack over ``data`` and returns an ``EvaluationResult``.
+    """Runs each attack on ``model`` and returns an ``EvaluationResult``.
 
-    ``seed`` and ``context`` (0, or the 1-based epoch of a training run's per-epoch
-    evaluation) key every batch's draws: ``tf_st.seeds.key(seed, "evaluation", context,
-    batch, attack index)``.
+    The one entry point for every attack: per-batch ones (``clean``, ``fgsm``, ``pgdN``,
+    ``cwN``, ``pgd_rst``, AutoAttack's components) and those that evaluate the whole set
+    (``aa``: AutoAttack, ``spec.evaluate`` on all the examples as
+    ``tf_st.evaluation.report.evaluate_and_report`` runs it), in the order given, each on
+    every example.
 
-    ``on_attack(result)``: called after each attack with the ``EvaluationResult`` of the
-    attacks finished so far (the report writer saves partial reports with it).
+    Two call forms; the second positional argument decides which:
 
-    ``data``: ``(x, y)`` arrays (x float in [0, 1], NHWC) or a batched ``tf.data.Dataset``
-    of such pairs; batches are padded to ``batch_size`` (the largest batch for a dataset).
+    * ``evaluate(model, x, y, attacks=[...])``: ``x`` an array (or tensor) of images,
+      ``y`` their integer labels (required);
+    * ``evaluate(model, data, attacks)``: ``data`` a pair ``(x, y)`` (a tuple or list of
+      two) or a batched ``tf.data.Dataset`` of such pairs; the third positional argument
+      is then the attack list (the original form; labels given again are refused).
 
-    ``strategy``: a ``tf.distribute`` strategy whose replicas attack different batches
-    at the same time (each batch whole, with its own seed: the per-example results are
-    those of one device).  Several workers (MultiWorkerMirroredStrategy) each call this
-    with the same arguments and all return the whole result.
+    Args:
+      model: a ``keras.Model`` (called with ``training=False``), the path (str or
+        ``os.PathLike``) of a SavedModel directory, an export directory of numbered
+        versions (the highest is loaded) or a ``.keras`` file (``tf_st.saved_model.load``;
+        tf_st's layers are registered first), or any logits function (a callable mapping
+        a float NHWC batch in [0, 1] to logits).
+      x: images, float NHWC in [0, 1]; or the data of the second form.
+      y: integer labels of ``x`` (first form only).
+      attacks: names (``tf_st.attacks.parse``) or specs; default ``("clean", "pgd20")``.
+      epsilon: L-inf radius of the named attacks, in [0, 1] units (8/255).
+      step_size: step of the named PGD-type attacks.
+      batch_size: examples per batch; batches are padded to it (the largest batch for a
+        dataset).  A whole-set attack gets ``min(batch_size, examples)``.
+      seed: the evaluation seed.  Batch ``b`` of the ``i``-th *per-batch* attack draws
+        with ``tf_st.seeds.key(seed, "evaluation", context, b, i)`` (whole-set attacks
+        take no index, so adding ``"aa"`` leaves the others' results unchanged); a
+        whole-set attack gets ``seed`` itself (AutoAttack's own keys), as in
+        ``evaluate_and_report``.
+      dtype: the dtype the images are fed in (the whole-set attacks get them too).
+      verbose: progress lines (or a Keras progress bar on a terminal).
+      on_attack: called after each attack with the ``EvaluationResult`` of the attacks
+        finished so far (the report writer saves partial reports with it).
+      strategy: a ``tf.distribute`` strategy whose replicas attack different batches at
+        the same time (each batch whole, with its own seed: the per-example results are
+        those of one device).  Several workers (MultiWorkerMirroredStrategy) each call
+        this with the same arguments and all return the whole result.
+      context: 0, or the 1-based epoch of a training run's per-epoch evaluation (part of
+        every per-batch key).
+
+    Returns:
+      An ``EvaluationResult``: ``attacks`` maps each attack's name to its
+      ``AttackAccuracy`` (accuracy, seconds, per-example ``correct``; for AutoAttack its
+      robust accuracy and per-example robust flags), ``worst_case`` the examples correct
+      under every attack, ``details`` each whole-set attack's own result (AutoAttack's
+      ``Result``: clean flags, the accuracy after each component, ``model_info``).
+
+    Raises:
+      ValueError: ``model`` is none of the accepted kinds (or a path that does not
+        load), the data is malformed (an array ``x`` without labels, labels given twice,
+        different lengths), an attack name is unknown or ``epsilon`` is outside [0, 1].
+
+    Example:
+      >>> from tf_st.evaluation import evaluate
+      >>> result = evaluate("runs/st/export/1/model.keras", x_test, y_test,
+      ...                   attacks=["clean", "pgd20", "aa"], epsilon=8 / 255)
+      >>> result.attacks["aa"].accuracy, result.worst_case.mean()
+      >>> evaluate(lambda t: net(t, training=False), (x_test, y_test), ["clean", "fgsm"])
     """
     from tf_st.distribute import run_sharded
     check_unit_interval("epsilon", epsilon)
+    data, attacks = _data_and_attacks(x, y, attacks)
+    logits_fn = logits_function(model)
     specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
              for a in attacks]
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    results, details = {}, {}
+    arrays = None  # the whole set as arrays, for whole-set attacks
+    batched_index = 0
     for spec in specs:
         if not spec.batched:
-            raise ValueError(f"{spec.name} evaluates a whole dataset, not batches: use "
-                             "tf_st.evaluation.report.evaluate_and_report or spec.evaluate")
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    results = {}
-    for index, spec in enumerate(specs):
+            if arrays is None:
+                arrays = _as_arrays(data, dtype)
+            ax, ay = arrays
+            out = spec.evaluate(logits_fn, ax, ay, seed=seed,
+                                batch_size=max(1, min(batch_size, len(ay))), verbose=verbose,
+                                return_adversarials=False, strategy=strategy)
+            correct = np.asarray(out.robust_flags, bool)
+            results[spec.name] = AttackAccuracy(spec.name, float(out.robust_accuracy),
+                                                float(out.seconds), correct)
+            details[spec.name] = out
+            if on_attack is not None:
+                on_attack(_result(results, epsilon, step_size, seed, details))
+            continue
+        index, batched_index = batched_index, batched_index + 1
         run = make_batch_attack(logits_fn, spec)
         flags, start = [], time.time()
         progress = _Progress(spec.name, data) if verbose else None
@@ -185,10 +252,10 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
         # One batch per replica at a time, streamed (a dataset need not fit in memory).
         while group := list(itertools.islice(batches, replicas)):
             calls, counts = [], []
-            for b, (x, y) in group:
-                size = max(batch_size, len(x))
-                n = len(x)
-                xp, yp = pad_rows(size, np.asarray(x), np.asarray(y))
+            for b, (bx, by) in group:
+                size = max(batch_size, len(bx))
+                n = len(bx)
+                xp, yp = pad_rows(size, np.asarray(bx), np.asarray(by))
                 calls.append((tf.constant(xp, dtype), tf.constant(yp, tf.int64),
                               seeds.key(seed, "evaluation", context, b, index)))
                 counts.append(n)
@@ -202,13 +269,100 @@ def evaluate(logits_fn, data, attacks=("clean", "pgd20"), *, epsilon=8 / 255, st
         results[spec.name] = AttackAccuracy(spec.name, float(correct.mean()) if len(correct) else 0.0,
                                           time.time() - start, correct)
         if on_attack is not None:
-            on_attack(_result(results, epsilon, step_size, seed))
-    return _result(results, epsilon, step_size, seed)
+            on_attack(_result(results, epsilon, step_size, seed, details))
+    return _result(results, epsilon, step_size, seed, details)
 
 
-def _result(results, epsilon, step_size, seed):
+_ACCEPTED_MODELS = ("a keras.Model, the path (str or os.PathLike) of a SavedModel directory, "
+                    "an export directory of numbered versions or a .keras file, or a logits "
+                    "function (a callable from an NHWC image batch in [0, 1] to logits)")
+
+
+def logits_function(model):
+    """``model`` (what ``evaluate`` accepts) as a logits function: a ``keras.Model``
+    called with ``training=False``, a path loaded by ``tf_st.saved_model.load``, any
+    other callable as it is; anything else is a ``ValueError`` naming what is
+    accepted."""
+    import os
+
+    import keras
+    if isinstance(model, keras.Model):
+        return lambda t: model(t, training=False)
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ValueError(f"model: nothing at {path!r}; evaluate takes {_ACCEPTED_MODELS}")
+        from tf_st import models  # noqa: F401 - registers tf_st's layers for .keras files
+        from tf_st.saved_model import load
+        try:
+            return load(path)
+        except FileNotFoundError as e:
+            raise ValueError(f"model: {e}; evaluate takes {_ACCEPTED_MODELS}") from None
+    if callable(model):
+        return model
+    raise ValueError(f"model: got {type(model).__name__} {str(model)[:60]!r}; evaluate "
+                     f"takes {_ACCEPTED_MODELS}")
+
+
+def _is_array(v):
+    return isinstance(v, (np.ndarray, tf.Tensor))
+
+
+def _data_and_attacks(x, y, attacks):
+    """``(data, attacks)`` of ``evaluate``'s two call forms (see its docstring)."""
+    if isinstance(x, tf.data.Dataset) or (isinstance(x, (tuple, list)) and len(x) == 2):
+        if y is not None:
+            if attacks is not None:
+                raise ValueError("attacks given twice: in evaluate(model, data, attacks) the "
+                                 "third argument is the attack list")
+            if _is_array(y) or (isinstance(y, (tuple, list)) and y
+                                and all(isinstance(v, (int, np.integer)) for v in y)):
+                raise ValueError("labels given twice: the second argument is already the "
+                                 "data (an (x, y) pair or a dataset); call evaluate(model, "
+                                 "x, y, attacks=...) with an array x, or evaluate(model, "
+                                 "(x, y), attacks)")
+            attacks = y
+        data = x
+        if not isinstance(data, tf.data.Dataset) and len(data[0]) != len(data[1]):
+            raise ValueError(f"x has {len(data[0])} examples but y has {len(data[1])}")
+    elif _is_array(x):
+        if y is None:
+            raise ValueError("evaluate(model, x, y, attacks=...) needs the labels y with an "
+                             "array x (or pass the data as one pair: evaluate(model, (x, y), "
+                             "attacks))")
+        y = np.asarray(y).reshape(-1)
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+        data = (x, y)
+    else:
+        raise ValueError(f"data: got {type(x).__name__}; evaluate takes an array x with "
+                         "labels y, an (x, y) pair or a batched tf.data.Dataset of pairs")
+    if attacks is None:
+        attacks = ("clean", "pgd20")
+    elif isinstance(attacks, str) or (not isinstance(attacks, (tuple, list))
+                                      and hasattr(attacks, "batched")):
+        attacks = [attacks]  # one name or one spec
+    return data, list(attacks)
+
+
+def _as_arrays(data, dtype):
+    """``(x, y)`` numpy arrays of the whole data (a dataset's batches concatenated), the
+    images in ``dtype``."""
+    if isinstance(data, tf.data.Dataset):
+        xs, ys = zip(*data.as_numpy_iterator())
+        x, y = np.concatenate(xs), np.concatenate(ys)
+    else:
+        x, y = data
+    x = x.numpy() if isinstance(x, tf.Tensor) else x
+    y = y.numpy() if isinstance(y, tf.Tensor) else y
+    return (np.asarray(x, tf.as_dtype(dtype).as_numpy_dtype),
+            np.asarray(y).astype(np.int64).reshape(-1))
+
+
+def _result(results, epsilon, step_size, seed, details=None):
     n = len(next(iter(results.values())).correct) if results else 0
-    return EvaluationResult(n, float(epsilon), float(step_size), int(seed), dict(results))
+    return EvaluationResult(n, float(epsilon), float(step_size), int(seed), dict(results),
+                            dict(details or {}))
 
 
 class _Progress:

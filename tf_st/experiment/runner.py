@@ -242,6 +242,20 @@ def holdout(split, n):
             data.from_arrays(x[taken], y[taken], split="holdout", note=note, **common))
 
 
+def _class_names(split):
+    """The label names of ``split`` as strings, index = label (image folders: the folder
+    names; TFDS: ``info.features["label"].names``; cifar10_mini: CIFAR-10's), or None
+    when its source names none; a list that does not match ``num_classes`` is refused."""
+    names = split.class_names
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    if len(names) != split.num_classes:
+        raise ValueError(f"{split.name} names {len(names)} classes but has "
+                         f"{split.num_classes}")
+    return names
+
+
 @dataclasses.dataclass
 class Trained:
     """What ``fit`` hands to ``export_best``.
@@ -260,6 +274,7 @@ class Trained:
     selection_note: str
     num_classes: int
     image_shape: tuple
+    class_names: Optional[list] = None  # the data's label names (the model card's)
 
 
 def fit(settings, log=print, chief=True):
@@ -399,7 +414,7 @@ def fit(settings, log=print, chief=True):
                       if s.selection_split == "holdout"
                       else "the test split (as the references select)")
     return Trained(method, run_ckpt, test_split.note, selection_note,
-                   train_split.num_classes, image_shape)
+                   train_split.num_classes, image_shape, _class_names(train_split))
 
 
 def export_best(settings, trained, log=print):
@@ -443,7 +458,8 @@ def export_best(settings, trained, log=print):
         prefix = metric_prefix(method, name)
         attack = method.selection_attack
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
-                "num_classes": trained.num_classes, "image_shape": list(trained.image_shape),
+                "num_classes": trained.num_classes, "class_names": trained.class_names,
+                "image_shape": list(trained.image_shape),
                 "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
                 "awp": ({"gamma": s.awp_gamma, "warmup": s.awp_warmup,
                          "proxy_lr": s.awp_proxy_lr, "first_epoch": s.awp_first_epoch}

@@ -57,7 +57,7 @@ def load_torch_checkpoint(path):
       Its state dict (see :func:`extract_state_dict`).
 
     Raises:
-      SystemExit: PyTorch is not installed.
+      ValueError: PyTorch is not installed.
       ValueError: the file does not hold a dict.
     """
     try:
