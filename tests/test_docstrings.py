@@ -62,10 +62,8 @@ EXAMPLES = ("tf_st.methods.build", "tf_st.models.build", "tf_st.attacks.specs.pa
             "tf_st.attacks.specs.PGD", "tf_st.attacks.specs.AutoAttack",
             "tf_st.evaluation.robustness.evaluate", "tf_st.experiment.runner.run")
 
-# Names whose docstring another change is rewriting; they are skipped until it lands.
-# tf_st.evaluation.robustness.evaluate: its rewrite is in flight on another branch.
-# Remove this entry (leaving the set empty) once that branch is merged.
-_BEING_REWRITTEN = {"tf_st.evaluation.robustness.evaluate"}
+# Names whose docstring another change is rewriting (skipped until it lands; empty).
+_BEING_REWRITTEN = set()
 
 
 def _modules(package_name):

@@ -420,3 +420,23 @@ def test_an_image_folder_runs_model_card_has_the_folder_names(tmp_path):
     x = np.random.RandomState(0).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(restored(x, training=False).numpy(),
                                load(str(version_dir))(x).numpy(), atol=1e-5)
+
+
+def test_the_earlier_keyword_names_still_work():
+    """``logits_fn=`` and ``data=`` (the names before the model/x/y form) give the same
+    result as the positional forms; giving one thing twice is refused."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(6, 4, 4, 3)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+
+    def fn(t):
+        return tf.reshape(t, (-1, 48))[:, :3]
+
+    a = evaluate(fn, x, y, attacks=["clean", "fgsm"], verbose=False)
+    b = evaluate(logits_fn=fn, data=(x, y), attacks=["clean", "fgsm"], verbose=False)
+    for name in ("clean", "fgsm"):
+        np.testing.assert_array_equal(a.attacks[name].correct, b.attacks[name].correct)
+    with pytest.raises(ValueError, match="once"):
+        evaluate(fn, x, y, logits_fn=fn, verbose=False)
+    with pytest.raises(ValueError, match="once"):
+        evaluate(fn, x, y, data=(x, y), verbose=False)

@@ -88,6 +88,8 @@ class EvaluationResult:
       step_size: the PGD step, in [0, 1] units.
       seed: the evaluation's seed.
       attacks: ``{name: AttackAccuracy}``, in run order.
+      details: ``{name: result}`` of each whole-set attack (AutoAttack's ``Result``);
+        not part of ``to_json``.
     """
     num_examples: int
     epsilon: float
@@ -152,9 +154,9 @@ def _batches(data, batch_size):
         yield x[i:i + batch_size], y[i:i + batch_size]
 
 
-def evaluate(model, x, y=None, attacks=None, *, epsilon=8 / 255, step_size=2 / 255,
+def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_size=2 / 255,
              batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None,
-             strategy=None, context=0):
+             strategy=None, context=0, logits_fn=None, data=None):
     """Runs each attack on ``model`` and returns an ``EvaluationResult``.
 
     The one entry point for every attack: per-batch ones (``clean``, ``fgsm``, ``pgdN``,
@@ -199,6 +201,8 @@ def evaluate(model, x, y=None, attacks=None, *, epsilon=8 / 255, step_size=2 / 2
         this with the same arguments and all return the whole result.
       context: 0, or the 1-based epoch of a training run's per-epoch evaluation (part of
         every per-batch key).
+      logits_fn: the earlier name of ``model``, still accepted as a keyword.
+      data: the earlier name of the second form's data, still accepted as a keyword.
 
     Returns:
       An ``EvaluationResult``: ``attacks`` maps each attack's name to its
@@ -213,13 +217,26 @@ def evaluate(model, x, y=None, attacks=None, *, epsilon=8 / 255, step_size=2 / 2
         different lengths), an attack name is unknown or ``epsilon`` is outside [0, 1].
 
     Example:
-      >>> from tf_st.evaluation import evaluate
-      >>> result = evaluate("runs/st/export/1/model.keras", x_test, y_test,
-      ...                   attacks=["clean", "pgd20", "aa"], epsilon=8 / 255)
-      >>> result.attacks["aa"].accuracy, result.worst_case.mean()
-      >>> evaluate(lambda t: net(t, training=False), (x_test, y_test), ["clean", "fgsm"])
+      A trained run's export (or its ``model.keras``, or a ``keras.Model``)::
+
+        from tf_st import data
+        from tf_st.evaluation import evaluate
+        x, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=200)
+        result = evaluate("runs/demo/export", x, y, attacks=["clean", "pgd20", "aa"])
+        print(result.attacks["aa"].accuracy, result.worst_case.mean())
     """
     from tf_st.distribute import run_sharded
+    if logits_fn is not None:
+        if model is not None:
+            raise ValueError("give the model once: model= or logits_fn=, not both")
+        model = logits_fn
+    if data is not None:
+        if x is not None:
+            raise ValueError("give the data once: x (with y) or data=, not both")
+        x = data
+    if x is None:
+        raise ValueError("evaluate needs data: evaluate(model, x, y, attacks=...) or "
+                         "evaluate(model, (x, y), attacks)")
     check_unit_interval("epsilon", epsilon)
     data, attacks = _data_and_attacks(x, y, attacks)
     logits_fn = logits_function(model)
@@ -279,10 +296,19 @@ _ACCEPTED_MODELS = ("a keras.Model, the path (str or os.PathLike) of a SavedMode
 
 
 def logits_function(model):
-    """``model`` (what ``evaluate`` accepts) as a logits function: a ``keras.Model``
-    called with ``training=False``, a path loaded by ``tf_st.saved_model.load``, any
-    other callable as it is; anything else is a ``ValueError`` naming what is
-    accepted."""
+    """``model`` (what ``evaluate`` accepts) as a logits function.
+
+    Args:
+      model: a ``keras.Model`` (called with ``training=False``), a path (SavedModel,
+        export directory or ``.keras`` file, loaded by ``tf_st.saved_model.load``) or any
+        other callable (returned as it is).
+
+    Returns:
+      A callable mapping a float NHWC batch in [0, 1] to logits.
+
+    Raises:
+      ValueError: ``model`` is none of these, or a path that holds nothing loadable.
+    """
     import os
 
     import keras

@@ -267,6 +267,7 @@ class Trained:
       selection_note: which data selected the best epoch.
       num_classes: the number of classes.
       image_shape: the HWC shape of one image.
+      class_names: the class names for the model card (None when the source has none).
     """
     method: object          # the AdversarialMethod, weights of the last epoch
     run_ckpt: object
