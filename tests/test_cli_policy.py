@@ -282,3 +282,18 @@ def test_a_bad_flag_in_a_fresh_process_is_one_line_and_exit_2():
                        env=_clean_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "value should be one of" in _one_error_line(r.stderr)
+
+
+def test_analysis_ctrl_c_says_where_finished_work_is(tmp_path, capsys, monkeypatch):
+    from tf_st.analysis import cli as analysis_cli
+    from tf_st.analysis import curves
+
+    def interrupted(fv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(curves, "run", interrupted)
+    argv = ["analysis", "curves", f"--output_dir={tmp_path}", f"--run_dir={tmp_path}"]
+    assert analysis_cli.main(argv) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted: what finished is in {tmp_path}; run again with: "
+        f"python -m tf_st.analysis curves --output_dir={tmp_path} --run_dir={tmp_path}")

@@ -44,8 +44,15 @@ def main(argv):
                                                  [n for n in shared if "verbose" not in n]),
                               ("messages", ["verbose", "verbose_errors"])], fv, units)
 
-    def run(_):
-        module.run(fv)
+    def run(run_argv):
+        try:
+            module.run(fv)
+        except KeyboardInterrupt:
+            # The sweep keeps every finished run (and resumes an unfinished one); the
+            # figures are written at the end, so rerunning recomputes them.
+            raise KeyboardInterrupt(
+                f"what finished is in {fv['output_dir'].value}; run again with: "
+                f"{cli.command_line(program, run_argv)}") from None
         print(f"outputs in {fv['output_dir'].value}")
         return 0
     return cli.run_command(run, [f"{argv[0]} {name}"] + list(argv[2:]), fv, help_page,
