@@ -510,6 +510,21 @@ def audit(model, x, y, *, epsilon=8 / 255, step_size=2 / 255, seed=0, batch_size
     if len(x) != len(y) or not len(x):
         raise ValueError(f"the audit needs as many labels as images, at least one: got "
                          f"{len(x)} images and {len(y)} labels")
+    # One tf.function per attack run is intended here: TensorFlow's retracing warnings
+    # about it are held back for the audit's duration.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        return _audit(model, x, y, epsilon=epsilon, step_size=step_size, seed=seed,
+                      batch_size=batch_size, steps=steps, restarts=restarts, queries=queries,
+                      output_png=output_png, verbose=verbose)
+    finally:
+        logger.setLevel(level)
+
+
+def _audit(model, x, y, *, epsilon, step_size, seed, batch_size, steps, restarts, queries,
+           output_png, verbose):
     started = time.time()
     fn = _connected(logits_function(model))
     n, batch_size = len(x), max(1, min(batch_size, len(x)))
