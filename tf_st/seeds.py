@@ -23,6 +23,8 @@ stream             indices                                     used by
                    the per-epoch evaluation), b = batch,
                    c = attack index
 ``analysis``       b = batch                                   ``analysis``
+``audit``          a = run (one per attack of the audit),      ``evaluation.audit``
+                   b = batch
 =================  ==========================================  =======================
 
 Every function takes Python ints or int64 tensors (graph-safe) for the indices; Python
@@ -32,7 +34,7 @@ ints are range-checked.  The user's seed is the first word as given (``--seed``)
 import numpy as np
 
 STREAMS = {"autoattack": 0, "start_noise": 1, "data_order": 2, "augment": 3, "unlabeled": 4,
-           "unlabeled_crop": 5, "evaluation": 6, "analysis": 7}
+           "unlabeled_crop": 5, "evaluation": 6, "analysis": 7, "audit": 8}
 _BITS = {"a": 24, "b": 24, "c": 8}
 
 

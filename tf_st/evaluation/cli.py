@@ -52,6 +52,15 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored"
                               "GPU, or the --cpu_devices; multi_worker: the workers of "
                               "TF_CONFIG, the chief writing the report); per-example results "
                               "as one device.", flag_values=FLAGS)
+_AUDIT = flags.DEFINE_boolean(
+    "audit", False, "After the attacks, audit the evaluation for gradient masking "
+    "(tf_st.evaluation.audit: large epsilon, more PGD steps and restarts, Square vs PGD, "
+    "input gradients, determinism, logits): an 'audit' block in the report and "
+    "<report stem>_audit.png; a warning (exit status still 0) when a check fails.",
+    flag_values=FLAGS)
+_AUDIT_EXAMPLES = flags.DEFINE_integer("audit_examples", 100, "Audit the first N of the "
+                                       "evaluated examples.", lower_bound=1,
+                                       flag_values=FLAGS)
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.",
                                     lower_bound=1, flag_values=FLAGS)
 
@@ -71,6 +80,7 @@ flags.register_validator("examples", lambda v: v is None or v > 0, "--examples m
 _GROUPS = (
     ("model and data", ["saved_model", "dataset", "data_dir", "split", "examples"]),
     ("attacks", ["attacks", "epsilon", "step_size", "seed", "batch_size"]),
+    ("audit", ["audit", "audit_examples"]),
     ("output", ["output", "state_file"]),
     ("devices", ["strategy", "cpu_devices"]),
     ("messages", ["verbose", "verbose_errors"]),
@@ -83,7 +93,7 @@ def help_page(full=False, program="python -m tf_st.evaluation"):
                "logits) under attack, prints a table with the worst case and writes a JSON "
                "report with provenance and 95% intervals.")
     footer = ("Example: python -m tf_st.evaluation --saved_model=runs/demo/export "
-              "--dataset=cifar10_mini --attacks=clean,pgd20,aa --examples=500")
+              "--dataset=cifar10_mini --attacks=clean,pgd20,aa --examples=500 --audit")
     return cli.help_text(program, summary, _GROUPS, FLAGS,
                          {"epsilon": cli.UNIT_NOTE, "step_size": cli.UNIT_NOTE}, footer)
 
@@ -151,12 +161,13 @@ def _main(argv):
         for message in report.sanity_warnings(model, probe):
             print(f"warning: {message}", file=sys.stderr)
         try:
-            report.evaluate_and_report(
+            result = report.evaluate_and_report(
                 model, dataset=_DATASET.value, data_dir=_DATA_DIR.value, split=_SPLIT.value,
                 attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,
                 examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
                 output=output, model_card=model.model_card, state_file=_STATE_FILE.value,
-                strategy=strategy)
+                strategy=strategy,
+                audit_examples=_AUDIT_EXAMPLES.value if _AUDIT.value else None)
         except KeyboardInterrupt:
             again = cli.command_line("python -m tf_st.evaluation", argv)
             if worker:
@@ -171,8 +182,15 @@ def _main(argv):
             else:
                 saved += f"; run again with: {again}"
             raise KeyboardInterrupt(saved) from None
+    audited = result.get("audit") if isinstance(result, dict) else None
+    if audited and audited["suspicious"]:
+        print("warning: the audit flags this evaluation as suspicious: "
+              f"{', '.join(audited['failed'])} failed (gradient masking?); the report's "
+              "audit.checks explain each and what to run next", file=sys.stderr)
     if output:
-        print(f"report written to {output}")
+        print(f"report written to {output}"
+              + (f"; audit figure {audited['figure']}" if audited and audited.get("figure")
+                 else ""))
     else:
         print(f"worker {worker} of {num_workers(strategy)} done; the chief wrote the report")
     return 0

@@ -189,11 +189,14 @@ def sanity_warnings(logits_fn, x):
 
 def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon, step_size,
                         examples, batch_size, seed, output=None, model_card=None,
-                        state_file=None, verbose=True, strategy=None):
+                        state_file=None, verbose=True, strategy=None, audit_examples=None):
     """Runs ``attacks`` on ``dataset/split``, prints the table and writes the JSON report.
 
     Per-batch attacks run first, then those that evaluate the whole set (AutoAttack), each
-    on every example.
+    on every example; then, with ``audit_examples``, the gradient-masking audit
+    (``tf_st.evaluation.audit``) on the first ``audit_examples`` of them: its table is
+    printed, its checks go into the report's ``audit`` block and its figure to
+    ``<output stem>_audit.png`` (``"audit"`` is pending, the report partial, until then).
 
     The report is rewritten after every finished attack with ``"partial": true`` and the
     attacks still ``"pending"``, so a run killed after hours keeps what it measured and
@@ -216,9 +219,12 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
       verbose: print progress and the table.
       strategy: a ``tf.distribute`` strategy whose replicas attack different batches at
         the same time, with the per-example results of one device; None for one device.
+      audit_examples: audit the first N examples (N >= 1) after the attacks; None for no
+        audit.  Under several workers only the chief (the writer) audits.
 
     Returns:
-      The report (the dict written to ``output``).
+      The report (the dict written to ``output``); with the audit, ``report["audit"]`` is
+      ``AuditResult.to_json()``.
 
     Raises:
       ValueError: an unknown attack name, a bad setting, an output that cannot be
@@ -245,12 +251,12 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
             logits_fn, specs, dataset=dataset, data_dir=data_dir, split=split, epsilon=epsilon,
             step_size=step_size, examples=examples, batch_size=batch_size, seed=seed,
             output=output, model_card=model_card, state_file=state_file, verbose=verbose,
-            strategy=strategy)
+            strategy=strategy, audit_examples=audit_examples if writer else None)
 
 
 def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon, step_size,
                          examples, batch_size, seed, output, model_card, state_file, verbose,
-                         strategy):
+                         strategy, audit_examples=None):
     from tf_st import data as tf_st_data
 
     import numpy as np
@@ -286,11 +292,13 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
                                "attacks": list(robust)},
                 "intervals": INTERVAL_NOTE}
 
+    audit_pending = ["audit"] if audit_examples else []
+
     def save(done, pending):
         report.update(done)
         report["seconds"] = round(time.time() - started, 2)
-        report["partial"] = bool(pending)
-        report["pending"] = [s.name for s in pending]
+        report["partial"] = bool(pending or audit_pending)
+        report["pending"] = [s.name for s in pending] + audit_pending
         if output:
             atomic_write_json(output, report, indent=1)
 
@@ -324,6 +332,17 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
         rows.append(("worst case", wc["accuracy"], None, wc["stderr"]))
     print(format_table(rows, header=f"{dataset}/{split}, {len(x)} examples, eps={epsilon:.5f}"
                                     + (f" ({split_obj.note})" if split_obj.note else "")))
+    if audit_examples:
+        from tf_st.evaluation.audit import audit, figure_path
+        save({}, [])  # every attack done; the audit still pending
+        checked = audit(logits_fn, x, y, epsilon=epsilon, step_size=step_size, seed=seed,
+                        batch_size=batch, examples=audit_examples, verbose=verbose,
+                        output_png=figure_path(output) if output else None)
+        print(f"audit of the first {checked.examples} examples"
+              + (f" (figure: {checked.figure})" if checked.figure else "") + ":")
+        print(checked.table())
+        audit_pending.clear()
+        report["audit"] = checked.to_json()
     save({}, [])
     return report
 
