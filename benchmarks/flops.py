@@ -11,6 +11,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# Training-step FLOPs per image in units of the forward cost F, for K inner steps
+# (derivations in benchmarks/step_time.py's docstring): natural 3F; ST (4K + 10) F
+# (a lower bound); TRADES (2K + 7) F; Madry (2K + 3) F; MART (2K + 6) F.
+FLOP_FACTORS = {
+    "natural": lambda k: 3,
+    "st": lambda k: 4 * k + 10,
+    "trades": lambda k: 2 * k + 7,
+    "madry": lambda k: 2 * k + 3,
+    "mart": lambda k: 2 * k + 6,
+}
+# What AWP adds to a step: one proxy step on the method's outer loss (its forwards F
+# each, their weight backward 2F each): Madry 1 forward -> 3F; TRADES, MART 2 -> 6F;
+# ST 3 -> 9F.
+AWP_EXTRA = {"madry": 3, "trades": 6, "mart": 6, "st": 9}
+# One evaluation pass per image: PGD-K / CW-K K * (F + F input backward) + F (the clean
+# forward); FGSM 2F + F; clean F.
+EVAL_FACTORS = {"clean": 1, "fgsm": 3}
+
+
+def eval_factor(attack):
+    """FLOPs per image of one evaluation attack (``clean``, ``fgsm``, ``pgd<K>``,
+    ``cw<K>``), in units of F."""
+    if attack in EVAL_FACTORS:
+        return EVAL_FACTORS[attack]
+    steps = int(attack.lstrip("pgdcw"))
+    return 2 * steps + 1
+
 
 def forward_flops(model):
     """FLOPs of one forward pass of one example through ``model``."""

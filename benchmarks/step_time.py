@@ -28,20 +28,12 @@ _METHODS = flags.DEFINE_list("methods", ["natural", "st"], "Methods, first = ref
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per method (after one warm-up step).")
 _K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
 
-FLOP_FACTORS = {
-    "natural": lambda k: 3,
-    "st": lambda k: 4 * k + 10,
-    "trades": lambda k: 2 * k + 7,
-    "madry": lambda k: 2 * k + 3,
-    "mart": lambda k: 2 * k + 6,
-}
-
 
 def main(argv):
     del argv
     import keras
     import numpy as np
-    from benchmarks.flops import forward_flops, matmul_flops_per_second
+    from benchmarks.flops import FLOP_FACTORS, forward_flops, matmul_flops_per_second
     from tf_st import methods, models
     from tf_st.training.optim import TorchSGD
 

@@ -152,7 +152,7 @@ def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
 
 # Every command in benchmarks/ (benchmarks/README.md lists them with the helper modules).
 COMMANDS = ("aa_crosscheck", "autoattack", "autoattack_memory", "compare_methods",
-            "crosscheck_methods", "deterministic_cost", "onednn_kernels", "op_profile",
+            "crosscheck_methods", "deterministic_cost", "gpu_check", "onednn_kernels", "op_profile",
             "step_time", "vs_reference")
 HELPERS = ("flops", "onednn_log", "profile_trace", "reference_step", "tf_step")
 
@@ -204,3 +204,56 @@ def test_op_profile_runs_with_every_tf_option_lever(tmp_path):
               "dependency_optimization=true"], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Conv2D" in r.stdout or "convolution" in r.stdout, r.stdout[-3000:]
+
+
+@pytest.mark.slow  # a subprocess, ~60 s
+def test_gpu_check_tiny_writes_every_field_and_prints_the_table(tmp_path):
+    """``benchmarks.gpu_check --tiny`` (the GPU check's CPU mode) runs every measurement
+    the issue lists and records each: devices, throughput per method and configuration
+    (float16 skipped with its reason, bfloat16 measured as the stand-in), the mixed
+    step's differences to float32, MirroredStrategy over two logical CPUs against one,
+    AutoAttack's time, peak memory (null with the reason), a paper-scale command with an
+    expected time per Table 1 row."""
+    out = tmp_path / "check.json"
+    r = _run(["benchmarks.gpu_check", "--tiny", f"--output={out}"], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"settings", "devices", "throughput", "mixed_vs_float32", "mirrored", "autoattack",
+            "peak_memory", "paper_scale", "provenance", "seconds", "phase_seconds",
+            "note"} <= set(report)
+    assert report["settings"]["tiny"] and report["settings"]["mixed_policy"] == "mixed_bfloat16"
+    assert "stand-in" in report["note"]
+    assert report["devices"]["logical"] and report["devices"]["gpus"] == []
+    rows = {(row["method"], row["config"]): row for row in report["throughput"]}
+    for method in ("st", "trades"):
+        for config in ("float32", "mixed"):
+            assert rows[method, config]["images_per_second"] > 0, rows[method, config]
+        assert rows[method, "mixed_xla"]["jit_compile"] is True
+        assert rows[method, "mixed"]["policy"] == "mixed_bfloat16"
+        assert "no GPU" in rows[method, "mixed_float16"]["skipped"]
+    assert rows["trades", "mixed_xla"]["images_per_second"] > 0  # --tiny: XLA for the last
+    assert "XLA is timed for trades only" in rows["st", "mixed_xla"]["skipped"]
+    for row in report["mixed_vs_float32"]:
+        assert row["policy"] == "mixed_bfloat16"
+        # bfloat16 against float32 (tests/test_mixed_precision.py states the bounds).
+        assert 0 < row["loss_relative_difference"] < 5e-3
+        assert 0 < row["gradient_relative_difference"] < 0.25
+    assert [row["method"] for row in report["mixed_vs_float32"]] == ["st", "trades"]
+    mirrored = report["mirrored"]
+    assert mirrored["replicas"] == 2 and mirrored["sync_batchnorm"] is True
+    assert mirrored["one_device_images_per_second"] > 0 and mirrored["speedup"] > 0
+    aa = report["autoattack"]
+    assert aa["examples"] == 16 and aa["seconds"] > 0 and 0 <= aa["robust_accuracy"] <= 1
+    assert report["peak_memory"]["bytes"] is None and report["peak_memory"]["reason"]
+    paper = report["paper_scale"]
+    assert [row["row"] for row in paper["rows"]] == [
+        "Vanilla AT", "TRADES", "MART", "ST", "TRADES+AWP", "ST+AWP"]
+    for row in paper["rows"]:
+        assert row["command"].startswith(f"python -m trainers.{row['method']} --dataset=cifar10 "
+                                         "--arch=resnet18")
+        assert ("--awp" in row["command"]) == row["awp"]
+        assert row["expected_hours"]["float32"] > 0 and row["expected_hours"]["mixed"] > 0, row
+        assert (row["expected_hours"]["mixed_xla"] is None) == (row["method"] == "st"), row
+    assert paper["forward_flops_per_image"] > 5e8  # ResNet-18 at 32x32: ~1.1 GFLOP
+    assert "| st | mixed | mixed_bfloat16 | no |" in r.stdout
+    assert "paper scale" in r.stdout and "python -m trainers.st --dataset=cifar10" in r.stdout

@@ -158,12 +158,77 @@ def load(path, signature="serving_default"):
     return LoadedClassifier(path, signature)
 
 
+def float32_copy(classifier):
+    """``classifier`` computing in float32: itself, or a float32 clone with its weights.
+
+    A network trained under a mixed-precision policy (``mixed_float16``,
+    ``mixed_bfloat16``) keeps float32 variables but computes in 16 bits, and its layers
+    (and its saved Keras config) carry that policy.  The clone is the same functional
+    graph with every layer's policy set to ``float32`` and the trained (float32) weights
+    copied in, so that an export computes what the weights define, exactly.
+
+    Args:
+      classifier: a functional or ``Sequential`` Keras model.
+
+    Returns:
+      ``classifier`` when every layer already computes in its variables' dtype (float32
+      or float64), else the float32 clone (a new model of the same name, weights and
+      layer names).
+
+    Raises:
+      ValueError: a mixed-precision model Keras cannot clone (a subclassed model).
+    """
+    if not any(_is_mixed(layer) for layer in _walk(classifier)):
+        return classifier
+
+    def as_float32(layer):
+        if isinstance(layer, keras.Model):
+            return float32_copy(layer)
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    # The clone's own policy (the functional wrapper's) is the global one: float32 for
+    # the copy even while a mixed global policy is still set (the run layer exports right
+    # after training).
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        clone = keras.models.clone_model(classifier, clone_function=as_float32)
+    except Exception as e:  # noqa: BLE001 - clone_model's refusals vary by model kind
+        raise ValueError(f"cannot make a float32 copy of the mixed-precision "
+                         f"{type(classifier).__name__} {classifier.name!r} for export "
+                         f"({type(e).__name__}: {e})") from e
+    finally:
+        keras.config.set_dtype_policy(policy)
+    clone.set_weights(classifier.get_weights())
+    return clone
+
+
+def _walk(model):
+    """``model`` and its layers, nested models' layers included."""
+    yield model
+    for layer in getattr(model, "layers", ()):
+        yield from _walk(layer)
+
+
+def _is_mixed(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    return policy is not None and policy.compute_dtype in ("float16", "bfloat16")
+
+
 def export_classifier(classifier, export_dir, *, version=None, model_card=None, overwrite=False,
                       keras_file=True):
     """Exports ``classifier`` (a Keras model mapping [0,1] NHWC images to logits).
 
     ``version`` defaults to one more than the highest existing version.  Returns the
     version directory.
+
+    Whatever the training precision, what is exported computes in float32: a
+    mixed-precision classifier is exported as its ``float32_copy`` (float32 variables,
+    float32 layers; the signature takes and returns float32), so evaluation of the
+    export is exact; the SavedModel and ``model.keras`` both hold the copy.
 
     ``keras_file``: also write the classifier as ``<version>/model.keras``
     (``KERAS_FILE``, for ``keras.models.load_model``); a model Keras cannot serialize
@@ -183,6 +248,7 @@ def export_classifier(classifier, export_dir, *, version=None, model_card=None, 
     final = os.path.join(export_dir, str(int(version)))
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True or another version")
+    classifier = float32_copy(classifier)
     height, width, channels = classifier.input_shape[1:]
     compute_dtype = classifier.inputs[0].dtype if classifier.inputs else "float32"
 

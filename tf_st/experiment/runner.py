@@ -462,6 +462,10 @@ def export_best(settings, trained, log=print):
                 "num_classes": trained.num_classes, "class_names": trained.class_names,
                 "image_shape": list(trained.image_shape),
                 "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
+                # The policy the network trained under ("float32", "mixed_bfloat16",
+                # "mixed_float16"); the export itself is float32 whatever it was
+                # (tf_st.saved_model.float32_copy).
+                "training_precision": net.dtype_policy.name,
                 "awp": ({"gamma": s.awp_gamma, "warmup": s.awp_warmup,
                          "proxy_lr": s.awp_proxy_lr, "first_epoch": s.awp_first_epoch}
                         if s.awp else None),
