@@ -17,9 +17,10 @@ Protocol (also printed with the results):
   evaluate the exported SavedModel: clean, PGD-20, CW-20 (and AutoAttack standard on the
            first --aa_examples test images when --aa_examples > 0)
 
-A method entry is a trainer key (``fat``, ``cat``, ...) or ``<key>+awp`` (the method with
+A method entry is a trainer key (``fat``, ``cat``, ...), ``<key>+awp`` (the method with
 adversarial weight perturbation at its reference gamma, from the first epoch: the
-references' 10-epoch warm-up would leave a 5-epoch run without AWP).  Every run gets the
+references' 10-epoch warm-up would leave a 5-epoch run without AWP) and/or
+``<key>+mixed`` (trained in mixed precision, evaluated from its float32 export).  Every run gets the
 protocol's eps, step, lr schedule and weight decay explicitly, so methods whose presets
 differ (FAT: eps 0.031, wd 2e-4) are compared on the same footing; a method with several
 networks (``cat``) gives one row per network (``cat:trades``, ``cat:alp``), each
@@ -73,7 +74,7 @@ def protocol_text():
 
 def run_method(entry, env):
     """Trains one entry; returns one row per network."""
-    key, _, variant = entry.partition("+")
+    key, *variants = entry.split("+")
     run_dir = os.path.join(_OUT.value, entry)
     cmd = [sys.executable, "-m", f"trainers.{key}", "--dataset=image_folder",
            f"--data_dir={_DATA_DIR.value}", "--arch=small_cnn", f"--epochs={_EPOCHS.value}",
@@ -85,10 +86,15 @@ def run_method(entry, env):
            f"--seed={_SEED.value}", f"--output_dir={run_dir}"]
     if key != "natural":
         cmd.append("--steps=10")
-    if variant == "awp":
-        cmd += ["--awp", "--awp_warmup=0"]
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} in {entry!r} (only +awp)")
+    for variant in variants:
+        if variant == "awp":
+            cmd += ["--awp", "--awp_warmup=0"]
+        elif variant == "mixed":
+            # Mixed precision (bfloat16 on a CPU, float16 with loss scaling on a GPU);
+            # the export and its evaluation stay float32.
+            cmd.append("--mixed_precision")
+        else:
+            raise ValueError(f"unknown variant {variant!r} in {entry!r} (+awp, +mixed)")
     start = time.time()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     train_seconds = time.time() - start
@@ -117,6 +123,7 @@ def run_method(entry, env):
                "final_eval_seconds": report["seconds"],
                "process_seconds": round(train_seconds, 1),
                "best_epoch": card["best_epoch"], "selection": selection,
+               "training_precision": card.get("training_precision"),
                "attack_steps": (round(sum(steps) / len(steps), 2) if steps
                                 else 0 if key == "natural" else 10),
                "last_epoch_clean_acc": float(epochs[-1][prefix + "test_clean_acc"]),
@@ -212,7 +219,7 @@ def main(argv):
             print(write_outputs(json.load(f)["rows"]))
         return
     if not _DATA_DIR.value or not os.path.isdir(_DATA_DIR.value):
-        sys.exit(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass --data_dir")
+        raise ValueError(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass --data_dir")
     os.makedirs(_OUT.value, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     print("Protocol:", protocol_text(), flush=True)

@@ -153,7 +153,7 @@ def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
 # Every command in benchmarks/ (benchmarks/README.md lists them with the helper modules).
 COMMANDS = ("aa_crosscheck", "autoattack", "autoattack_memory", "compare_methods",
             "crosscheck_methods", "deterministic_cost", "gpu_check", "onednn_kernels", "op_profile",
-            "step_time", "vs_reference")
+            "precision_study", "step_time", "vs_reference")
 HELPERS = ("flops", "onednn_log", "profile_trace", "reference_step", "tf_step")
 
 
@@ -257,3 +257,23 @@ def test_gpu_check_tiny_writes_every_field_and_prints_the_table(tmp_path):
     assert paper["forward_flops_per_image"] > 5e8  # ResNet-18 at 32x32: ~1.1 GFLOP
     assert "| st | mixed | mixed_bfloat16 | no |" in r.stdout
     assert "paper scale" in r.stdout and "python -m trainers.st --dataset=cifar10" in r.stdout
+
+
+def test_precision_study_intervals_and_verdicts_by_hand():
+    from benchmarks import precision_study as ps
+    # Three seeds 0.40, 0.42, 0.44: mean 0.42, s = 0.02, t(0.975, 2) = 4.303.
+    mean, hw = ps.interval([0.40, 0.42, 0.44])
+    assert mean == pytest.approx(0.42) and hw == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
+    assert ps.interval([0.5]) == (0.5, None)
+    rows = {s: [{"method": "st", "clean_acc": c, "pgd20_acc": p},
+                {"method": "st+mixed", "clean_acc": c + dc, "pgd20_acc": p + dp}]
+            for s, c, p, dc, dp in [("1", .40, .20, .01, -.10), ("2", .42, .21, .00, -.10),
+                                    ("3", .44, .22, -.01, -.10)]}
+    summary = {r["attack"]: r for r in ps.aggregate(rows)}
+    assert set(summary) == {"clean", "pgd20"}
+    assert summary["clean"]["mixed"] == pytest.approx(0.42)
+    assert summary["clean"]["mixed_within"] is True
+    # PGD-20 0.10 lower in mixed: outside float32's 0.21 +- 0.025.
+    assert summary["pgd20"]["mixed_within"] is False
+    text = ps.table(ps.aggregate(rows))
+    assert "| st | pgd20 | 3 | 21.0% ± 2.5 | 11.0% ± 2.5 | NO |" in text
