@@ -245,3 +245,27 @@ def test_report_records_the_norm(tmp_path):
     assert saved["model_info"]["threat_model"] == "L2"
     assert saved["autoattack"]["norm"] == "L2"
     assert rep["norm"] == "L2"
+
+
+def test_evaluation_cli_takes_norm_l2(tmp_path, capsys):
+    """``python -m tf_st.evaluation --norm=l2``: an L2 epsilon above 1 passes the flag
+    checks (L-inf's does not), the report records the threat model, and ``aa`` in L2 is
+    refused before any attack, naming the missing components."""
+    from tf_st import models
+    from tf_st.evaluation import cli as evaluation_cli
+    from tf_st.saved_model import export_classifier
+    export = tmp_path / "export"
+    export_classifier(models.build("small_cnn", 10), str(export), version=1)
+    out = tmp_path / "r.json"
+    base = ["evaluate", f"--saved_model={export}", "--examples=4", "--batch_size=4",
+            f"--output={out}"]
+    assert evaluation_cli.main(base + ["--norm=l2", "--epsilon=1.5", "--step_size=0.5",
+                                       "--attacks=clean,pgd2,apgd-ce"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["norm"] == "L2" and saved["provenance"]["norm"] == "l2"
+    assert saved["epsilon"] == 1.5
+    capsys.readouterr()
+    assert evaluation_cli.main(base + ["--epsilon=1.5", "--attacks=clean"]) == 2
+    assert "--epsilon must be in [0, 1]" in capsys.readouterr().err
+    assert evaluation_cli.main(base + ["--norm=l2", "--epsilon=0.5", "--attacks=aa"]) == 2
+    assert "fab-t, square in L2" in capsys.readouterr().err
