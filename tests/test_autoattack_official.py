@@ -117,27 +117,28 @@ def setting(request, float64):
 
 
 def _run_official_apgd(attack, x, y, eps, seed):
-    """The official start (APGD's Linf branch) and ``attack_single_run`` from it, float64."""
+    """The official start (APGD's Linf or L2 branch, by ``attack.norm``) and
+    ``attack_single_run`` from it, float64."""
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     attack.init_hyperparam(xt)
-    t = 2 * torch.rand(xt.shape) - 1
+    t = torch.randn(xt.shape) if attack.norm == "L2" else 2 * torch.rand(xt.shape) - 1
     start = (xt + eps * attack.normalize(t)).clamp(0.0, 1.0)
     return start.numpy(), [r.detach() for r in attack.attack_single_run(xt, yt, x_init=start)]
 
 
-def _compare_apgd(official, ours, x, expect_both_outcomes=True):
+def _compare_apgd(official, ours, x, expect_both_outcomes=True, atol=1e-12):
     x_best, acc, loss_best, x_best_adv = official
     x_out, fooled, details = ours
     fooled = fooled.numpy()
     np.testing.assert_array_equal(fooled, ~acc.numpy())
     if expect_both_outcomes:  # else (far targets) the iterates are still compared
         assert 0 < fooled.sum() < len(x)
-    np.testing.assert_allclose(details["x_best"].numpy(), x_best.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(details["x_best"].numpy(), x_best.numpy(), rtol=0, atol=atol)
     np.testing.assert_allclose(details["loss_best"].numpy(), loss_best.numpy(), rtol=1e-9,
                                atol=1e-12)
     # The returned adversarial is the latest misclassified iterate, as officially.
-    np.testing.assert_allclose(x_out.numpy()[fooled], x_best_adv.numpy()[fooled], atol=1e-12)
+    np.testing.assert_allclose(x_out.numpy()[fooled], x_best_adv.numpy()[fooled], atol=atol)
     np.testing.assert_array_equal(x_out.numpy()[~fooled], x[~fooled])
 
 
@@ -195,3 +196,49 @@ def test_fab_t_matches_official(setting, target_rank):
     if target_rank == 2:
         assert 0 < official_fooled.sum() < len(x)
     np.testing.assert_allclose(x_out.numpy()[official_fooled], adv[official_fooled], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ L2
+# The same harness in the official L2 branch (normalised-gradient steps, the L2
+# projection ``x + d / (||d|| + 1e-12) * min(eps, ||d||)`` then [0, 1], a Gaussian start
+# on the eps-sphere).  Radii at which about half the points survive 100 iterations.
+L2_EPS = {"mlp": 0.1, "conv": 0.02}
+# Unlike sign steps, which land on the same corners bit for bit, L2 iterates carry the
+# two libraries' float64 rounding (1e-16); once a point has converged on the boundary its
+# loss changes only in the last bits, so which of two iterates ~1e-10 apart is "best"
+# (``loss > loss_best``) is a rounding tie-break (seen: 3.6e-10 on one of 24 points).
+L2_ATOL = 1e-8
+
+
+def _l2_setting(setting):
+    model, net, x, y, _ = setting
+    kind = "mlp" if len(model.layers) == 4 else "conv"
+    return model, net, x, y, L2_EPS[kind]
+
+
+def test_apgd_ce_l2_matches_official_iterate_for_iterate(setting):
+    model, net, x, y, eps = _l2_setting(setting)
+    with torch_float64():
+        attack = official_apgd.APGDAttack(net, n_iter=100, norm="L2", eps=eps, loss="ce",
+                                          seed=0, device="cpu")
+        start, official = _run_official_apgd(attack, x, y, eps, seed=0)
+    assert np.allclose(np.sqrt(((start - x) ** 2).reshape(len(x), -1).sum(1)), eps,
+                       rtol=0.2)  # an L2 start, near the sphere (clipping shortens it)
+    ours = apgd(model, x, y, epsilon=eps, n_iter=100, loss="ce", x_init=start,
+                return_details=True, norm="L2")
+    _compare_apgd(official, ours, x, atol=L2_ATOL)
+
+
+@pytest.mark.parametrize("target_rank", [2, 10])
+@pytest.mark.slow
+def test_apgd_t_l2_matches_official_iterate_for_iterate(setting, target_rank):
+    model, net, x, y, eps = _l2_setting(setting)
+    with torch_float64():
+        attack = official_apgd.APGDAttack_targeted(net, n_iter=100, norm="L2", eps=eps,
+                                                   seed=0, device="cpu")
+        with torch.no_grad():
+            attack.y_target = net(torch.from_numpy(x)).sort(dim=1)[1][:, -target_rank]
+        start, official = _run_official_apgd(attack, x, y, eps, seed=target_rank)
+    ours = apgd_targeted(model, x, y, epsilon=eps, target_rank=target_rank, n_iter=100,
+                         x_init=start, return_details=True, norm="L2")
+    _compare_apgd(official, ours, x, expect_both_outcomes=target_rank == 2, atol=L2_ATOL)

@@ -1,4 +1,4 @@
-"""Auto-PGD (Croce & Hein 2020) for L-inf, as in AutoAttack's ``standard`` version.
+"""Auto-PGD (Croce & Hein 2020) for L-inf and L2, as in AutoAttack's ``standard`` version.
 
 A faithful TensorFlow port of the *behaviour* of the official
 ``autopgd_base.py:APGDAttack.attack_single_run``
@@ -22,12 +22,17 @@ A faithful TensorFlow port of the *behaviour* of the official
 The loop is a ``tf.while_loop`` with fixed shapes: no per-iteration host round trips, and
 the function can be wrapped in a (jit-compiled) ``tf.function``.  One iteration costs one
 forward and one backward pass, like one PGD step.
+
+``norm='L2'`` is the official L2 branch: the start ``clip(x + eps * n / (||n||_2 +
+1e-12), 0, 1)``, ``n ~ N(0, I)`` (the eps-sphere before clipping); the step ``x_k + eta
+g_k / (||g_k||_2 + 1e-12)`` and P the L2 projection of ``pgd.project``
+(``x + d / (||d|| + 1e-12) * min(eps, ||d||)``, then [0, 1]); the rest as above.
 """
 
 import tensorflow as tf
 
 from tf_st.attacks import losses, starts
-from tf_st.attacks.pgd import project
+from tf_st.attacks.pgd import ascent_direction, l2_normalize, project
 
 
 def checkpoints(n_iter):
@@ -69,6 +74,23 @@ def linf_sphere_start(x, epsilon, seed=None):
     axes = list(range(1, len(x.shape)))
     t_max = tf.reduce_max(tf.abs(t), axis=axes, keepdims=True)
     return tf.clip_by_value(x + losses.as_dtype(epsilon, x.dtype) * t / t_max, 0.0, 1.0)
+
+
+def l2_sphere_start(x, epsilon, seed=None):
+    """``clip(x + eps * n / (||n||_2 + 1e-12), 0, 1)``, ``n ~ N(0, I)`` per example.
+
+    The official APGD's L2 start.
+
+    Args:
+      x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
+      epsilon: the L2 radius, in [0, 1] units.
+      seed: stateless seed (shape [2] ints) for the random start, or None.
+
+    Returns:
+      The start point, shaped as ``x``.
+    """
+    t = starts.draw(tf.shape(x), "normal", 1.0, x.dtype, seed)
+    return tf.clip_by_value(x + losses.as_dtype(epsilon, x.dtype) * l2_normalize(t), 0.0, 1.0)
 
 
 def _loss_fn(loss, y_target):
@@ -131,7 +153,7 @@ def reduction_rule(hist, i, k, loss_best, loss_best_last_check, reduced_last_che
 
 
 def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=0.75,
-         seed=None, x_init=None, return_details=False):
+         seed=None, x_init=None, return_details=False, norm="Linf"):
     """One run (one restart) of APGD on the batch ``x`` with labels ``y``.
 
     Args:
@@ -147,6 +169,7 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
       seed: stateless seed (shape [2] ints) for the random start, or None.
       x_init: replaces the random start (parity tests; clipped to [0, 1]).
       return_details: also return the details dict.
+      norm: ``'Linf'`` or ``'L2'`` (then ``epsilon`` is the L2 radius).
 
     Returns:
       ``(x_adv, fooled)``: ``fooled[i]`` iff some iterate (start included) was
@@ -157,9 +180,11 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
       check), ``loss_history`` ``[n_iter, B]``.
 
     Raises:
-      ValueError: ``n_iter < 1``, an unknown ``loss``, or ``'dlr-targeted'`` without
-        ``y_target``.
+      ValueError: ``n_iter < 1``, an unknown ``loss`` or ``norm``, or ``'dlr-targeted'``
+        without ``y_target``.
     """
+    if norm not in ("Linf", "L2"):
+        raise ValueError(f"unknown norm {norm!r}; expected 'Linf' or 'L2'")
     x = tf.convert_to_tensor(x)
     y = tf.cast(y, tf.int32)
     dtype = x.dtype
@@ -181,7 +206,8 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
         return per_example, grad, wrong
 
     # A given start is clipped to the image box, as the official ``attack_single_run`` does.
-    x_adv = (linf_sphere_start(x, eps, seed) if x_init is None
+    sphere_start = l2_sphere_start if norm == "L2" else linf_sphere_start
+    x_adv = (sphere_start(x, eps, seed) if x_init is None
              else tf.clip_by_value(tf.cast(x_init, dtype), 0.0, 1.0))
     loss0, grad, wrong0 = loss_and_grad(x_adv)
     zero_grad_start = tf.reduce_all(
@@ -221,8 +247,8 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
         x_cur = s["x_adv"]
         momentum = x_cur - s["x_old"]
         step = tf.reshape(s["step"], bshape)
-        z = project(x_cur + step * tf.sign(s["grad"]), x, eps)
-        x_new = project(x_cur + a * (z - x_cur) + (1.0 - a) * momentum, x, eps)
+        z = project(x_cur + step * ascent_direction(s["grad"], norm), x, eps, norm)
+        x_new = project(x_cur + a * (z - x_cur) + (1.0 - a) * momentum, x, eps, norm)
 
         loss_i, grad, wrong = loss_and_grad(x_new)
         fooled = tf.logical_or(s["fooled"], wrong)
@@ -266,7 +292,7 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
 
 
 def apgd_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, rho=0.75,
-                  seed=None, x_init=None, return_details=False):
+                  seed=None, x_init=None, return_details=False, norm="Linf"):
     """APGD-T for one target: the class with the ``target_rank``-th largest clean logit.
 
     (2..10 in AutoAttack ``standard``), targeted DLR loss.  Success is still *untargeted*
@@ -283,6 +309,7 @@ def apgd_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, rho=0.
       seed: stateless seed (shape [2] ints) for the random start, or None.
       x_init: replaces the random start.
       return_details: also return the details dict.
+      norm: ``'Linf'`` or ``'L2'``.
 
     Returns:
       What ``apgd`` returns.
@@ -291,4 +318,4 @@ def apgd_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, rho=0.
     y_target = target_by_rank(logits_fn(x), target_rank)
     return apgd(logits_fn, x, y, epsilon=epsilon, n_iter=n_iter, loss="dlr-targeted",
                 y_target=y_target, rho=rho, seed=seed, x_init=x_init,
-                return_details=return_details)
+                return_details=return_details, norm=norm)

@@ -24,6 +24,56 @@ def check_unit_interval(name, value):
     return float(value)
 
 
+NORMS = ("Linf", "L2")
+
+
+def check_norm(norm):
+    """The canonical spelling of a threat model's norm.
+
+    Args:
+      norm: ``'Linf'`` or ``'L2'`` (any case; ``'inf'`` and ``'2'`` too).
+
+    Returns:
+      ``'Linf'`` or ``'L2'``.
+
+    Raises:
+      ValueError: another norm.
+    """
+    key = str(norm).strip().lower()
+    canonical = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l2": "L2", "2": "L2"}
+    if key not in canonical:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS} (the threat model)")
+    return canonical[key]
+
+
+def check_budget(name, value, norm="Linf"):
+    """Checks a perturbation size for the threat model ``norm``.
+
+    An L-inf size is in [0, 1] image units (``check_unit_interval``); an L2 size is the
+    radius of a ball over the whole image in the same [0, 1] units, so it may exceed 1
+    (0.5 is CIFAR-10's usual budget) but must be finite and >= 0.
+
+    Args:
+      name: the setting's name, for the message.
+      value: the value.
+      norm: ``'Linf'`` or ``'L2'``.
+
+    Returns:
+      ``value`` as a float.
+
+    Raises:
+      ValueError: ``value`` is out of range for ``norm``.
+    """
+    if check_norm(norm) == "Linf":
+        return check_unit_interval(name, value)
+    import math
+    if not (math.isfinite(float(value)) and float(value) >= 0.0):
+        raise ValueError(
+            f"{name}={value!r} must be a finite number >= 0: an L2 size is the radius of "
+            "a ball over the whole image in [0, 1] pixel units (e.g. 0.5 on CIFAR-10)")
+    return float(value)
+
+
 def looks_like_probabilities(outputs):
     """Whether a model's outputs look like probabilities rather than logits.
 

@@ -1,5 +1,9 @@
 """FGSM, PGD and CW-inf as pure, graph-safe functions of a logits function.
 
+Each takes ``norm='Linf'`` (sign steps, the L-inf ball: the default) or ``'L2'``
+(normalised-gradient steps ``g / (||g||_2 + 1e-12)``, the L2 ball then [0, 1]: the
+official AutoAttack APGD's L2 step and projection, ``project``).
+
 An attack takes ``(logits_fn, x, y, settings)`` and returns the perturbed inputs.
 ``logits_fn`` is any callable mapping a [0, 1] NHWC batch to logits: a Keras model in
 inference or training mode, a reloaded SavedModel endpoint, or a plain ``tf.function``.
@@ -18,20 +22,73 @@ import tensorflow as tf
 from tf_st.attacks import losses, starts
 
 
-def project(x_adv, x, epsilon):
-    """``clamp(min(max(x_adv, x - eps), x + eps), 0, 1)``: the L-inf ball, then [0, 1].
+def l2_norm(t, keepdims=True):
+    """The per-example L2 norm of a batch, over all but the first axis.
+
+    Args:
+      t: a batch ``[B, ...]``.
+      keepdims: shape ``[B, 1, ..., 1]`` (broadcasts against ``t``); else ``[B]``.
+
+    Returns:
+      The norms, in ``t``'s dtype.
+    """
+    axes = list(range(1, len(t.shape)))
+    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=keepdims))
+
+
+def l2_normalize(t):
+    """``t / (||t||_2 + 1e-12)`` per example, as the official AutoAttack ``normalize``.
+
+    Args:
+      t: a batch ``[B, ...]``.
+
+    Returns:
+      The normalised batch, shaped as ``t`` (an all-zero example stays zero).
+    """
+    return t / (l2_norm(t) + losses.as_dtype(1e-12, t.dtype))
+
+
+def project(x_adv, x, epsilon, norm="Linf"):
+    """The projection onto the ``norm`` ball of radius ``epsilon`` around ``x``, then [0, 1].
+
+    L-inf: ``clamp(min(max(x_adv, x - eps), x + eps), 0, 1)``.  L2, as the official
+    AutoAttack APGD (``autopgd_base.py``, the L2 branch): ``d = x_adv - x``,
+    ``clamp(x + d / (||d|| + 1e-12) * min(eps, ||d||), 0, 1)``.
 
     Args:
       x_adv: the points to project, shaped as ``x``.
       x: the clean images, NHWC float in [0, 1].
-      epsilon: the L-inf radius, in [0, 1] units.
+      epsilon: the radius, in [0, 1] units.
+      norm: ``'Linf'`` or ``'L2'``.
 
     Returns:
       The projected points, in ``x``'s dtype.
+
+    Raises:
+      ValueError: an unknown ``norm``.
     """
     epsilon = losses.as_dtype(epsilon, x.dtype)
-    x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
+    if norm == "L2":
+        d = x_adv - x
+        x_adv = x + l2_normalize(d) * tf.minimum(epsilon, l2_norm(d))
+    elif norm == "Linf":
+        x_adv = tf.clip_by_value(x_adv, x - epsilon, x + epsilon)
+    else:
+        raise ValueError(f"unknown norm {norm!r}; expected 'Linf' or 'L2'")
     return tf.clip_by_value(x_adv, tf.zeros([], x.dtype), tf.ones([], x.dtype))
+
+
+def ascent_direction(grad, norm="Linf"):
+    """The steepest-ascent direction of unit ``norm``: ``sign(g)`` or ``g / ||g||_2``.
+
+    Args:
+      grad: the gradient batch.
+      norm: ``'Linf'`` (sign) or ``'L2'`` (``l2_normalize``).
+
+    Returns:
+      The direction, shaped as ``grad``.
+    """
+    return l2_normalize(grad) if norm == "L2" else tf.sign(grad)
 
 
 def input_gradient(logits_fn, x_adv, y, loss_fn):
@@ -52,10 +109,11 @@ def input_gradient(logits_fn, x_adv, y, loss_fn):
     return tape.gradient(loss, x_adv)
 
 
-def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
+def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy, norm="Linf"):
     """One step of size ``epsilon`` from ``x`` itself (no random start).
 
-    As ST-AT and CAT evaluate FGSM.
+    As ST-AT and CAT evaluate FGSM; with ``norm='L2'`` the fast gradient method's L2
+    step ``eps * g / ||g||_2``.
 
     Args:
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
@@ -63,19 +121,25 @@ def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy):
       y: integer labels ``[B]``.
       epsilon: the L-inf budget and step, in [0, 1] units.
       loss_fn: ``loss_fn(logits, y)`` per example, ascended.
+      norm: ``'Linf'`` or ``'L2'`` (then ``epsilon`` is the L2 radius).
 
     Returns:
       ``x_adv``, projected onto the eps-ball and [0, 1].
     """
     x = tf.convert_to_tensor(x)
     grad = input_gradient(logits_fn, x, y, loss_fn)
-    return project(x + losses.as_dtype(epsilon, x.dtype) * tf.sign(grad), x, epsilon)
+    return project(x + losses.as_dtype(epsilon, x.dtype) * ascent_direction(grad, norm), x,
+                   epsilon, norm)
 
 
 def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entropy,
         x_init=None, random_start=True, clamp_start=False, seed=None, targeted=False,
-        track_iterates=False, track_start=False, unroll=False):
+        track_iterates=False, track_start=False, unroll=False, norm="Linf"):
     """Projected sign-gradient ascent on ``loss_fn`` (descent if ``targeted``).
+
+    With ``norm='L2'``: projected normalised-gradient ascent, ``x <- Proj(x + step * g /
+    (||g||_2 + 1e-12))`` onto the L2 ball of radius ``epsilon`` and [0, 1] (``project``);
+    the random start is uniform in the L2 ball (``starts.random_start``).
 
     Start: ``x_init`` if given (used as is, not projected: references feed the raw
     start to the first forward), else ``x + U(-eps, eps)`` if ``random_start`` (clamped
@@ -102,6 +166,7 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
         official one.
       unroll: the steps as a Python loop instead of a ``tf.while_loop`` (MirroredStrategy
         allows no collective, e.g. a synchronized BatchNorm's all-reduce, inside one).
+      norm: ``'Linf'`` or ``'L2'`` (then ``epsilon`` and ``step_size`` are L2 lengths).
 
     Returns:
       ``x_adv`` (shaped as ``x``, within ``epsilon`` of it and in [0, 1]), or
@@ -112,7 +177,7 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
         x_adv = tf.cast(x_init, x.dtype)
     elif random_start:
         x_adv = starts.random_start(x, "uniform_clamped" if clamp_start else "uniform",
-                                    epsilon=epsilon, seed=seed)
+                                    epsilon=epsilon, seed=seed, norm=norm)
     else:
         x_adv = x
     step = losses.as_dtype(-step_size if targeted else step_size, x.dtype)
@@ -136,7 +201,8 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
             grad = input_gradient(logits_fn, x_adv, y, loss_fn)
         # A SavedModel signature's gradient has batch dimension None; against a batch of
         # one, broadcasting then loses the static 1 that the loop's shape invariant holds.
-        x_next = tf.ensure_shape(project(x_adv + step * tf.sign(grad), x, epsilon), x_adv.shape)
+        x_next = tf.ensure_shape(
+            project(x_adv + step * ascent_direction(grad, norm), x, epsilon, norm), x_adv.shape)
         return i + 1, x_next, tf.ensure_shape(fooled, [x_adv.shape[0]])
 
     fooled = tf.zeros([tf.shape(x)[0]], tf.bool)
@@ -148,7 +214,7 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
                                          (tf.constant(0), x_adv, fooled))
     if not track_iterates:
         return x_adv
-    return x_adv, fooled | wrong(logits_fn(project(x_adv, x, epsilon)))
+    return x_adv, fooled | wrong(logits_fn(project(x_adv, x, epsilon, norm)))
 
 
 def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):
@@ -173,7 +239,7 @@ def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):
 
 
 def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_fn,
-                      x_init, step_noise=None):
+                      x_init, step_noise=None, norm="Linf"):
     """FAT's early-stopped PGD-K-tau: the PGD iteration with a per-example stop.
 
     Zhang et al., ICML 2020, Alg. 1; reference ``Friendly-Adversarial-Training/earlystop.py``.
@@ -202,6 +268,7 @@ def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_f
       x_init: the start point.
       step_noise: ``[steps, *x.shape]`` noise added to each step (FAT's
         ``omega * N(0, 1)``), or None.
+      norm: ``'Linf'`` (sign steps) or ``'L2'`` (normalised-gradient steps, L2 ball).
 
     Returns:
       ``(x_adv, passes)``: ``passes[i]`` (int32) is the number of gradient steps example
@@ -229,11 +296,12 @@ def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_f
         counter = counter - tf.cast(running & wrong & (counter > 0), tf.int32)
         running = running & ~stop
         grad = tape.gradient(loss, x_adv)
-        x_new = x_adv + step * tf.sign(grad)
+        x_new = x_adv + step * ascent_direction(grad, norm)
         if step_noise is not None:
             x_new = x_new + tf.cast(tf.gather(step_noise, k), x.dtype)
         mask = tf.reshape(running, [-1] + [1] * (len(x.shape) - 1))
-        x_adv = tf.ensure_shape(tf.where(mask, project(x_new, x, epsilon), x_adv), x_adv.shape)
+        x_adv = tf.ensure_shape(tf.where(mask, project(x_new, x, epsilon, norm), x_adv),
+                                x_adv.shape)
         # (ensure_shape: a batch of one keeps its static size; see ``pgd``.)
         return (k + 1, x_adv, tf.ensure_shape(counter, running.shape),
                 tf.ensure_shape(running, running.shape),

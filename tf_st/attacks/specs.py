@@ -1,10 +1,13 @@
 """One vocabulary for every attack: a frozen spec per attack, the same field names,
 ``perturb`` for training and ``run`` for evaluation, and ``parse`` for names.
 
-Fields (where they apply): ``epsilon`` (L-inf budget, [0, 1] units), ``step_size``,
+Fields (where they apply): ``epsilon`` (the budget, [0, 1] units), ``step_size``,
 ``steps`` (iterations; Square's queries), ``restarts``, ``loss``, ``start`` (see
 ``tf_st.attacks.starts``), and attack-specific extras (``rho``, ``targets``, ...).
-A spec validates itself at construction (one range check, ``checks``).
+``norm`` (``'Linf'``, the default, or ``'L2'``: the threat model; ``epsilon`` and
+``step_size`` are then L2 lengths, which may exceed 1).
+A spec validates itself at construction (one range check, ``checks``); a component
+without an L2 version (FAB-T, Square) refuses ``norm='L2'`` naming what is missing.
 
 * ``spec.perturb(logits_fn, x, y, seed=None, x_init=None) -> x_adv``: graph-safe, no
   re-classification; what training methods call (they pass their own ``x_init``: a spec's
@@ -31,6 +34,7 @@ A spec validates itself at construction (one range check, ``checks``).
 """
 
 import dataclasses
+import inspect
 import re
 from typing import Any, Callable, Optional, Tuple, Union
 
@@ -38,7 +42,7 @@ import tensorflow as tf
 
 from tf_st.attacks import losses, starts
 from tf_st.attacks.apgd import apgd, target_by_rank
-from tf_st.attacks.checks import check_unit_interval
+from tf_st.attacks.checks import check_budget, check_norm
 from tf_st.attacks.fab import fab_targeted
 from tf_st.attacks.pgd import early_stopped_pgd, fgsm, pgd, project
 from tf_st.attacks.square import square_linf
@@ -102,9 +106,18 @@ class _Attack:
     batched = True
 
     def __post_init__(self):
-        check_unit_interval("epsilon", self.epsilon)
+        if hasattr(self, "norm"):
+            object.__setattr__(self, "norm", check_norm(self.norm))
+            supported = getattr(self, "norms", ("Linf", "L2"))
+            if self.norm not in supported:
+                raise ValueError(
+                    f"{self.name} has no {self.norm} version in tf_st yet (only "
+                    f"{', '.join(supported)}); for {self.norm} use the attacks that have "
+                    "one (pgd<N>, cw<N>, fgsm, apgd-ce, apgd-t)")
+        norm = getattr(self, "norm", "Linf")
+        check_budget("epsilon", self.epsilon, norm)
         if hasattr(self, "step_size"):
-            check_unit_interval("step_size", self.step_size)
+            check_budget("step_size", self.step_size, norm)
         if hasattr(self, "steps"):
             _check_int("steps", self.steps, 0)
         if hasattr(self, "restarts"):
@@ -146,7 +159,8 @@ class _Attack:
           ``x`` and [0, 1]; ``fooled[i]`` (bool ``[B]``) iff ``x_adv[i]`` is misclassified.
         """
         x = tf.convert_to_tensor(x)
-        x_adv = project(self.perturb(logits_fn, x, y, seed=as_seed(seed)), x, self.epsilon)
+        x_adv = project(self.perturb(logits_fn, x, y, seed=as_seed(seed)), x, self.epsilon,
+                        getattr(self, "norm", "Linf"))
         return AttackResult(x_adv, _misclassified(logits_fn, x_adv, y))
 
 
@@ -200,14 +214,17 @@ class FGSM(_Attack):
     ST-AT and CAT evaluate FGSM so; deterministic: ``seed`` and ``x_init`` are unused.
 
     Args:
-      epsilon: L-inf budget and step, in [0, 1] units (8/255).
+      epsilon: budget and step, in [0, 1] units (8/255).
       loss: ``'ce'``, ``'cw'`` or a callable ``(logits, y) -> per-example loss``.
+      norm: ``'Linf'`` (a sign step) or ``'L2'`` (the fast gradient method's
+        ``eps * g / ||g||_2``).
 
     Raises:
-      ValueError: ``epsilon`` outside [0, 1] or an unknown ``loss``.
+      ValueError: ``epsilon`` out of range for ``norm`` or an unknown ``loss``/``norm``.
     """
     epsilon: float = 8 / 255
     loss: Union[str, Callable] = "ce"
+    norm: str = "Linf"
     name = "fgsm"
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None):
@@ -224,7 +241,7 @@ class FGSM(_Attack):
         Returns:
           ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
         """
-        return fgsm(logits_fn, x, y, self.epsilon, loss_fn=_loss(self.loss))
+        return fgsm(logits_fn, x, y, self.epsilon, loss_fn=_loss(self.loss), norm=self.norm)
 
 
 def _loss(loss):
@@ -257,7 +274,7 @@ class _PGDFamily(_Attack):
         """The evaluation start (``start``, ``init_std``): used only when no ``x_init``
         is passed; training methods always pass their own."""
         return starts.random_start(x, self.start, epsilon=self.epsilon, std=self.init_std,
-                                   seed=as_seed(seed))
+                                   seed=as_seed(seed), norm=self.norm)
 
     def _single(self, logits_fn, x, y, seed, x_init, **extras):
         raise NotImplementedError
@@ -328,7 +345,7 @@ class _PGDFamily(_Attack):
             if self.restarts == 1:
                 seed_r = seed
             x_adv, details = self._single(logits_fn, x, y, seed_r, None)
-            x_adv = project(x_adv, x, self.epsilon)
+            x_adv = project(x_adv, x, self.epsilon, self.norm)
             hit = _misclassified(logits_fn, x_adv, y)
             along = self._fooled_along_the_way(details)
             if along is not None:
@@ -364,9 +381,10 @@ class EarlyStoppedPGD(_PGDFamily):
       start: evaluation start (``tf_st.attacks.starts.STARTS``), used only when no
         ``x_init`` is passed.
       init_std: scale of a Gaussian evaluation start.
+      norm: ``'Linf'`` (sign steps) or ``'L2'`` (normalised-gradient steps, the L2 ball).
 
     Raises:
-      ValueError: a setting out of range, an unknown ``start`` or ``loss``.
+      ValueError: a setting out of range, an unknown ``start``, ``loss`` or ``norm``.
     """
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
@@ -376,6 +394,7 @@ class EarlyStoppedPGD(_PGDFamily):
     loss: Union[str, Callable] = "ce"
     start: str = "uniform_clamped"
     init_std: float = 0.001
+    norm: str = "Linf"
 
     def __post_init__(self):
         super().__post_init__()
@@ -386,7 +405,7 @@ class EarlyStoppedPGD(_PGDFamily):
         x_adv, passes = early_stopped_pgd(
             logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
             steps=self.steps, tau=self.tau if tau is None else tau,
-            loss_fn=_loss(self.loss), x_init=x0, step_noise=step_noise)
+            loss_fn=_loss(self.loss), x_init=x0, step_noise=step_noise, norm=self.norm)
         return x_adv, {"passes": passes}
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, tau=None, step_noise=None):
@@ -452,9 +471,10 @@ class EveryIteratePGD(_PGDFamily):
       targeted: descend the loss toward ``y`` instead of ascending.
       every_iterate_from_start: the start counts as an iterate too.
       unroll: the steps as a Python loop instead of ``tf.while_loop``.
+      norm: ``'Linf'`` (sign steps) or ``'L2'`` (normalised-gradient steps, the L2 ball).
 
     Raises:
-      ValueError: a setting out of range, an unknown ``start`` or ``loss``.
+      ValueError: a setting out of range, an unknown ``start``, ``loss`` or ``norm``.
     """
     epsilon: float = 8 / 255
     step_size: float = 2 / 255
@@ -466,6 +486,7 @@ class EveryIteratePGD(_PGDFamily):
     targeted: bool = False
     every_iterate_from_start: bool = False
     unroll: bool = False
+    norm: str = "Linf"
     every_iterate = True  # a class constant, not a field
 
     def _single(self, logits_fn, x, y, seed, x_init):
@@ -474,7 +495,7 @@ class EveryIteratePGD(_PGDFamily):
             logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
             steps=self.steps, loss_fn=_loss(self.loss), x_init=x0, targeted=self.targeted,
             track_iterates=True, track_start=self.every_iterate_from_start,
-            unroll=self.unroll)
+            unroll=self.unroll, norm=self.norm)
         return x_adv, {"fooled_any": fooled_any}
 
     def _fooled_along_the_way(self, details):
@@ -483,7 +504,7 @@ class EveryIteratePGD(_PGDFamily):
 
 @dataclasses.dataclass(frozen=True)
 class PGD(_PGDFamily):
-    """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``).
+    """Projected sign-gradient ascent (``tf_st.attacks.pgd.pgd``); L2 with ``norm='L2'``.
 
     ``loss='cw'`` is the literature's "CW-inf"; ``targeted`` descends.  ``start``/``init_std``
     are evaluation-only: the start drawn when no ``x_init`` is passed (training methods
@@ -508,9 +529,12 @@ class PGD(_PGDFamily):
       every_iterate: score by RST's any-iterate rule (delegates to ``EveryIteratePGD``).
       every_iterate_from_start: with ``every_iterate``, the start counts too.
       unroll: the steps as a Python loop instead of ``tf.while_loop``.
+      norm: ``'Linf'`` (sign steps, the L-inf ball) or ``'L2'`` (steps ``step_size * g /
+        ||g||_2``, the L2 ball of radius ``epsilon`` then [0, 1]; the uniform starts are
+        uniform in the L2 ball).
 
     Raises:
-      ValueError: a setting out of range, an unknown ``start`` or ``loss``, ``tau`` with
+      ValueError: a setting out of range, an unknown ``start``, ``loss`` or ``norm``, ``tau`` with
         ``every_iterate``/``targeted``/``unroll``, or ``every_iterate_from_start`` without
         ``every_iterate``.
 
@@ -539,6 +563,7 @@ class PGD(_PGDFamily):
     every_iterate: bool = False
     every_iterate_from_start: bool = False
     unroll: bool = False
+    norm: str = "Linf"
 
     def __post_init__(self):
         super().__post_init__()
@@ -559,7 +584,7 @@ class PGD(_PGDFamily):
         """
         common = dict(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
                       restarts=self.restarts, loss=self.loss, start=self.start,
-                      init_std=self.init_std)
+                      init_std=self.init_std, norm=self.norm)
         if self.tau is not None:
             return EarlyStoppedPGD(tau=self.tau, **common)
         if self.every_iterate:
@@ -575,7 +600,7 @@ class PGD(_PGDFamily):
         x0 = self._start(x, seed) if x_init is None else x_init
         return pgd(logits_fn, x, y, epsilon=self.epsilon, step_size=self.step_size,
                    steps=self.steps, loss_fn=_loss(self.loss), x_init=x0,
-                   targeted=self.targeted, unroll=self.unroll), {}
+                   targeted=self.targeted, unroll=self.unroll, norm=self.norm), {}
 
     def _fooled_along_the_way(self, details):
         return details["fooled_any"] if self.every_iterate else None
@@ -653,11 +678,14 @@ class Component(_Attack):
     * ``classes_warning(n_classes)``: a warning (or None) about the model's class count;
       ``black_box``: the official "black-box beats white-box" check compares it against
       the attacks before it.
+    * ``norms``: the threat models it implements; with more than L-inf a ``norm`` field
+      selects one (``AutoAttack(norm=...)`` sets it on every component).
     """
     targeted = False
     targets = 0
     passes_field = None
     black_box = False
+    norms = ("Linf",)  # the threat models it implements (a ``norm`` field picks one)
 
     def target_ranks(self, n_targets):
         """The target ranks of this component's stages.
@@ -742,6 +770,7 @@ class APGD(Component):
       restarts: stages per run.
       rho: the step-size reduction threshold of the official code.
       loss: ``'ce'`` or ``'dlr'``.
+      norm: ``'Linf'`` or ``'L2'`` (the official L2 branch; ``epsilon`` the L2 radius).
 
     Raises:
       ValueError: a setting out of range.
@@ -751,6 +780,8 @@ class APGD(Component):
     restarts: int = 1
     rho: float = 0.75
     loss: str = "ce"
+    norm: str = "Linf"
+    norms = ("Linf", "L2")
 
     @property
     def name(self):
@@ -773,7 +804,7 @@ class APGD(Component):
         """
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss=self.loss, rho=self.rho, seed=seed,
-                             return_details=True)
+                             return_details=True, norm=self.norm)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
     def count_warning(self, total):
@@ -807,7 +838,7 @@ class APGD(Component):
         """
         _untargeted(self, target_rank)
         return apgd(logits_fn, x, y, epsilon=self.epsilon, n_iter=self.steps, loss=self.loss,
-                    rho=self.rho, seed=as_seed(seed), x_init=x_init)[0]
+                    rho=self.rho, seed=as_seed(seed), x_init=x_init, norm=self.norm)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -820,6 +851,7 @@ class APGDT(Component):
       restarts: stages per target rank.
       targets: number of target classes.
       rho: the step-size reduction threshold of the official code.
+      norm: ``'Linf'`` or ``'L2'`` (the official L2 branch; ``epsilon`` the L2 radius).
 
     Raises:
       ValueError: a setting out of range.
@@ -829,8 +861,10 @@ class APGDT(Component):
     restarts: int = 1
     targets: int = 9
     rho: float = 0.75
+    norm: str = "Linf"
     name = "apgd-t"
     targeted = True
+    norms = ("Linf", "L2")
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         """One AutoAttack stage batch toward the ``rank``-th highest class.
@@ -849,7 +883,7 @@ class APGDT(Component):
         y_t = target_by_rank(logits_fn(x), rank)
         x_adv, _, det = apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                              n_iter=self.steps, loss="dlr-targeted", y_target=y_t,
-                             rho=self.rho, seed=seed, return_details=True)
+                             rho=self.rho, seed=seed, return_details=True, norm=self.norm)
         return x_adv, tf.cast(det["zero_grad_start"], tf.float32)
 
     def count_warning(self, total):
@@ -903,7 +937,7 @@ class APGDT(Component):
         y_t = target_by_rank(logits_fn(x), rank)
         return apgd(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                     n_iter=self.steps, loss="dlr-targeted", y_target=y_t, rho=self.rho,
-                    seed=as_seed(seed), x_init=x_init)[0]
+                    seed=as_seed(seed), x_init=x_init, norm=self.norm)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -920,9 +954,10 @@ class FABT(Component):
       alpha_max: FAB's maximum step bias toward the original point.
       eta: FAB's extrapolation factor.
       beta: FAB's backward step factor.
+      norm: ``'Linf'`` only (FAB-T's L2 projection is not ported yet: ``'L2'`` raises).
 
     Raises:
-      ValueError: a setting out of range.
+      ValueError: a setting out of range, or ``norm='L2'``.
     """
     epsilon: float = 8 / 255
     steps: int = 100
@@ -931,6 +966,7 @@ class FABT(Component):
     alpha_max: float = 0.1
     eta: float = 1.05
     beta: float = 0.9
+    norm: str = "Linf"
     name = "fab-t"
     targeted = True
 
@@ -990,14 +1026,16 @@ class Square(Component):
       steps: number of queries.
       restarts: stages per run.
       p_init: initial fraction of pixels a square covers.
+      norm: ``'Linf'`` only (Square's L2 update is not ported yet: ``'L2'`` raises).
 
     Raises:
-      ValueError: a setting out of range.
+      ValueError: a setting out of range, or ``norm='L2'``.
     """
     epsilon: float = 8 / 255
     steps: int = 5000
     restarts: int = 1
     p_init: float = 0.8
+    norm: str = "Linf"
     name = "square"
     passes_field = "square_queries"
     black_box = True
@@ -1050,7 +1088,7 @@ STANDARD: Tuple = (APGD(), APGDT(), FABT(), Square())
 VERSIONS = {"standard": STANDARD}
 
 
-def components_for(version="standard", components=None, *, epsilon=None,
+def components_for(version="standard", components=None, *, epsilon=None, norm=None,
                    argument="components"):
     """The components of an AutoAttack ``version``.
 
@@ -1058,14 +1096,16 @@ def components_for(version="standard", components=None, *, epsilon=None,
       version: ``'standard'`` or ``'custom'``.
       components: with ``'custom'``, the ``Component`` instances to run; None otherwise.
       epsilon: when given, every component is set to it.
+      norm: when given (``'Linf'`` or ``'L2'``), every component is set to it; components
+        without that threat model (``Component.norms``) are refused, all named at once.
       argument: the caller's keyword for ``components``, named in the messages.
 
     Returns:
       A tuple of ``Component`` specs.
 
     Raises:
-      ValueError: ``'custom'`` without components, components with another version, or
-        an unknown version.
+      ValueError: ``'custom'`` without components, components with another version, an
+        unknown version, or components without ``norm``.
       TypeError: a custom component is not a ``Component``.
     """
     if version == "custom":
@@ -1082,9 +1122,26 @@ def components_for(version="standard", components=None, *, epsilon=None,
                          f"{sorted(VERSIONS) + ['custom']}")
     else:
         components = VERSIONS[version]
-    if epsilon is None:
+    if norm is not None:
+        norm = check_norm(norm)
+        missing = [a.name for a in components if norm not in getattr(a, "norms", ("Linf",))]
+        if missing:
+            have = [a.name for a in STANDARD if norm in a.norms]
+            raise ValueError(
+                f"AutoAttack {version!r} in {norm} needs {', '.join(missing)} in {norm}, "
+                f"which tf_st does not implement yet (in {norm}: {', '.join(have)}); run "
+                f"version='custom' with the components that have {norm}, e.g. "
+                f"components=[APGD(norm={norm!r}), APGDT(norm={norm!r})] (not the "
+                "standard suite's result)")
+    if epsilon is None and norm is None:
         return components
-    return tuple(dataclasses.replace(a, epsilon=epsilon) for a in components)
+    out = []
+    for a in components:
+        changes = {} if epsilon is None else {"epsilon": epsilon}
+        if norm is not None and any(f.name == "norm" for f in dataclasses.fields(a)):
+            changes["norm"] = norm
+        out.append(dataclasses.replace(a, **changes))
+    return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1092,17 +1149,21 @@ class AutoAttack:
     """AutoAttack at ``epsilon`` over a whole dataset.
 
     ``standard`` runs APGD-CE, APGD-T, FAB-T and Square; ``version='custom'`` takes
-    ``components``.  Each component gets this ``epsilon``.  Later attacks run only on the
+    ``components``.  Each component gets this ``epsilon`` and ``norm``; ``norm='L2'`` runs
+    only with components that have an L2 version (APGD, APGDT: FAB-T and Square have
+    none yet, so ``standard`` in L2 raises naming them).  Later attacks run only on the
     points still robust, so this is not a per-batch spec (``batched = False``): call
     ``evaluate``.
 
     Args:
-      epsilon: L-inf budget in [0, 1] units (8/255).
+      epsilon: the budget in [0, 1] units (8/255; an L2 radius with ``norm='L2'``).
       version: ``'standard'`` or ``'custom'``.
       components: with ``'custom'``, the ``Component`` specs to run.
+      norm: the threat model, ``'Linf'`` or ``'L2'``.
 
     Raises:
-      ValueError: ``epsilon`` outside [0, 1], or a bad ``version``/``components`` pair.
+      ValueError: ``epsilon`` out of range for ``norm``, a bad ``version``/``components``
+        pair, or components without ``norm``.
       TypeError: a custom component is not a ``Component``.
 
     Example:
@@ -1115,13 +1176,15 @@ class AutoAttack:
     epsilon: float = 8 / 255
     version: str = "standard"
     components: Optional[Tuple] = None
+    norm: str = "Linf"
     name = "aa"
     batched = False
 
     def __post_init__(self):
-        check_unit_interval("epsilon", self.epsilon)
+        object.__setattr__(self, "norm", check_norm(self.norm))
+        check_budget("epsilon", self.epsilon, self.norm)
         object.__setattr__(self, "components", components_for(
-            self.version, self.components, epsilon=self.epsilon))
+            self.version, self.components, epsilon=self.epsilon, norm=self.norm))
 
     def evaluate(self, logits_fn, x, y, **options):
         """Runs ``tf_st.attacks.autoattack.evaluate`` with this spec's settings.
@@ -1137,7 +1200,7 @@ class AutoAttack:
           What ``tf_st.attacks.autoattack.evaluate`` returns.
         """
         from tf_st.attacks import autoattack  # its runner imports these specs
-        return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon,
+        return autoattack.evaluate(logits_fn, x, y, epsilon=self.epsilon, norm=self.norm,
                                    **self._version_arguments(), **options)
 
     def _version_arguments(self):
@@ -1164,14 +1227,16 @@ class AutoAttack:
         """
         from tf_st.attacks import autoattack
         autoattack.check_state(logits_fn, x, y, state_file=state_file, epsilon=self.epsilon,
-                               **self._version_arguments(), seed=seed,
+                               norm=self.norm, **self._version_arguments(), seed=seed,
                                batch_size=batch_size)
 
 
 # The attack-name registry behind ``parse``, its error message and every command line's
 # help and validators.  ``register_attack(name, factory)``: ``factory(epsilon, step_size)``
 # returns the spec; a name ending in ``<N>`` takes a positive step count,
-# ``factory(epsilon, step_size, n)``.  Names are listed in registration order.
+# ``factory(epsilon, step_size, n)``; a factory with a ``norm`` keyword builds the spec
+# in that threat model (one without is L-inf only).  Names are listed in registration
+# order.
 _ATTACKS = {}
 _NAME_EXAMPLES = {}
 
@@ -1182,7 +1247,8 @@ def register_attack(name, factory, *, examples=None):
     Args:
       name: the name; one ending in ``<N>`` takes a positive step count.
       factory: ``factory(epsilon, step_size)`` (``factory(epsilon, step_size, n)`` for a
-        ``<N>`` name) returning the spec.
+        ``<N>`` name) returning the spec; with a ``norm`` keyword it also builds L2 specs
+        (``parse(..., norm='L2')``), else it is L-inf only.
       examples: text such as ``"pgd20, pgd100"`` shown by ``describe_names(examples=True)``.
 
     Raises:
@@ -1195,20 +1261,24 @@ def register_attack(name, factory, *, examples=None):
         _NAME_EXAMPLES[name] = examples
 
 
-register_attack("clean", lambda epsilon, step_size: Clean())
-register_attack("fgsm", lambda epsilon, step_size: FGSM(epsilon=epsilon))
-register_attack("pgd<N>", lambda epsilon, step_size, n: PGD(
-    epsilon=epsilon, step_size=step_size, steps=n, loss="ce"), examples="pgd20, pgd100")
-register_attack("cw<N>", lambda epsilon, step_size, n: PGD(
-    epsilon=epsilon, step_size=step_size, steps=n, loss="cw"), examples="cw100")
+register_attack("clean", lambda epsilon, step_size, norm="Linf": Clean())
+register_attack("fgsm", lambda epsilon, step_size, norm="Linf": FGSM(epsilon=epsilon,
+                                                                     norm=norm))
+register_attack("pgd<N>", lambda epsilon, step_size, n, norm="Linf": PGD(
+    epsilon=epsilon, step_size=step_size, steps=n, loss="ce", norm=norm),
+    examples="pgd20, pgd100")
+register_attack("cw<N>", lambda epsilon, step_size, n, norm="Linf": PGD(
+    epsilon=epsilon, step_size=step_size, steps=n, loss="cw", norm=norm), examples="cw100")
 # semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts.
-register_attack("pgd_rst", lambda epsilon, step_size: EveryIteratePGD(
-    epsilon=epsilon, step_size=0.01, steps=40, restarts=5))
-register_attack("aa", lambda epsilon, step_size: AutoAttack(epsilon=epsilon))
+register_attack("pgd_rst", lambda epsilon, step_size, norm="Linf": EveryIteratePGD(
+    epsilon=epsilon, step_size=0.01, steps=40, restarts=5, norm=norm))
+register_attack("aa", lambda epsilon, step_size, norm="Linf": AutoAttack(epsilon=epsilon,
+                                                                         norm=norm))
 # The AutoAttack components alone, each with the standard suite's settings.
 for _component in STANDARD:
     register_attack(_component.name,
-                    lambda epsilon, step_size, cls=type(_component): cls(epsilon=epsilon))
+                    lambda epsilon, step_size, norm="Linf", cls=type(_component): cls(
+                        epsilon=epsilon, norm=norm))
 
 
 def attack_names():
@@ -1239,21 +1309,32 @@ def describe_names(examples=False):
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
+def _build(name, factory, args, norm):
+    """``factory(*args)`` in ``norm`` (passed only to factories that take it)."""
+    if "norm" in inspect.signature(factory).parameters:
+        return factory(*args, norm=norm)
+    if norm != "Linf":
+        raise ValueError(f"attack {name!r} has no {norm} version (its registered factory "
+                         "takes no norm)")
+    return factory(*args)
+
+
+def parse(name, *, epsilon=8 / 255, step_size=2 / 255, norm="Linf"):
     """The spec an attack name denotes (see the module docstring).
 
     Args:
       name: one of ``ATTACK_NAMES``, a ``<N>`` name with its count (``pgd20``, ``cw100``);
         surrounding whitespace is ignored.
-      epsilon: L-inf budget in [0, 1] units (8/255).
+      epsilon: the budget in [0, 1] units (8/255; an L2 radius with ``norm='L2'``).
       step_size: step in [0, 1] units for the names that take one (``pgd<N>``, ``cw<N>``).
+      norm: the threat model, ``'Linf'`` or ``'L2'``.
 
     Returns:
       A frozen spec (``PGD``, ``FGSM``, ``AutoAttack``, ...).
 
     Raises:
-      ValueError: an unknown name (the message lists the known ones), or settings the
-        spec refuses (e.g. ``epsilon=8``).
+      ValueError: an unknown name (the message lists the known ones), settings the spec
+        refuses (e.g. ``epsilon=8`` in L-inf), or an attack without an L2 version.
 
     Example:
       >>> from tf_st.attacks import parse
@@ -1264,9 +1345,11 @@ def parse(name, *, epsilon=8 / 255, step_size=2 / 255):
       'aa'
     """
     name = name.strip()
+    norm = check_norm(norm)
     if name in _ATTACKS and not name.endswith("<N>"):
-        return _ATTACKS[name](epsilon, step_size)
+        return _build(name, _ATTACKS[name], (epsilon, step_size), norm)
     m = re.fullmatch(r"([a-z_-]+?)(\d+)", name)
     if m and f"{m.group(1)}<N>" in _ATTACKS and int(m.group(2)) > 0:
-        return _ATTACKS[f"{m.group(1)}<N>"](epsilon, step_size, int(m.group(2)))
+        return _build(name, _ATTACKS[f"{m.group(1)}<N>"],
+                      (epsilon, step_size, int(m.group(2))), norm)
     raise ValueError(f"unknown attack {name!r}: use {describe_names(examples=True)}")

@@ -76,10 +76,40 @@ def draw_like(x, kind, scale, seed=None, global_batch=False):
     return full[start:start + batch]
 
 
-def random_start(x, start, *, epsilon=None, std=0.001, seed=None, global_batch=False):
+def l2_ball_like(x, epsilon, seed=None, global_batch=False):
+    """A draw uniform in the L2 ball of radius ``epsilon``, one per example of ``x``.
+
+    The direction ``N(0, I)`` normalised, the radius ``eps * U(0, 1)^(1/d)`` (cleverhans'
+    ``random_lp_vector`` for ``ord=2``); with a seed, the two draws take the two seeds of
+    ``tf.random.experimental.stateless_split``.
+
+    Args:
+      x: the batch whose shape and dtype the draw takes.
+      epsilon: the radius, in [0, 1] units.
+      seed: None for a stateful draw, or an int ``[2]`` seed for a stateless one.
+      global_batch: this replica's slice of a draw over the global batch.
+
+    Returns:
+      A tensor shaped as ``x``.
+    """
+    seeds = (None, None) if seed is None else tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    direction = draw_like(x, "normal", 1.0, seeds[0], global_batch)
+    axes = list(range(1, len(x.shape)))
+    norm = tf.sqrt(tf.reduce_sum(tf.square(direction), axis=axes, keepdims=True))
+    # One radius per example: a draw shaped [B, 1, ..., 1] (global_batch slices it too).
+    u = draw_like(tf.zeros_like(norm), "uniform", 1.0, seeds[1], global_batch)
+    d = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    radius = as_dtype(epsilon, x.dtype) * tf.pow(0.5 * (u + 1.0), 1.0 / d)
+    return direction / norm * radius
+
+
+def random_start(x, start, *, epsilon=None, std=0.001, seed=None, global_batch=False,
+                 norm="Linf"):
     """``x`` plus the ``start`` noise.
 
-    ``'uniform'`` ``U(-eps, eps)`` (ST-AT/TRADES evaluation: not clamped),
+    ``'uniform'`` ``U(-eps, eps)`` (ST-AT/TRADES evaluation: not clamped; with
+    ``norm='L2'`` uniform in the L2 ball of radius eps, ``l2_ball_like``),
     ``'uniform_clamped'`` the same clamped to [0, 1] (robust_overfitting, CAT, AWP, FAT),
     ``'normal'`` ``std * N(0, 1)`` (TRADES/MART/ST training: not clamped),
     ``'normal_clamped'`` the same clamped (FAT), ``'none'`` ``x`` itself.
@@ -91,6 +121,7 @@ def random_start(x, start, *, epsilon=None, std=0.001, seed=None, global_batch=F
       std: the normal starts' std.
       seed: None for a stateful draw, or an int ``[2]`` seed for a stateless one.
       global_batch: this replica's slice of a draw over the global batch.
+      norm: ``'Linf'`` or ``'L2'``: the ball of the uniform starts.
 
     Returns:
       The start point, shaped as ``x``.
@@ -104,6 +135,8 @@ def random_start(x, start, *, epsilon=None, std=0.001, seed=None, global_batch=F
         raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
     if start.startswith("normal"):
         x0 = x + draw_like(x, "normal", std, seed, global_batch)
+    elif norm == "L2":
+        x0 = x + l2_ball_like(x, epsilon, seed, global_batch)
     else:
         x0 = x + draw_like(x, "uniform", epsilon, seed, global_batch)
     if start.endswith("_clamped"):

@@ -34,7 +34,12 @@ _ATTACKS = flags.DEFINE_list(
     "attacks", ["clean", "fgsm", "pgd20", "pgd100", "cw100"],
     f"Comma-separated, each one of: {describe_names()}.",
     flag_values=FLAGS)
-_EPSILON = cli.define_float("epsilon", 8 / 255, "L-inf budget.", flag_values=FLAGS)
+_EPSILON = cli.define_float("epsilon", 8 / 255, "Perturbation budget (with --norm=l2 the L2 "
+                            "radius, e.g. 0.5).", flag_values=FLAGS)
+_NORM = flags.DEFINE_enum("norm", "linf", ["linf", "l2"],
+                          "Threat model of the attacks: linf or l2 (aa in l2 needs FAB-T and "
+                          "Square in L2, not implemented yet: the L2 attacks are fgsm, pgd<N>, "
+                          "cw<N>, pgd_rst, apgd-ce, apgd-t).", flag_values=FLAGS)
 _STEP_SIZE = cli.define_float("step_size", 2 / 255, "PGD/CW step size.", flag_values=FLAGS)
 _EXAMPLES = flags.DEFINE_integer("examples", None, "Evaluate the first N examples only.",
                                  flag_values=FLAGS)
@@ -67,10 +72,17 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logi
 
 _VERBOSE = cli.define_verbose_errors(FLAGS)
 
-flags.register_validator("epsilon", lambda v: 0.0 <= v <= 1.0,
-                         "--epsilon must be in [0, 1] (8/255 = 0.03137, not 8)", flag_values=FLAGS)
-flags.register_validator("step_size", lambda v: 0.0 < v <= 1.0, "--step_size must be in (0, 1]",
-                         flag_values=FLAGS)
+# An L-inf budget is at most 1 (a pixel's range); an L2 radius over the whole image may
+# exceed 1, so with --norm=l2 only a negative budget is refused.
+flags.register_multi_flags_validator(
+    ["epsilon", "norm"],
+    lambda f: 0.0 <= f["epsilon"] and (f["norm"] == "l2" or f["epsilon"] <= 1.0),
+    "--epsilon must be in [0, 1] (8/255 = 0.03137, not 8); with --norm=l2 it is an L2 "
+    "radius and must be >= 0 (e.g. 0.5)", flag_values=FLAGS)
+flags.register_multi_flags_validator(
+    ["step_size", "norm"],
+    lambda f: 0.0 < f["step_size"] and (f["norm"] == "l2" or f["step_size"] <= 1.0),
+    "--step_size must be in (0, 1] (with --norm=l2: > 0)", flag_values=FLAGS)
 flags.register_validator("batch_size", lambda v: v > 0, "--batch_size must be positive",
                          flag_values=FLAGS)
 flags.register_validator("examples", lambda v: v is None or v > 0, "--examples must be positive",
@@ -79,7 +91,7 @@ flags.register_validator("examples", lambda v: v is None or v > 0, "--examples m
 
 _GROUPS = (
     ("model and data", ["saved_model", "dataset", "data_dir", "split", "examples"]),
-    ("attacks", ["attacks", "epsilon", "step_size", "seed", "batch_size"]),
+    ("attacks", ["attacks", "norm", "epsilon", "step_size", "seed", "batch_size"]),
     ("audit", ["audit", "audit_examples"]),
     ("output", ["output", "state_file"]),
     ("devices", ["strategy", "cpu_devices"]),
@@ -93,7 +105,8 @@ def help_page(full=False, program="python -m tf_st.evaluation"):
                "logits) under attack, prints a table with the worst case and writes a JSON "
                "report with provenance and 95% intervals.")
     footer = ("Example: python -m tf_st.evaluation --saved_model=runs/demo/export "
-              "--dataset=cifar10_mini --attacks=clean,pgd20,aa --examples=500 --audit")
+              "--dataset=cifar10_mini --attacks=clean,pgd20,aa --examples=500 --audit\n"
+              "L2: --norm=l2 --epsilon=0.5 --step_size=0.1 --attacks=clean,pgd20,apgd-ce,apgd-t")
     return cli.help_text(program, summary, _GROUPS, FLAGS,
                          {"epsilon": cli.UNIT_NOTE, "step_size": cli.UNIT_NOTE}, footer)
 
@@ -128,7 +141,8 @@ def _main(argv):
     split_cpu(_CPU_DEVICES.value)
     if not _SAVED_MODEL.value:
         raise ValueError("--saved_model is required")
-    specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value)
+    norm = {"linf": "Linf", "l2": "L2"}[_NORM.value]
+    specs = [parse(a, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value, norm=norm)
              for a in _ATTACKS.value if a]
     if not specs:
         raise ValueError("--attacks is empty: name at least one attack (e.g. clean,pgd20)")
@@ -166,7 +180,7 @@ def _main(argv):
                 attacks=specs, epsilon=_EPSILON.value, step_size=_STEP_SIZE.value,
                 examples=_EXAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
                 output=output, model_card=model.model_card, state_file=_STATE_FILE.value,
-                strategy=strategy,
+                strategy=strategy, norm=norm,
                 audit_examples=_AUDIT_EXAMPLES.value if _AUDIT.value else None)
         except KeyboardInterrupt:
             again = cli.command_line("python -m tf_st.evaluation", argv)

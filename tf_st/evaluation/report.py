@@ -6,7 +6,7 @@ import errno
 import os
 import time
 
-from tf_st.attacks.checks import looks_like_probabilities
+from tf_st.attacks.checks import check_norm, looks_like_probabilities
 from tf_st.attacks.specs import parse
 from tf_st.evaluation.robustness import evaluate
 from tf_st.fileio import LockHeld, atomic_write_json, lock_file, release
@@ -189,7 +189,8 @@ def sanity_warnings(logits_fn, x):
 
 def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon, step_size,
                         examples, batch_size, seed, output=None, model_card=None,
-                        state_file=None, verbose=True, strategy=None, audit_examples=None):
+                        state_file=None, verbose=True, strategy=None, norm="Linf",
+                        audit_examples=None):
     """Runs ``attacks`` on ``dataset/split``, prints the table and writes the JSON report.
 
     Per-batch attacks run first, then those that evaluate the whole set (AutoAttack), each
@@ -208,7 +209,7 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
       data_dir: the TFDS data dir or image-folder root, or None.
       split: the split to evaluate (``test``, ...).
       attacks: attack names (``tf_st.attacks.parse``) or specs.
-      epsilon: L-inf budget in [0, 1] units.
+      epsilon: the budget in [0, 1] units (an L2 radius with ``norm='L2'``).
       step_size: PGD step in [0, 1] units.
       examples: how many examples (the first ones); None for all.
       batch_size: the examples per attack batch.
@@ -221,6 +222,8 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
         the same time, with the per-example results of one device; None for one device.
       audit_examples: audit the first N examples (N >= 1) after the attacks; None for no
         audit.  Under several workers only the chief (the writer) audits.
+      norm: the threat model of the named attacks, ``'Linf'`` or ``'L2'`` (recorded in
+        the report: ``norm``, ``provenance.norm``, AutoAttack's ``model_info``).
 
     Returns:
       The report (the dict written to ``output``); with the audit, ``report["audit"]`` is
@@ -231,8 +234,12 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
         written or is being written by another process.
     """
     # Bad names, unwritable outputs and a foreign AutoAttack state fail before any work.
-    specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
-             for a in attacks]
+    norm = check_norm(norm)
+    if audit_examples and norm != "Linf":
+        raise ValueError("the audit checks the L-inf threat model (its PGD, Square and "
+                         "epsilon sweep are L-inf); it is not available with norm L2 yet")
+    specs = [parse(a, epsilon=epsilon, step_size=step_size, norm=norm) if isinstance(a, str)
+             else a for a in attacks]
     check_output_writable(output)
     if state_file and all(s.batched for s in specs):
         import sys
@@ -251,12 +258,13 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
             logits_fn, specs, dataset=dataset, data_dir=data_dir, split=split, epsilon=epsilon,
             step_size=step_size, examples=examples, batch_size=batch_size, seed=seed,
             output=output, model_card=model_card, state_file=state_file, verbose=verbose,
-            strategy=strategy, audit_examples=audit_examples if writer else None)
+            strategy=strategy, norm=norm,
+            audit_examples=audit_examples if writer else None)
 
 
 def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon, step_size,
                          examples, batch_size, seed, output, model_card, state_file, verbose,
-                         strategy, audit_examples=None):
+                         strategy, norm, audit_examples=None):
     from tf_st import data as tf_st_data
 
     import numpy as np
@@ -278,7 +286,7 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
         report["model"] = {k: model_card.get(k) for k in ("method", "arch", "dataset")}
     report["provenance"] = _provenance(logits_fn, card, dataset=dataset, split=split,
                                        note=split_obj.note, y=y, epsilon=epsilon,
-                                       step_size=step_size, seed=seed)
+                                       step_size=step_size, seed=seed, norm=norm)
     robust = {}  # attack name -> per-example robust flags, in run order
 
     def worst_case():
@@ -310,7 +318,7 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
 
     result = evaluate(logits_fn, (x, y), batched, epsilon=epsilon, step_size=step_size,
                       batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack,
-                      strategy=strategy)
+                      strategy=strategy, norm=norm)
     report.update(result.to_json())
     n = len(x)
     rows = [(r.name, r.accuracy, r.seconds, _stderr(r.accuracy, n))
@@ -330,7 +338,8 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
     if len(robust) > 1:
         wc = report["worst_case"]
         rows.append(("worst case", wc["accuracy"], None, wc["stderr"]))
-    print(format_table(rows, header=f"{dataset}/{split}, {len(x)} examples, eps={epsilon:.5f}"
+    eps_text = f"eps={epsilon:.5f}" + ("" if norm == "Linf" else f" ({norm})")
+    print(format_table(rows, header=f"{dataset}/{split}, {len(x)} examples, {eps_text}"
                                     + (f" ({split_obj.note})" if split_obj.note else "")))
     if audit_examples:
         from tf_st.evaluation.audit import audit, figure_path
@@ -364,7 +373,8 @@ def _with_intervals(aa_json, n):
     return out
 
 
-def _provenance(logits_fn, card, *, dataset, split, note, y, epsilon, step_size, seed):
+def _provenance(logits_fn, card, *, dataset, split, note, y, epsilon, step_size, seed,
+                norm="Linf"):
     """The report's ``provenance`` block (``tf_st.provenance``): what was evaluated (the
     SavedModel's path and fingerprint when ``logits_fn`` is a loaded one, the data split
     and a hash of the example indices and labels), how (epsilon, norm, seeds), with what
@@ -384,7 +394,7 @@ def _provenance(logits_fn, card, *, dataset, split, note, y, epsilon, step_size,
                          "note": "the first `count` examples of the split, indices "
                                  "[start, stop); the hash is of the indices and labels "
                                  "as int64"},
-            "epsilon": float(epsilon), "norm": "linf", "step_size": float(step_size),
+            "epsilon": float(epsilon), "norm": norm.lower(), "step_size": float(step_size),
             "seeds": {"evaluation": int(seed), "training": training}}
 
 

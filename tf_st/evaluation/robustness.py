@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tf_st import seeds
 from tf_st.attacks.batches import pad_rows
-from tf_st.attacks.checks import check_unit_interval
+from tf_st.attacks.checks import check_budget, check_norm
 from tf_st.attacks.specs import parse
 from tf_st.provenance import INTERVAL_NOTE, interval_fields
 
@@ -84,12 +84,13 @@ class EvaluationResult:
 
     Attributes:
       num_examples: the number of examples evaluated.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget of the named attacks, in [0, 1] units.
       step_size: the PGD step, in [0, 1] units.
       seed: the evaluation's seed.
       attacks: ``{name: AttackAccuracy}``, in run order.
       details: ``{name: result}`` of each whole-set attack (AutoAttack's ``Result``);
         not part of ``to_json``.
+      norm: the threat model of the named attacks, ``'Linf'`` or ``'L2'``.
     """
     num_examples: int
     epsilon: float
@@ -98,6 +99,7 @@ class EvaluationResult:
     attacks: dict  # name -> AttackAccuracy, in run order
     # name -> a whole-set attack's own result (AutoAttack's ``Result``), not in to_json
     details: dict = dataclasses.field(default_factory=dict)
+    norm: str = "Linf"
 
     @property
     def worst_case(self):
@@ -111,10 +113,11 @@ class EvaluationResult:
         """The results as JSON-ready values, with the worst case when any attack ran.
 
         Returns:
-          A dict with ``num_examples``, ``epsilon``, ``step_size``, ``seed``, ``attacks`` and,
-          when any attack ran, ``worst_case_accuracy``, ``worst_case`` and ``intervals``.
+          A dict with ``num_examples``, ``epsilon``, ``norm``, ``step_size``, ``seed``,
+          ``attacks`` and, when any attack ran, ``worst_case_accuracy``, ``worst_case`` and
+          ``intervals``.
         """
-        out = {"num_examples": self.num_examples, "epsilon": self.epsilon,
+        out = {"num_examples": self.num_examples, "epsilon": self.epsilon, "norm": self.norm,
                "step_size": self.step_size, "seed": self.seed,
                "attacks": {k: v.to_json() for k, v in self.attacks.items()}}
         if self.attacks:
@@ -156,7 +159,7 @@ def _batches(data, batch_size):
 
 def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_size=2 / 255,
              batch_size=200, seed=0, dtype=tf.float32, verbose=True, on_attack=None,
-             strategy=None, context=0, logits_fn=None, data=None):
+             strategy=None, context=0, logits_fn=None, data=None, norm="Linf"):
     """Runs each attack on ``model`` and returns an ``EvaluationResult``.
 
     The one entry point for every attack: per-batch ones (``clean``, ``fgsm``, ``pgdN``,
@@ -182,7 +185,8 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
       x: images, float NHWC in [0, 1]; or the data of the second form.
       y: integer labels of ``x`` (first form only).
       attacks: names (``tf_st.attacks.parse``) or specs; default ``("clean", "pgd20")``.
-      epsilon: L-inf radius of the named attacks, in [0, 1] units (8/255).
+      epsilon: radius of the named attacks, in [0, 1] units (8/255; with ``norm='L2'``
+        an L2 radius such as 0.5, which may exceed 1).
       step_size: step of the named PGD-type attacks.
       batch_size: examples per batch; batches are padded to it (the largest batch for a
         dataset).  A whole-set attack gets ``min(batch_size, examples)``.
@@ -203,6 +207,8 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
         every per-batch key).
       logits_fn: the earlier name of ``model``, still accepted as a keyword.
       data: the earlier name of the second form's data, still accepted as a keyword.
+      norm: the threat model of the named attacks, ``'Linf'`` or ``'L2'`` (specs given
+        as objects keep their own).
 
     Returns:
       An ``EvaluationResult``: ``attacks`` maps each attack's name to its
@@ -214,7 +220,8 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
     Raises:
       ValueError: ``model`` is none of the accepted kinds (or a path that does not
         load), the data is malformed (an array ``x`` without labels, labels given twice,
-        different lengths), an attack name is unknown or ``epsilon`` is outside [0, 1].
+        different lengths), an attack name is unknown (or has no ``norm`` version) or
+        ``epsilon`` is out of range (L-inf: outside [0, 1]; L2: negative).
 
     Example:
       A trained run's export (or its ``model.keras``, or a ``keras.Model``)::
@@ -237,11 +244,12 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
     if x is None:
         raise ValueError("evaluate needs data: evaluate(model, x, y, attacks=...) or "
                          "evaluate(model, (x, y), attacks)")
-    check_unit_interval("epsilon", epsilon)
+    norm = check_norm(norm)
+    check_budget("epsilon", epsilon, norm)
     data, attacks = _data_and_attacks(x, y, attacks)
     logits_fn = logits_function(model)
-    specs = [parse(a, epsilon=epsilon, step_size=step_size) if isinstance(a, str) else a
-             for a in attacks]
+    specs = [parse(a, epsilon=epsilon, step_size=step_size, norm=norm) if isinstance(a, str)
+             else a for a in attacks]
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     results, details = {}, {}
     arrays = None  # the whole set as arrays, for whole-set attacks
@@ -259,7 +267,7 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
                                                 float(out.seconds), correct)
             details[spec.name] = out
             if on_attack is not None:
-                on_attack(_result(results, epsilon, step_size, seed, details))
+                on_attack(_result(results, epsilon, step_size, seed, details, norm))
             continue
         index, batched_index = batched_index, batched_index + 1
         run = make_batch_attack(logits_fn, spec)
@@ -286,8 +294,8 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
         results[spec.name] = AttackAccuracy(spec.name, float(correct.mean()) if len(correct) else 0.0,
                                           time.time() - start, correct)
         if on_attack is not None:
-            on_attack(_result(results, epsilon, step_size, seed, details))
-    return _result(results, epsilon, step_size, seed, details)
+            on_attack(_result(results, epsilon, step_size, seed, details, norm))
+    return _result(results, epsilon, step_size, seed, details, norm)
 
 
 _ACCEPTED_MODELS = ("a keras.Model, the path (str or os.PathLike) of a SavedModel directory, "
@@ -385,10 +393,10 @@ def _as_arrays(data, dtype):
             np.asarray(y).astype(np.int64).reshape(-1))
 
 
-def _result(results, epsilon, step_size, seed, details=None):
+def _result(results, epsilon, step_size, seed, details=None, norm="Linf"):
     n = len(next(iter(results.values())).correct) if results else 0
     return EvaluationResult(n, float(epsilon), float(step_size), int(seed), dict(results),
-                            dict(details or {}))
+                            dict(details or {}), norm)
 
 
 class _Progress:

@@ -1,5 +1,9 @@
 """AutoAttack (Croce & Hein 2020), ``standard`` version for L-inf, natively in TensorFlow.
 
+``norm='L2'`` sets every component to its L2 version (``Component.norms``): APGD-CE and
+APGD-T have one (pinned to the official L2 branch), FAB-T and Square not yet, so
+``standard`` in L2 raises naming them and ``version='custom'`` runs the L2 components.
+
 ``evaluate(logits_fn, x, y, epsilon=8/255)`` runs APGD-CE (100 iterations), APGD-T
 (targeted DLR, 9 targets), FAB-T (9 targets) and Square (5,000 queries), in that order,
 each later attack only on the points that are still robust; an example is robust only if
@@ -58,7 +62,7 @@ from tf_st.attacks import losses
 from tf_st.attacks.autoattack import state as st_lib
 from tf_st.attacks.autoattack.state import AttackLog
 from tf_st.attacks.batches import pad_rows
-from tf_st.attacks.checks import looks_like_probabilities
+from tf_st.attacks.checks import check_norm, looks_like_probabilities
 from tf_st.attacks.specs import COMPONENTS, VERSIONS, components_for
 
 __all__ = ["VERSIONS", "AttackLog", "AutoAttackWarning", "Result", "attacks_for",
@@ -99,7 +103,7 @@ class Result:
       clean_accuracy: the clean accuracy, in [0, 1].
       robust_accuracy: the robust accuracy, in [0, 1].
       attacks: per attack an ``AttackLog`` (robust accuracy after it, seconds, counts).
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget, in [0, 1] units (an L2 radius with ``norm='L2'``).
       seed: the evaluation's seed.
       version: ``'standard'`` or ``'custom'``.
       seconds: the wall-clock time.
@@ -108,6 +112,7 @@ class Result:
       warnings: the sanity checks' warnings.
       model_info: RobustBench fields.
       passes: per-attack counts (``Component.passes_field``, e.g. Square's queries).
+      norm: the threat model, ``'Linf'`` or ``'L2'``.
     """
     robust_flags: np.ndarray
     clean_flags: np.ndarray
@@ -122,6 +127,7 @@ class Result:
     warnings: list = dataclasses.field(default_factory=list)
     model_info: dict = dataclasses.field(default_factory=dict)
     passes: dict = dataclasses.field(default_factory=dict)
+    norm: str = "Linf"
 
     def to_json(self):
         """JSON-serialisable report (per-example flags as lists of bools).
@@ -130,7 +136,7 @@ class Result:
           A dict.
         """
         return dict(
-            version=self.version, epsilon=self.epsilon, norm="Linf", seed=self.seed,
+            version=self.version, epsilon=self.epsilon, norm=self.norm, seed=self.seed,
             n_examples=int(self.robust_flags.size),
             clean_accuracy=self.clean_accuracy, robust_accuracy=self.robust_accuracy,
             attacks=[dataclasses.asdict(a) for a in self.attacks],
@@ -181,8 +187,9 @@ class _Inputs:
                            input_signature=[self.signature(self.batch_size)[0]])
 
 
-def _inputs(x, y, epsilon, version, attacks, batch_size):
-    attacks = components_for(version, attacks, epsilon=float(epsilon), argument="attacks")
+def _inputs(x, y, epsilon, version, attacks, batch_size, norm="Linf"):
+    attacks = components_for(version, attacks, epsilon=float(epsilon), norm=norm,
+                             argument="attacks")
     x_np = x.numpy() if isinstance(x, tf.Tensor) else x
     y_np = np.asarray(y.numpy() if isinstance(y, tf.Tensor) else y).astype(np.int64)
     n = int(y_np.shape[0])
@@ -207,7 +214,7 @@ def _refuse_foreign(state_file, prev, fp):
 
 
 def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standard",
-                attacks=None, seed, batch_size=500):
+                attacks=None, seed, batch_size=500, norm="Linf"):
     """Refuses a state file that ``evaluate`` with these arguments would refuse.
 
     At the cost of one forward pass of the first batch; so a caller that runs other attacks
@@ -219,11 +226,12 @@ def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standa
       x: the images ``[N, H, W, C]``, float in [0, 1].
       y: integer labels ``[N]``.
       state_file: the resume file's path.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget, in [0, 1] units (an L2 radius with ``norm='L2'``).
       version: ``'standard'`` or ``'custom'``.
       attacks: with ``'custom'``, the ``Component`` specs.
       seed: the evaluation's seed.
       batch_size: the evaluation's batch size.
+      norm: the threat model, ``'Linf'`` or ``'L2'``.
 
     Raises:
       ValueError: naming the file and what differs, or an unreadable file.
@@ -231,7 +239,7 @@ def check_state(logits_fn, x, y, *, state_file, epsilon=8 / 255, version="standa
     prev = st_lib.StateFile(state_file, 0).load()
     if prev is None:
         return
-    inputs = _inputs(x, y, epsilon, version, attacks, batch_size)
+    inputs = _inputs(x, y, epsilon, version, attacks, batch_size, norm)
     # evaluate's first clean batch, so the probe logits (rounded in the fingerprint) are
     # the ones it will compute.
     first = np.arange(0, inputs.batch_size)
@@ -479,10 +487,13 @@ def _black_box_check(run, logs):
                  "reliable for this model.")
 
 
-def _model_info(clean_acc, robust_acc, epsilon, dataset, architecture, model_info):
-    """The RobustBench fields."""
+def _model_info(clean_acc, robust_acc, epsilon, dataset, architecture, model_info,
+                norm="Linf"):
+    """The RobustBench fields (``eps`` as RobustBench writes it: ``'8/255'`` in L-inf,
+    ``'0.5'`` in L2; ``threat_model`` ``'Linf'`` or ``'L2'``)."""
+    eps = f"{epsilon * 255:.4g}/255" if norm == "Linf" else f"{epsilon:.4g}"
     info = dict(clean_acc=round(100 * clean_acc, 2), autoattack_acc=round(100 * robust_acc, 2),
-                eps=f"{epsilon * 255:.4g}/255", threat_model="Linf")
+                eps=eps, threat_model=norm)
     if dataset:
         info["dataset"] = dataset
     if architecture:
@@ -491,7 +502,7 @@ def _model_info(clean_acc, robust_acc, epsilon, dataset, architecture, model_inf
     return info
 
 
-def _report(run, t_start, epsilon, version, dataset, architecture, model_info):
+def _report(run, t_start, epsilon, version, dataset, architecture, model_info, norm):
     logs = _attack_logs(run)
     _black_box_check(run, logs)
     state = run.state
@@ -501,9 +512,9 @@ def _report(run, t_start, epsilon, version, dataset, architecture, model_info):
                   clean_accuracy=state.clean_accuracy, robust_accuracy=robust_acc,
                   attacks=[log for _, log in logs], epsilon=float(epsilon), seed=run.seed,
                   version=version, seconds=time.time() - t_start, x_adv=run.x_adv,
-                  warnings=run.warnings, passes=dict(run.passes),
+                  warnings=run.warnings, passes=dict(run.passes), norm=norm,
                   model_info=_model_info(state.clean_accuracy, robust_acc, epsilon,
-                                         dataset, architecture, model_info))
+                                         dataset, architecture, model_info, norm))
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -513,7 +524,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
              seed=None, batch_size=500, state_file=None, state_interval=0.0,
              progress=None, verbose=True, return_adversarials=True, jit_compile=False,
              checks=True, dataset=None, architecture=None, model_info=None,
-             logger=print, strategy=None):
+             logger=print, strategy=None, norm="Linf"):
     """AutoAttack evaluation of ``logits_fn`` on ``(x, y)``.
 
     Each attack runs only on the points still robust after the attacks before it; an
@@ -523,7 +534,8 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
       logits_fn: function from NHWC float images in [0, 1] to logits.
       x: ``[N, H, W, C]`` in [0, 1] (numpy, memmap or tensor; read batch by batch).
       y: ``[N]`` integer labels.
-      epsilon: the L-inf budget, in [0, 1] units (8/255).
+      epsilon: the budget, in [0, 1] units (8/255; with ``norm='L2'`` the L2 radius, e.g.
+        0.5).
       version: ``'standard'`` (APGD-CE, APGD-T, FAB-T, Square) or ``'custom'``.
       attacks: with ``'custom'``, the ``Component`` specs to run.
       seed: the evaluation's seed; None draws one from the clock.
@@ -546,6 +558,8 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
         results are those of one device).  Several workers (MultiWorkerMirroredStrategy)
         each call this with the same arguments and all return the whole result
         (``tf_st.distribute.run_sharded``).
+      norm: the threat model, ``'Linf'`` or ``'L2'``: every component runs in it (one
+        without it is refused, naming it); recorded in the result and ``model_info``.
 
     Returns:
       A :class:`Result`.
@@ -556,8 +570,9 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     """
     from tf_st.distribute import worker_index
     t_start = time.time()
-    # Every component attacks at this evaluation's epsilon.
-    inputs = _inputs(x, y, epsilon, version, attacks, batch_size)
+    norm = check_norm(norm)
+    # Every component attacks at this evaluation's epsilon, in its norm.
+    inputs = _inputs(x, y, epsilon, version, attacks, batch_size, norm)
     seed = int(time.time() * 1000) % (2**31) if seed is None else int(seed)
     if progress is None and verbose:
         progress = _print_progress
@@ -579,4 +594,4 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     finally:
         run.save(force=True)
         st_lib.restore_signals(stop)
-    return _report(run, t_start, epsilon, version, dataset, architecture, model_info)
+    return _report(run, t_start, epsilon, version, dataset, architecture, model_info, norm)

@@ -218,7 +218,7 @@ def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
 
     def run(x, y, seed, rank, restart):
         x_adv, count = attack.stage(logits_fn, x, y, seed, rank, restart)
-        x_adv = project(x_adv, x, attack.epsilon)
+        x_adv = project(x_adv, x, attack.epsilon, getattr(attack, "norm", "Linf"))
         pred = tf.cast(tf.argmax(logits_fn(x_adv), axis=1), tf.int32)
         return x_adv, tf.not_equal(pred, tf.cast(y, tf.int32)), count
 
@@ -226,6 +226,13 @@ def make_stage_fn(logits_fn, attack, jit_compile, spec_x, spec_y):
            tf.TensorSpec([], tf.int32)]
     return tf.function(run, input_signature=sig, jit_compile=jit_compile or None,
                        reduce_retracing=False)
+
+
+def _settings(attack):
+    """A component's settings as the fingerprint records them: its ``repr``, without the
+    default ``norm='Linf'`` (so state files written before components had a ``norm``
+    still resume; an L2 component's ``norm='L2'`` stays in)."""
+    return repr(attack).replace(", norm='Linf')", ")")
 
 
 def fingerprint(n, epsilon, attacks, seed, y, batch_size, x=None, probe_logits=None):
@@ -250,7 +257,7 @@ def fingerprint(n, epsilon, attacks, seed, y, batch_size, x=None, probe_logits=N
     """
     h = hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()[:16]
     out = dict(n=int(n), epsilon=float(epsilon), seed=int(seed), labels=h,
-               batch_size=int(batch_size), attacks=[repr(a) for a in attacks])
+               batch_size=int(batch_size), attacks=[_settings(a) for a in attacks])
     if x is not None:
         digest = hashlib.sha256()
         for i in range(0, len(x), 1024):
