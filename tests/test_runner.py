@@ -109,8 +109,8 @@ def test_hyperparameters_are_declared_once():
         copies: int = hparam(1, "fixed", integer=True, minimum=1, cli=False)
 
     assert Toy.build("toy", {"beta": 3}).as_dict() == {
-        "epsilon": 8 / 255, "step_size": 2 / 255, "steps": 10, "beta": 3.0, "reg": "kl",
-        "copies": 1}
+        "epsilon": 8 / 255, "step_size": 2 / 255, "steps": 10, "norm": "Linf", "beta": 3.0,
+        "reg": "kl", "copies": 1}
     assert [name for name, _ in cli_fields(Toy)] == ["beta", "toy_reg"]
     for bad, message in [({"beta": -1}, "beta must be >= 0"),
                          ({"reg": "l1"}, "unknown regulariser 'l1'"),

@@ -188,7 +188,8 @@ def help_page(default_method, argv, full=False, program=None):
     notes, resolved = {}, None
     if key is not None:
         try:
-            resolved = runner.resolve(config.Settings(method=key, dataset=dataset))
+            resolved = runner.resolve(config.Settings(
+                method=key, dataset=dataset, norm=_arg_value(argv, "norm") or "linf"))
         except Exception:  # noqa: BLE001 - help never fails; presets just go unshown
             resolved = None
     units = {"epsilon", "step_size", "eval_step_size"} | {
@@ -196,6 +197,11 @@ def help_page(default_method, argv, full=False, program=None):
         if any(f.metadata.get("unit") for f in _hparam_fields(owners))}
     for name in units:
         notes[name] = cli.UNIT_NOTE
+    if _arg_value(argv, "norm") == "l2":
+        # Under L2 the shared budget is an L2 length over the whole image (it may exceed 1).
+        units -= {"epsilon", "step_size", "eval_step_size"}
+        for name in ("epsilon", "step_size", "eval_step_size"):
+            notes[name] = "an L2 length in [0, 1] pixel units, may exceed 1"
     if resolved is not None:
         where = f"{key} on {dataset}"
         for f in config.fields():

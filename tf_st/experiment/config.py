@@ -18,6 +18,7 @@ registered methods.  Paper presets (``tf_st.training.presets``) fill what is lef
 """
 
 import dataclasses
+import math
 from typing import Optional
 
 from absl import flags
@@ -144,10 +145,12 @@ class Settings:
         group="evaluation", minimum=1)
     eval_batch_size: int = setting(500, "Evaluation batch size.", kind="int",
                                    group="evaluation", minimum=1)
-    # ST-AT utils.py:evaluate and test.py: PGD/CW steps of 2/255 on every dataset.
-    eval_step_size: float = setting(
-        2 / 255, "Step size of the evaluation's PGD/CW attacks (ST-AT: 2/255).", kind="float",
-        group="evaluation", unit=True)
+    # ST-AT utils.py:evaluate and test.py: PGD/CW steps of 2/255 on every dataset; under
+    # --norm=l2 2.5 * eps / 20 (tf_st.training.presets.eval_step_size).
+    eval_step_size: Optional[float] = setting(
+        None, "Step size of the evaluation's PGD/CW attacks (preset: 2/255 as ST-AT; "
+        "--norm=l2: 2.5 * eps / 20, the robustness library's rule).", kind="float",
+        group="evaluation", unit=True, preset=True)
     final_attacks: tuple = setting(
         ("clean", "fgsm", "pgd20", "pgd100", "cw100"),
         "Attacks of the final evaluation of the exported model ('' to skip).", kind="strs",
@@ -158,6 +161,14 @@ class Settings:
     seed: int = setting(1, "Seed for weights, data order, noise (ST-AT: 1); each use draws "
                         "from its own stream of it (tf_st.seeds).", kind="int", group="run",
                         minimum=0, maximum=(1 << 24) - 1)
+    # The threat model of training (every PGD-like inner attack), of the per-epoch PGD-20
+    # selection and of the final evaluation; the methods that implement L2 list it in
+    # their ``norms`` (the others refuse --norm=l2 before any work).  Under l2 the unset
+    # epsilon/step_size/steps take tf_st.training.presets.L2_HPARAMS.
+    norm: str = setting(
+        "linf", "Threat model of training, selection and evaluation: linf, or l2 (eps an L2 "
+        "radius, preset 0.5; madry, trades, st, mart, alp and their two-neighbour "
+        "variants).", kind="enum", group="method", choices=("linf", "l2"))
     # -- runtime
     strategy: str = setting("auto", "tf.distribute strategy.", kind="enum", group="runtime",
                             choices=STRATEGIES)
@@ -261,7 +272,10 @@ def validate(s):
             continue
         m = f.metadata
         name = f"--{f.name}"
-        if m["unit"] and not 0.0 <= value <= 1.0:
+        if m["unit"] and getattr(s, "norm", "linf") == "l2":
+            from tf_st.attacks.checks import check_budget
+            check_budget(name, value, "L2")  # an L2 length may exceed 1
+        elif m["unit"] and not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1] image units (8/255 = 0.0314, not 8)")
         if m["minimum"] is not None and value < m["minimum"]:
             raise ValueError(f"{name} must be >= {m['minimum']}, got {value!r}")
@@ -277,9 +291,10 @@ def validate(s):
 # The inner-attack budget every adversarial method shares (the HParams base fields,
 # which are kept off the per-method flags so that they are defined once here).
 ATTACK_FLAGS = {
-    "epsilon": ("float", "L-inf budget in [0, 1] (preset 8/255).", None),
-    "step_size": ("float", "Inner step size in [0, 1] (preset).", None),
-    "steps": ("int", "Inner iterations K (preset 10).", 0),
+    "epsilon": ("float", "L-inf budget in [0, 1] (preset 8/255); with --norm=l2 the L2 "
+                "radius (preset 0.5, may exceed 1).", None),
+    "step_size": ("float", "Inner step size in [0, 1] (preset; --norm=l2: 0.1).", None),
+    "steps": ("int", "Inner iterations K (preset 10; --norm=l2: 7).", 0),
 }
 
 
@@ -306,9 +321,14 @@ class FlagSet:
         self.attack = {name: _define(fv, name, kind, None, text, None, low, None)
                        for name, (kind, text, low) in ATTACK_FLAGS.items()}
         for name in ("epsilon", "step_size", "eval_step_size"):
-            flags.register_validator(name, lambda v: v is None or 0.0 <= v <= 1.0,
-                                     f"--{name} must be in [0, 1] image units (8/255 = 0.0314, "
-                                     "not 8)", flag_values=fv)
+            # Under --norm=l2 a length is an L2 radius: finite and >= 0, possibly > 1.
+            flags.register_multi_flags_validator(
+                [name, "norm"],
+                lambda d, name=name: d[name] is None or (
+                    d[name] >= 0.0 and math.isfinite(d[name]) if d["norm"] == "l2"
+                    else 0.0 <= d[name] <= 1.0),
+                f"--{name} must be in [0, 1] image units (8/255 = 0.0314, not 8); with "
+                "--norm=l2 a finite L2 length >= 0", flag_values=fv)
         flags.register_validator("lr", lambda v: v is None or v > 0, "--lr must be positive",
                                  flag_values=fv)
         self.method, self.owners = _define_method_flags(fv, method_classes)

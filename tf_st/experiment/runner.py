@@ -42,8 +42,10 @@ from tf_st.experiment import config
 
 # The run settings an unset value of which the paper presets fill (declared with
 # ``preset=True``; AWP's come from their own table).
+# (--eval_step_size's preset depends on the resolved epsilon: ``resolve`` sets it.)
 TRAINING_KEYS = tuple(f.name for f in config.fields()
-                      if f.metadata["preset"] and f.metadata["group"] != "method")
+                      if f.metadata["preset"] and f.metadata["group"] != "method"
+                      and f.name != "eval_step_size")
 ATTACK_KEYS = ("epsilon", "step_size", "steps")
 
 
@@ -115,7 +117,18 @@ def resolve(settings: Settings) -> Settings:
         if not 0.0 <= settings.unlabeled_fraction < 1.0:
             raise ValueError(f"--unlabeled_fraction={settings.unlabeled_fraction} must be in "
                              "[0, 1)")
+    if settings.norm == "l2":
+        # Last: the cells' (and RST's) budgets are L-inf lengths.
+        preset.update(presets.l2_preset())
     s = dataclasses.replace(settings, hparams=dict(settings.hparams))
+    from tf_st.attacks.checks import check_norm
+    given_norm = s.hparams.pop("norm", None)
+    norm = check_norm(s.norm)
+    if given_norm is not None and check_norm(given_norm) != norm:
+        raise ValueError(f"hparams norm={given_norm!r} contradicts --norm={s.norm}")
+    # The method refuses a threat model it does not implement, before any work.
+    from tf_st.methods.base import check_norm_supported
+    check_norm_supported(cls, norm)
     for key in TRAINING_KEYS:
         if getattr(s, key) is None:
             setattr(s, key, preset[key])
@@ -133,12 +146,18 @@ def resolve(settings: Settings) -> Settings:
         if key in fields and s.hparams.get(key) is None:
             s.hparams[key] = value
     s.hparams = {k: v for k, v in s.hparams.items() if v is not None}
+    s.hparams["norm"] = norm
     # Building the dataclass validates every value and rejects unknown names.
     s.hparams = cls.HParams.build(settings.method, s.hparams).as_dict()
+    if s.eval_step_size is None:
+        s.eval_step_size = presets.eval_step_size(s.norm, s.hparams["epsilon"])
     s.final_attacks = tuple(a for a in s.final_attacks if a)
     from tf_st.attacks.specs import parse as parse_attack
     for a in s.final_attacks:
-        parse_attack(a)  # an unknown name fails here, before any work
+        # An unknown name, or one without this norm's version, fails here, before any work.
+        parse_attack(a, epsilon=s.hparams["epsilon"], step_size=s.eval_step_size, norm=norm)
+    parse_attack(cls.selection_attack, epsilon=s.hparams["epsilon"],
+                 step_size=s.eval_step_size, norm=norm)
     if s.awp:
         for key, value in presets.awp_preset(s.method).items():
             if getattr(s, f"awp_{key}") is None:
@@ -388,7 +407,7 @@ def fit(settings, log=print, chief=True):
         cb.StopOnNonFinite(s.hparams),
         cb.EpochRecord(schedule.lr_at_epoch),
         cb.RobustEvaluation(method, eval_x, eval_y, epsilon=s.hparams["epsilon"],
-                            step_size=s.eval_step_size,
+                            step_size=s.eval_step_size, norm=s.hparams["norm"],
                             batch_size=min(s.eval_batch_size, len(eval_x)), seed=s.seed),
         best_cb,
         cb.MetricsCSV(os.path.join(s.output_dir, "metrics.csv"), train_keys),
@@ -461,7 +480,9 @@ def export_best(settings, trained, log=print):
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
                 "num_classes": trained.num_classes, "class_names": trained.class_names,
                 "image_shape": list(trained.image_shape),
-                "epsilon": s.hparams["epsilon"], "hparams": method.hparams(),
+                "epsilon": s.hparams["epsilon"],
+                # The threat model of training, selection and evaluation ("linf"/"l2").
+                "norm": s.norm, "hparams": method.hparams(),
                 # The policy the network trained under ("float32", "mixed_bfloat16",
                 # "mixed_float16"); the export itself is float32 whatever it was
                 # (tf_st.saved_model.float32_copy).
@@ -480,7 +501,7 @@ def export_best(settings, trained, log=print):
                 # fingerprint of the SavedModel (tf_st.provenance).
                 "provenance": {"dataset": s.dataset, "split": "train",
                                "selection_data": trained.selection_note,
-                               "epsilon": s.hparams["epsilon"], "norm": "linf",
+                               "epsilon": s.hparams["epsilon"], "norm": s.norm,
                                "seeds": {"training": s.seed}}}
         export_dir = os.path.join(s.output_dir, "export")
         if not ckpt.single:
@@ -517,6 +538,7 @@ def final_evaluation(settings, exports):
         reports[name] = evaluate_and_report(
             load(version_dir), dataset=s.dataset, data_dir=s.data_dir, split="test",
             attacks=list(s.final_attacks), epsilon=s.hparams["epsilon"], step_size=s.eval_step_size,
+            norm=s.hparams["norm"],
             examples=s.final_examples, batch_size=s.eval_batch_size, seed=s.seed,
             output=os.path.join(s.output_dir, output), model_card=card, verbose=True)
     return reports

@@ -56,7 +56,7 @@ class ALPHParams(MadryHParams):
 class ALP(MadryAT):
     """Adversarial Logit Pairing as CAT trains it (module docstring).
 
-    Madry's attack (``MadryAT.generate``) and ALP's loss.
+    Madry's attack (``MadryAT.generate``, so L2 too: ``norms`` is MadryAT's) and ALP's loss.
     """
     key = "alp"
     term_names = ("loss", "ce", "pair")

@@ -82,6 +82,25 @@ class StepHook:
         pass
 
 
+def check_norm_supported(cls, norm):
+    """Refuses a threat model the method's inner attack does not implement.
+
+    Args:
+      cls: an ``AdversarialMethod`` subclass.
+      norm: ``'Linf'`` or ``'L2'`` (any spelling ``tf_st.attacks.checks.check_norm`` takes).
+
+    Raises:
+      ValueError: ``norm`` is not in ``cls.norms``, naming the methods that train in it.
+    """
+    from tf_st.attacks.checks import check_norm
+    norm = check_norm(norm)
+    if norm not in cls.norms:
+        others = sorted(k for k, c in registry.METHODS.items() if norm in c.norms)
+        raise ValueError(f"method {cls.key!r} does not train in the {norm} threat model yet "
+                         f"(it implements {', '.join(cls.norms)}); --norm={norm.lower()} "
+                         f"trains with: {', '.join(others)}")
+
+
 class AdversarialMethod(keras.Model):
     """Base class of every training method: a ``keras.Model`` whose ``fit`` trains its networks.
 
@@ -109,13 +128,18 @@ class AdversarialMethod(keras.Model):
       **hparams: the fields of the method's ``HParams`` (``epsilon``, ``beta``, ...).
 
     Raises:
-      ValueError: an unknown or invalid hyperparameter, no network, or a network name that
-        is not a usable attribute name.
+      ValueError: an unknown or invalid hyperparameter, no network, a network name that
+        is not a usable attribute name, or a ``norm`` the method does not list in
+        ``norms``.
     """
 
     key = None
     term_names = ("loss",)
     HParams = HParams
+    # The threat models the method's inner attack implements (the ``norm`` hyperparameter,
+    # the trainer's --norm); a method lists "L2" once its inner loop steps and projects in
+    # the L2 ball, and any other norm is refused at construction, before any work.
+    norms = ("Linf",)
     # Per-epoch model selection (the runner): the attack of the selection metric and
     # whether only a strictly better epoch replaces the best (ST-AT: PGD-20, ties to the
     # later epoch).
@@ -137,6 +161,7 @@ class AdversarialMethod(keras.Model):
         self._fold_batchnorm = bool(fold_batchnorm)
         self._keep_variable_access_order = bool(keep_variable_access_order)
         self.hp = self.HParams.build(self.key, hparams)
+        check_norm_supported(type(self), self.hp.norm)
         for f in dataclasses.fields(self.hp):
             setattr(self, f.name, getattr(self.hp, f.name))
         if not isinstance(networks, dict):
@@ -451,7 +476,8 @@ class AdversarialMethod(keras.Model):
           The start point, shaped as ``x``.
         """
         return starts.random_start(x, start, epsilon=self.epsilon, std=std,
-                                   seed=self.draw_seed(index), global_batch=True)
+                                   seed=self.draw_seed(index), global_batch=True,
+                                   norm=self.norm)
 
     def noise(self, x, kind, index, scale):
         """Global-batch noise for this replica's slice of ``x``.

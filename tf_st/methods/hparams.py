@@ -40,10 +40,11 @@ def hparam(default, help, *, choices=None, minimum=None, unit=False, integer=Fal
         integer=integer, flag=flag, what=what, cli=cli, check=check))
 
 
-def _validate(name, value, meta):
+def _validate(name, value, meta, norm="Linf"):
     what = meta.get("what") or name
     if meta.get("unit"):
-        checks.check_unit_interval(name, value)
+        # An L2 budget is a radius over the whole image: it may exceed 1 (finite, >= 0).
+        checks.check_budget(name, value, norm)
     if meta.get("integer") and (isinstance(value, bool) or int(value) != value):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     minimum = meta.get("minimum")
@@ -64,6 +65,10 @@ class HParams:
 
     ST paper Section 5: eps 8/255, step 2/255, K = 10.  Each field is validated at
     construction as its ``hparam`` declares; a subclass adds a method's own fields.
+    ``norm`` is the threat model of the inner attack (``'Linf'``, or ``'L2'`` for the
+    methods whose class lists it in ``norms``); with ``'L2'`` ``epsilon`` and
+    ``step_size`` are L2 lengths (which may exceed 1).  The trainer sets it from
+    ``--norm`` (not a per-method flag).
 
     Raises:
       ValueError: a value out of range or not among the choices.
@@ -72,11 +77,14 @@ class HParams:
     step_size: float = hparam(2 / 255, "Inner step size in [0, 1] image units.", unit=True,
                               cli=False)
     steps: int = hparam(10, "Inner iterations K.", minimum=0, integer=True, cli=False)
+    norm: str = hparam("Linf", "Threat model of the inner attack: Linf or L2 (--norm).",
+                       cli=False, check=checks.check_norm)
 
     def __post_init__(self):
+        object.__setattr__(self, "norm", checks.check_norm(self.norm))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            _validate(f.name, value, f.metadata)
+            _validate(f.name, value, f.metadata, self.norm)
             if f.type in (float, int, bool):
                 object.__setattr__(self, f.name, f.type(value))
 

@@ -110,13 +110,16 @@ class MadryAT(AdversarialMethod):
     key = "madry"
     term_names = ("loss",)
     HParams = MadryHParams
+    # L2: normalised-gradient steps from a start uniform in the L2 ball (clamped with
+    # clamp_start), projected onto the L2 ball then [0, 1] (tf_st.attacks.pgd).
+    norms = ("Linf", "L2")
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
         self.names = nb.neighbour_names(self.neighbours)
         # The start is drawn by the method (global-batch noise) and handed in as x_init.
         self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                          loss="ce")
+                          loss="ce", norm=self.norm)
         if self.eval_first_batch:
             # The optimizer step at which the current epoch began, if it is not the first
             # (-1: no eval-mode batch pending); set by on_epoch_begin.

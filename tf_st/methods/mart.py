@@ -130,12 +130,14 @@ class MART(AdversarialMethod):
     key = "mart"
     term_names = ("loss", "bce", "kl")
     HParams = MARTHParams
+    # L2: the same 0.001 N(0,1) start, normalised-gradient steps, the L2 ball.
+    norms = ("Linf", "L2")
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
         self.names = nb.neighbour_names(self.neighbours)
         self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                          loss="ce", start="normal", init_std=self.init_std)
+                          loss="ce", start="normal", init_std=self.init_std, norm=self.norm)
 
     def generate(self, x, y, init=None):
         """The MART PGD point(s) of the batch.

@@ -17,6 +17,9 @@ class NaturalTraining(AdversarialMethod):
     """Natural (non-adversarial) training: cross-entropy on the clean batch."""
     key = "natural"
     term_names = ("loss",)
+    # No inner attack: --norm=l2 only makes the per-epoch selection and the final
+    # evaluation L2 (an undefended baseline for an L2 table).
+    norms = ("Linf", "L2")
 
     def hparams(self):
         """No hyperparameters are recorded.

@@ -50,7 +50,7 @@ import dataclasses
 import tensorflow as tf
 
 from tf_st.attacks import losses
-from tf_st.attacks.pgd import project
+from tf_st.attacks.pgd import ascent_direction, project
 from tf_st.methods import regularizers
 from tf_st.methods.base import AdversarialMethod, batch_mean
 from tf_st.methods.hparams import HParams, hparam
@@ -123,6 +123,9 @@ class SqueezeTraining(AdversarialMethod):
     # train_stat.py's statistics, ST paper Fig. 8).
     term_names = ("loss", "ce", "reg", "ce_upper", "ce_lower")
     HParams = STHParams
+    # L2: ``ascent_direction`` (g / ||g||_2) steps projected onto the L2 ball then [0, 1];
+    # the normal start stays x + init_std N(0,1), the uniform one is uniform in the L2 ball.
+    norms = ("Linf", "L2")
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
@@ -190,8 +193,10 @@ class SqueezeTraining(AdversarialMethod):
             reassign = tf.logical_or(use_nat, self.follow_roles)
             base_adv = tf.where(reassign, gather_role(xs, up), x_adv)
             base_col = tf.where(reassign, gather_role(xs, low), x_col)
-            x_col = project(base_col + step * tf.sign(g_col), x, self.epsilon)
-            x_adv = project(base_adv + step * tf.sign(g_adv), x, self.epsilon)
+            x_col = project(base_col + step * ascent_direction(g_col, self.norm), x,
+                            self.epsilon, self.norm)
+            x_adv = project(base_adv + step * ascent_direction(g_adv, self.norm), x,
+                            self.epsilon, self.norm)
             return k + 1, x_adv, x_col
 
         if replicas > 1:

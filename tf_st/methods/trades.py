@@ -175,6 +175,8 @@ class TRADES(AdversarialMethod):
     # the benign CE, from the training forwards (logged only; ST paper Fig. 5).
     term_names = ("loss", "ce", "reg", "col_ratio")
     HParams = TRADESHParams
+    # L2: the same 0.001 N(0,1) start, normalised-gradient steps, the L2 ball.
+    norms = ("Linf", "L2")
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
@@ -182,7 +184,7 @@ class TRADES(AdversarialMethod):
         self.names = nb.neighbour_names(self.neighbours)
         # The loss (the regulariser against this batch's clean logits) is set per batch.
         self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                          start="normal", init_std=self.init_std)
+                          start="normal", init_std=self.init_std, norm=self.norm)
 
     def generate(self, x, y, init=None):
         """The TRADES inner maximiser(s) of the regulariser against f(x).

@@ -94,10 +94,10 @@ class RobustEvaluation(keras.callbacks.Callback):
     fixed evaluation set (ST-AT ``utils.py:evaluate``: PGD-20, step 2/255, every epoch;
     the attack is the method's ``selection_attack``)."""
 
-    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed):
+    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed, norm="Linf"):
         super().__init__()
         self.method, self.x, self.y = method, x, y
-        self.epsilon, self.step_size = epsilon, step_size
+        self.epsilon, self.step_size, self.norm = epsilon, step_size, norm
         self.batch_size, self.seed, self.attack = batch_size, seed, method.selection_attack
 
     def on_epoch_end(self, epoch, logs=None):
@@ -108,7 +108,7 @@ class RobustEvaluation(keras.callbacks.Callback):
             ev = evaluate(lambda t, net=net: net(t, training=False), (self.x, self.y),
                           ("clean", self.attack), epsilon=self.epsilon,
                           step_size=self.step_size, batch_size=self.batch_size,
-                          seed=self.seed, context=epoch + 1, verbose=False)
+                          seed=self.seed, context=epoch + 1, verbose=False, norm=self.norm)
             prefix = metric_prefix(self.method, name)
             logs[f"{prefix}test_clean_acc"] = ev.attacks["clean"].accuracy
             logs[f"{prefix}test_{self.attack}_acc"] = ev.attacks[self.attack].accuracy

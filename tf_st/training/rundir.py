@@ -20,6 +20,9 @@ from tf_st.fileio import LockHeld, atomic_write_json, lock_file, release
 SETTINGS_FILE = "settings.json"
 LOCK_FILE = ".lock"
 FREE = ("output_dir", "final_attacks", "final_examples", "eval_batch_size")
+# Settings added after runs were recorded, with the value an older ``settings.json`` (which
+# lacks them) meant: the L-inf threat model.
+ADDED_SINCE = {"norm": "linf", "hparams.norm": "Linf"}
 
 
 class RunDirectoryError(ValueError):
@@ -34,6 +37,7 @@ def differences(old, new, free=FREE):
         out.update({f"hparams.{k}": v for k, v in (d.get("hparams") or {}).items()})
         return out
     a, b = flat(old), flat(new)
+    a = {**{k: v for k, v in ADDED_SINCE.items() if k in b}, **a}
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
