@@ -24,14 +24,28 @@ def _batch(seed=0, n=6):
 
 
 def _points(key, norm, epsilon):
+    # FAT: tau = steps, so that no example stops early (the early stop has its own tests).
+    extra = {"tau": 3, "tau_schedule": ""} if key.startswith("fat") else {}
     _, method = registered_method(key, steps=3, epsilon=epsilon, step_size=epsilon / 2,
-                                  norm=norm)
+                                  norm=norm, **extra)
     x, y = _batch()
     out = method.generate(x, y)
-    return x, [out[k] for k in sorted(out)]
+    # (FAT's step counts are no points.)
+    return x, [out[k] for k in sorted(out) if out[k].shape == x.shape]
 
 
-@pytest.mark.parametrize("key", L2_METHODS + ("mart", "madry2", "trades2"))
+# Every method with an inner attack (natural has none).
+ATTACKING = ("madry", "madry2", "trades", "trades2", "st", "mart", "mart2", "alp", "cat",
+             "col", "fat", "fat_trades", "fat_mart")
+
+
+def test_every_method_lists_l2():
+    from tf_st import methods
+    assert all("L2" in cls.norms for cls in methods.METHODS.values())
+    assert set(ATTACKING) | {"natural"} == set(methods.METHODS)
+
+
+@pytest.mark.parametrize("key", ATTACKING)
 def test_inner_attack_stays_in_the_l2_ball_and_differs_from_linf(key):
     # The L-inf ball of radius 0.3 reaches L2 lengths up to 0.3 * sqrt(32) on 4x4x2
     # inputs, so the L-inf points leave the L2 ball and the two attacks differ.
@@ -81,8 +95,13 @@ def test_l2_presets_fill_the_unset_budget_and_given_values_win():
                                        hparams={"epsilon": 1.5}))
 
 
-@pytest.mark.parametrize("key", ["fat", "cat", "col"])
-def test_method_without_l2_refuses_it_with_one_line_exit_2(tmp_path, capsys, key):
+@pytest.mark.parametrize("key", ["fat", "cat", "st"])
+def test_method_without_l2_refuses_it_with_one_line_exit_2(tmp_path, capsys, monkeypatch,
+                                                           key):
+    # Every registered method implements L2 now; one that lists only L-inf (as a new
+    # method may) is refused before any work.
+    from tf_st import methods
+    monkeypatch.setattr(methods.METHODS[key], "norms", ("Linf",))
     out = tmp_path / "run"
     assert train.run_in_process([f"--method={key}", "--norm=l2", f"--output_dir={out}"]) == 2
     err = capsys.readouterr().err
@@ -106,7 +125,7 @@ def test_l2_epsilon_above_one_passes_the_flag_check(tmp_path):
 
 
 @pytest.mark.slow  # a whole tiny trainer each (about 10-20 s on 2 cores)
-@pytest.mark.parametrize("key", L2_METHODS)
+@pytest.mark.parametrize("key", L2_METHODS + ("fat",))
 def test_tiny_l2_run_exports_and_reports_l2(tmp_path, key):
     out = tmp_path / "run"
     assert train.run_in_process([

@@ -167,8 +167,8 @@ class Settings:
     # epsilon/step_size/steps take tf_st.training.presets.L2_HPARAMS.
     norm: str = setting(
         "linf", "Threat model of training, selection and evaluation: linf, or l2 (eps an L2 "
-        "radius, preset 0.5; madry, trades, st, mart, alp and their two-neighbour "
-        "variants).", kind="enum", group="method", choices=("linf", "l2"))
+        "radius, preset 0.5, step 0.1, 7 steps; every method, natural's selection and "
+        "evaluation only).", kind="enum", group="method", choices=("linf", "l2"))
     # -- runtime
     strategy: str = setting("auto", "tf.distribute strategy.", kind="enum", group="runtime",
                             choices=STRATEGIES)

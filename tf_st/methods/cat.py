@@ -154,6 +154,8 @@ class CAT(AdversarialMethod):
     key = "cat"
     HParams = CATHParams
     selection_attack = "pgd10"
+    # L2: every member's PGD steps and projects in the L2 ball (starts in the L2 ball).
+    norms = ("Linf", "L2")
     selection_strict = True
 
     def __init__(self, networks, **kwargs):
@@ -164,7 +166,7 @@ class CAT(AdversarialMethod):
         self.member_specs = {m: MEMBER_TABLE[m] for m in self.member_keys}
         # Each member's attack; a loss given by a function is set per batch.
         self.attacks = {m: PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                               loss="ce", start=member.start)
+                               loss="ce", start=member.start, norm=self.norm)
                         for m, member in self.member_specs.items()}
 
     @property

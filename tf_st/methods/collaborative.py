@@ -73,12 +73,15 @@ class CollaborativeTraining(AdversarialMethod):
     key = "col"
     term_names = ("loss", "ce", "reg")
     HParams = CollaborativeHParams
+    # L2: the descent steps -g / ||g||_2 and projects onto the L2 ball.
+    norms = ("Linf", "L2")
 
     def __init__(self, networks, **kwargs):
         super().__init__(networks, **kwargs)
         # Eq. 4: descending PGD on the cross-entropy (a targeted step on the true label).
         self.attack = PGD(epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
-                          loss="ce", targeted=True, start=self.init, init_std=self.init_std)
+                          loss="ce", targeted=True, start=self.init, init_std=self.init_std,
+                          norm=self.norm)
 
     def generate(self, x, y, init=None):
         """The collaborative point: targeted PGD toward the true label.

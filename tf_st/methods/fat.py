@@ -165,6 +165,10 @@ class FAT(AdversarialMethod):
     key = "fat"
     term_names = ("loss", "bp")
     HParams = FATHParams
+    # L2 (FAT-TRADES and FAT-MART too): the early-stopped loop steps g / ||g||_2 and
+    # projects onto the L2 ball; the uniform start is uniform in the L2 ball (clamped), the
+    # normal one and omega's per-step N(0, omega^2) noise are unchanged.
+    norms = ("Linf", "L2")
     # None: the attack ascends the batch CE; else ``attack_loss(logits_fn, x)`` gives its
     # loss for this batch (FAT-TRADES: TRADES' KL from the clean logits).
     attack_loss = None
@@ -173,6 +177,7 @@ class FAT(AdversarialMethod):
         super().__init__(networks, **kwargs)
         self.attack = EarlyStoppedPGD(epsilon=self.epsilon, step_size=self.step_size,
                                       steps=self.steps, loss="ce", tau=self.tau,
+                                      norm=self.norm,
                                       start={"uniform": "uniform_clamped",
                                              "normal": "normal_clamped",
                                              "none": "none"}[self.fat_init])
