@@ -493,7 +493,9 @@ def export_best(settings, trained, log=print):
                 "best_epoch": best_epoch,
                 "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
                 f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),
-                "selection": f"best {attack} accuracy on {trained.selection_note}, "
+                "selection": f"best {attack}"
+                             + (" (L2)" if s.norm == "l2" else "")
+                             + f" accuracy on {trained.selection_note}, "
                              + ("strictly better epochs only" if method.selection_strict
                                 else "ties to the later epoch"),
                 "data_note": trained.test_note, "flags": s.as_json(),
