@@ -182,8 +182,8 @@ RST_METHOD_HPARAMS = {"st": {"init": "uniform", "forward_order": "adv_nat"},
 # MadryLab robustness library's CIFAR L2 models, README "CIFAR L2-norm (ResNet50): eps =
 # 0.25, 0.5, 1.0"; RobustBench's CIFAR-10 L2 leaderboard, eps 0.5).  The inner attack
 # follows the robustness library: 7 steps (robustness/defaults.py PGD_ARGS
-# "attack-steps" default 7) of size 0.1 (its docs, docs/example_usage/cli_usage.rst: the
-# eps 0.5 L2-PGD of a CIFAR-10 model runs --attack-lr 0.1).  The per-epoch PGD-20 and
+# "attack-steps" default 7) of size 0.1 (its documentation's command-line usage page:
+# the eps 0.5 L2-PGD of a CIFAR-10 model runs --attack-lr 0.1).  The per-epoch PGD-20 and
 # the final PGD attacks step 2.5 * eps / 20 (the robustness README: PGD with a step size
 # of 2.5 * eps / num_steps; 0.0625 at eps 0.5) unless --eval_step_size is given.  One
 # preset for every dataset: SVHN's and CIFAR-100's L2 settings are not standardised, so
