@@ -118,6 +118,13 @@ def _results(seed):
         return json.load(f)["rows"]
 
 
+def _protocol(seed):
+    """The protocol line ``compare_methods`` recorded for ``seed`` (what was run, which
+    ``--report_only``'s own flags need not repeat)."""
+    with open(os.path.join(_OUT.value, f"seed{seed}", "results.json")) as f:
+        return json.load(f).get("protocol", "")
+
+
 def main(argv):
     from tf_st.fileio import atomic_write_json, atomic_write_text
     rows_by_seed = {}
@@ -140,9 +147,9 @@ def main(argv):
         if rows is not None:
             rows_by_seed[seed] = rows
     summary = aggregate(rows_by_seed)
-    text = (f"Seeds {', '.join(sorted(rows_by_seed))}; {_TRAIN.value} train / {_TEST.value} "
-            f"test images, {_EPOCHS.value} epochs (benchmarks.compare_methods protocol).\n\n"
-            + table(summary))
+    seeds = sorted(rows_by_seed)
+    protocol = _protocol(seeds[0]).split("; seed ")[0] if seeds else ""
+    text = (f"Seeds {', '.join(seeds)}; protocol: {protocol}.\n\n" + table(summary))
     os.makedirs(_OUT.value, exist_ok=True)
     atomic_write_text(os.path.join(_OUT.value, "study.md"), text + "\n")
     atomic_write_json(os.path.join(_OUT.value, "study.json"),
