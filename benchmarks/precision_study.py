@@ -24,14 +24,23 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_METHODS = flags.DEFINE_list("methods", ["st", "trades", "madry"], "Methods (trainer keys).")
-_SEEDS = flags.DEFINE_list("seeds", ["1", "2", "3"], "Seeds.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "CIFAR-10 image folder.")
-_TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
-_TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
-_EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
-_OUT = flags.DEFINE_string("output_dir", os.path.join("runs", "precision_study"), "Output.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Aggregate existing results only.")
+_METHODS = _SEEDS = _DATA_DIR = _TRAIN = _TEST = _EPOCHS = _OUT = _REPORT_ONLY = None
+
+
+def define_flags():
+    """Defines the command's flags in absl's global registry (only when it runs, so that
+    tests can import the aggregation next to the trainers, whose ``--data_dir`` and
+    ``--epochs`` share that registry)."""
+    global _METHODS, _SEEDS, _DATA_DIR, _TRAIN, _TEST, _EPOCHS, _OUT, _REPORT_ONLY
+    _METHODS = flags.DEFINE_list("methods", ["st", "trades", "madry"], "Methods (trainer keys).")
+    _SEEDS = flags.DEFINE_list("seeds", ["1", "2", "3"], "Seeds.")
+    _DATA_DIR = flags.DEFINE_string("data_dir", None, "CIFAR-10 image folder.")
+    _TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
+    _TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
+    _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
+    _OUT = flags.DEFINE_string("output_dir", os.path.join("runs", "precision_study"),
+                               "Output.")
+    _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Aggregate existing results only.")
 
 ATTACKS = ("clean", "pgd20", "cw20")
 # Two-sided 95% quantiles of Student's t (n - 1 degrees of freedom) for small n.
@@ -160,4 +169,5 @@ def main(argv):
 
 if __name__ == "__main__":
     from tf_st import cli
+    define_flags()
     cli.run_main(main, __doc__)
