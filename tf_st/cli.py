@@ -313,12 +313,24 @@ def define_floats(name, default, help, flag_values=flags.FLAGS):
 UNIT_NOTE = "[0, 1] image units; 8/255 accepted"
 
 
-def _number(value, unit):
-    """``8/255`` for a unit value that is a whole number of 255ths, else as given."""
-    if unit and isinstance(value, float):
+def format_number(value, unit=False):
+    """A value as help text shows it: ``8/255`` for a unit value that is a whole number of
+    255ths, other floats to 6 significant digits, lists comma-separated.
+
+    Args:
+      value: a number, a list/tuple of numbers, or anything else (shown with ``str``).
+      unit: whether the value is in [0, 1] image units.
+
+    Returns:
+      The text.
+    """
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_number(v, unit) for v in value)
+    if isinstance(value, float):
         n = value * 255
-        if round(n) and abs(n - round(n)) < 1e-6:
+        if unit and round(n) and abs(n - round(n)) < 1e-6:
             return f"{round(n)}/255"
+        return f"{value:.6g}"
     return str(value)
 
 
@@ -333,9 +345,9 @@ def _flag_line(flag, note=None):
     default = flag.default
     unit = bool(note and UNIT_NOTE in note)
     if isinstance(default, (list, tuple)):
-        default = ",".join(_number(v, unit) for v in default) or "''"
+        default = format_number(default, unit) or "''"
     elif default is not None:
-        default = _number(default, unit)
+        default = format_number(default, unit)
     text = (flag.help or "").strip()
     if getattr(parser, "enum_values", None) and text.startswith("<"):
         text = text.split(">: ", 1)[-1]  # absl repeats the choices in an enum's help

@@ -207,14 +207,15 @@ def help_page(default_method, argv, full=False, program=None):
         for f in config.fields():
             if f.metadata["preset"] and getattr(resolved, f.name) is not None:
                 notes[f.name] = _join(notes.get(f.name), f"preset for {where}: "
-                                      f"{_show(getattr(resolved, f.name))}")
+                                      f"{cli.format_number(getattr(resolved, f.name))}")
         own = {field: flag for flag, owners in _METHOD_FLAG_OWNERS.items()
                for k, field in owners.items() if k == key}
         for field, value in resolved.hparams.items():
             flag = field if field in _ATTACK else own.get(field)
             if flag:
                 notes[flag] = _join(notes.get(flag),
-                                    f"for {where}: {_show(value, flag in units)}")
+                                    f"for {where}: "
+                                    f"{cli.format_number(value, flag in units)}")
     groups = [("method and run directory", (["method"] if not default_method else [])
                + ["output_dir", "overwrite"])]
     for group, title in _GROUPS:
@@ -252,17 +253,6 @@ def _hparam_fields(owners):
 
 def _join(a, b):
     return f"{a}; {b}" if a else b
-
-
-def _show(value, unit=False):
-    if isinstance(value, float):
-        num = value * 255
-        if unit and round(num) and abs(num - round(num)) < 1e-6:
-            return f"{round(num)}/255"
-        return f"{value:.6g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_show(v) for v in value)
-    return str(value)
 
 
 def cli_main(argv, default_method=None, program=None):
