@@ -160,7 +160,7 @@ def apgd(logits_fn, x, y, *, epsilon, n_iter=100, loss="ce", y_target=None, rho=
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget in ``norm`` (L-inf: in [0, 1] units).
       n_iter: the number of iterations (>= 1).
       loss: ``'ce'`` (APGD-CE), ``'dlr'`` or ``'dlr-targeted'`` (APGD-T, needs
         ``y_target``).
@@ -302,7 +302,7 @@ def apgd_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, rho=0.
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget in ``norm`` (L-inf: in [0, 1] units).
       target_rank: the target's rank (2: the runner-up).
       n_iter: the number of iterations.
       rho: the oscillation threshold of the step-size rule.

@@ -119,7 +119,7 @@ def fgsm(logits_fn, x, y, epsilon, loss_fn=losses.cross_entropy, norm="Linf"):
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget and step, in [0, 1] units.
+      epsilon: the budget and step in ``norm`` (L-inf: in [0, 1] units).
       loss_fn: ``loss_fn(logits, y)`` per example, ascended.
       norm: ``'Linf'`` or ``'L2'`` (then ``epsilon`` is the L2 radius).
 
@@ -150,7 +150,7 @@ def pgd(logits_fn, x, y, *, epsilon, step_size, steps, loss_fn=losses.cross_entr
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget in ``norm`` (L-inf: in [0, 1] units).
       step_size: the step, in [0, 1] units.
       steps: the number of updates.
       loss_fn: ``loss_fn(logits, y)`` per example.
@@ -226,7 +226,7 @@ def cw_inf(logits_fn, x, y, *, epsilon, step_size, steps, **kwargs):
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget in ``norm`` (L-inf: in [0, 1] units).
       step_size: the step, in [0, 1] units.
       steps: the number of updates.
       **kwargs: further keywords of ``pgd`` (``x_init``, ``seed``, ...).
@@ -259,7 +259,7 @@ def early_stopped_pgd(logits_fn, x, y, *, epsilon, step_size, steps, tau, loss_f
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget in ``norm`` (L-inf: in [0, 1] units).
       step_size: the step, in [0, 1] units.
       steps: the maximum number of updates K.
       tau: the misclassified iterates tolerated, an int or a ``[B]`` tensor.

@@ -239,7 +239,7 @@ class FGSM(_Attack):
           x_init: unused.
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
         """
         return fgsm(logits_fn, x, y, self.epsilon, loss_fn=_loss(self.loss), norm=self.norm)
 
@@ -296,7 +296,7 @@ class _PGDFamily(_Attack):
             spec's evaluation start.
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
         """
         return self.perturb_details(logits_fn, x, y, seed=seed, x_init=x_init)[0]
 
@@ -423,7 +423,7 @@ class EarlyStoppedPGD(_PGDFamily):
           step_noise: ``[steps, *x.shape]`` noise added to each step, or None.
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
         """
         return self.perturb_details(logits_fn, x, y, seed=seed, x_init=x_init, tau=tau,
                                     step_noise=step_noise)[0]
@@ -751,7 +751,7 @@ class Component(_Attack):
           x_init: unused by the base class.
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
         """
         return self.stage(logits_fn, x, y, as_seed(seed), 0, 0)[0]
 
@@ -831,7 +831,7 @@ class APGD(Component):
           target_rank: must be None (untargeted).
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
 
         Raises:
           ValueError: ``target_rank`` is given.
@@ -926,7 +926,7 @@ class APGDT(Component):
           rank: the old name of ``target_rank`` (pass one of them).
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
 
         Raises:
           ValueError: both ``target_rank`` and ``rank`` are given.
@@ -1007,7 +1007,7 @@ class FABT(Component):
           rank: the old name of ``target_rank`` (pass one of them).
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
 
         Raises:
           ValueError: ``x_init`` is given, or both ``target_rank`` and ``rank``.
@@ -1074,7 +1074,7 @@ class Square(Component):
           target_rank: must be None (untargeted).
 
         Returns:
-          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in L-inf.
+          ``x_adv``, shaped and typed as ``x``, within ``epsilon`` of ``x`` in the spec's ``norm``.
 
         Raises:
           ValueError: ``x_init`` or ``target_rank`` is given.
