@@ -6,8 +6,11 @@ mixed precision, several seeds each, evaluated from their float32 exports.
 
 Each (method, seed) pair runs ``benchmarks.compare_methods`` with ``<method>`` and
 ``<method>+mixed`` (its protocol: small_cnn on a balanced CIFAR-10 prefix, clean, PGD-20
-and CW-20 on the test prefix; ``--train_examples``, ``--test_examples`` and ``--epochs``
-pass through), in ``<output_dir>/seed<N>``; a rerun skips the seeds whose results exist.
+and CW-20 on the test prefix, AutoAttack standard on the first ``--aa_examples``;
+``--train_examples``, ``--test_examples`` and ``--epochs`` pass through), in
+``<output_dir>/seed<N>``; a rerun does only what is missing: entries without a row (or,
+with ``--aa_examples``, without an AutoAttack number, which compare_methods then adds
+without retraining).
 Then, per method, precision and attack: the mean over seeds with its 95% t-interval
 (``mean +- t(0.975, n-1) s / sqrt(n)``), and whether the mixed-precision mean lies in
 the float32 interval.  Writes ``study.md`` and ``study.json``; ``--report_only``
@@ -24,25 +27,27 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_METHODS = _SEEDS = _DATA_DIR = _TRAIN = _TEST = _EPOCHS = _OUT = _REPORT_ONLY = None
+_METHODS = _SEEDS = _DATA_DIR = _TRAIN = _TEST = _EPOCHS = _OUT = _REPORT_ONLY = _AA = None
 
 
 def define_flags():
     """Defines the command's flags in absl's global registry (only when it runs, so that
     tests can import the aggregation next to the trainers, whose ``--data_dir`` and
     ``--epochs`` share that registry)."""
-    global _METHODS, _SEEDS, _DATA_DIR, _TRAIN, _TEST, _EPOCHS, _OUT, _REPORT_ONLY
+    global _METHODS, _SEEDS, _DATA_DIR, _TRAIN, _TEST, _EPOCHS, _OUT, _REPORT_ONLY, _AA
     _METHODS = flags.DEFINE_list("methods", ["st", "trades", "madry"], "Methods (trainer keys).")
     _SEEDS = flags.DEFINE_list("seeds", ["1", "2", "3"], "Seeds.")
     _DATA_DIR = flags.DEFINE_string("data_dir", None, "CIFAR-10 image folder.")
     _TRAIN = flags.DEFINE_integer("train_examples", 5000, "Training images.")
     _TEST = flags.DEFINE_integer("test_examples", 1000, "Test images.")
     _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
+    _AA = flags.DEFINE_integer("aa_examples", 1000,
+                               "AutoAttack standard on the first N test images (0 = skip).")
     _OUT = flags.DEFINE_string("output_dir", os.path.join("runs", "precision_study"),
                                "Output.")
     _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Aggregate existing results only.")
 
-ATTACKS = ("clean", "pgd20", "cw20")
+ATTACKS = ("clean", "pgd20", "cw20", "aa")
 # Two-sided 95% quantiles of Student's t (n - 1 degrees of freedom) for small n.
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262}
@@ -119,6 +124,22 @@ def table(summary):
     return "\n".join(lines)
 
 
+def missing_entries(rows, methods, with_aa):
+    """The compare_methods entries a seed still needs.
+
+    Args:
+      rows: that seed's rows so far (``[]`` if none).
+      methods: the trainer keys asked for.
+      with_aa: whether an AutoAttack number is asked for.
+
+    Returns:
+      ``["<key>", "<key>+mixed", ...]`` without a row, or without ``aa_acc`` when
+      ``with_aa``.
+    """
+    done = {r["method"] for r in rows if not with_aa or r.get("aa_acc") is not None}
+    return [m + v for m in methods for v in ("", "+mixed") if m + v not in done]
+
+
 def _results(seed):
     path = os.path.join(_OUT.value, f"seed{seed}", "results.json")
     if not os.path.exists(path):
@@ -139,15 +160,17 @@ def main(argv):
     rows_by_seed = {}
     for seed in _SEEDS.value:
         rows = _results(seed)
-        if rows is None and not _REPORT_ONLY.value:
+        todo = missing_entries(rows or [], _METHODS.value, _AA.value > 0)
+        if todo and not _REPORT_ONLY.value:
             if not _DATA_DIR.value or not os.path.isdir(_DATA_DIR.value):
                 raise ValueError(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass "
                                  "--data_dir")
-            methods = ",".join(m + v for m in _METHODS.value for v in ("", "+mixed"))
-            cmd = [sys.executable, "-m", "benchmarks.compare_methods", f"--methods={methods}",
+            # --append keeps the seed's other rows; a finished training is not redone.
+            cmd = [sys.executable, "-m", "benchmarks.compare_methods",
+                   f"--methods={','.join(todo)}", "--append",
                    f"--seed={seed}", f"--data_dir={_DATA_DIR.value}",
                    f"--train_examples={_TRAIN.value}", f"--test_examples={_TEST.value}",
-                   f"--epochs={_EPOCHS.value}",
+                   f"--epochs={_EPOCHS.value}", f"--aa_examples={_AA.value}",
                    f"--output_dir={os.path.join(_OUT.value, f'seed{seed}')}"]
             print(f"[seed {seed}] {' '.join(cmd[1:])}", flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True,

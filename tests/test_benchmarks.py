@@ -277,3 +277,13 @@ def test_precision_study_intervals_and_verdicts_by_hand():
     assert summary["pgd20"]["mixed_within"] is False
     text = ps.table(ps.aggregate(rows))
     assert "| st | pgd20 | 3 | 21.0% ± 2.5 | 11.0% ± 2.5 | NO |" in text
+
+
+def test_precision_study_reruns_only_what_is_missing():
+    from benchmarks import precision_study as ps
+    rows = [{"method": "st", "aa_acc": 0.15}, {"method": "st+mixed"},
+            {"method": "trades", "aa_acc": 0.2}]
+    # Without AutoAttack asked for, a row is enough; with it, the row needs aa_acc.
+    assert ps.missing_entries(rows, ["st", "trades"], False) == ["trades+mixed"]
+    assert ps.missing_entries(rows, ["st", "trades"], True) == ["st+mixed", "trades+mixed"]
+    assert ps.missing_entries([], ["madry"], True) == ["madry", "madry+mixed"]
