@@ -11,7 +11,7 @@ import tensorflow as tf
 from tf_st.attacks import autoattack as aa
 from tf_st.attacks import losses
 from tf_st.attacks.apgd import apgd, checkpoints, linf_sphere_start, reduction_rule
-from tf_st.attacks.fab import fab_targeted, projection_linf
+from tf_st.attacks.fab import fab_targeted, projection_l2, projection_linf
 from tf_st.attacks.square import p_schedule, square_linf, square_sides
 
 EPS = 8 / 255
@@ -269,6 +269,75 @@ def test_projection_linf_matches_lp_and_closed_form():
     b2 = w[5:6] @ t2[0] + 0.01
     out2 = projection_linf(tf.constant(t2), tf.constant(w[5:6]), tf.constant(b2)).numpy()
     np.testing.assert_allclose(out2, np.sign(w[5:6]) * 0.01 / np.abs(w[5]).sum(), rtol=1e-10)
+
+
+def _bisect_l2(t, w, b, iters=200):
+    """The L2 projection by bisection on ``lam`` in ``u = clip(t + lam s, 0, 1)`` (an
+    independent reference: the minimiser of ||d||_2 on the hyperplane within the box has
+    that form by the KKT conditions)."""
+    g = b - w @ t
+    s = np.where(np.abs(w) >= 1e-8, np.sign(g) * w, 0.0)
+    step = lambda lam: np.clip(t + lam * s, 0, 1) - t  # noqa: E731
+    hi = 1.0
+    while s @ step(hi) < abs(g) and hi < 1e12:
+        hi *= 2
+    if s @ step(hi) < abs(g):
+        return None  # unreachable
+    lo = 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if s @ step(mid) < abs(g) else (lo, mid)
+    return step(hi)
+
+
+def test_projection_l2_matches_bisection_and_closed_form():
+    rng = np.random.default_rng(6)
+    n, d = 40, 12
+    t = rng.uniform(0, 1, (n, d))
+    t[:3, :2] = [0.0, 1.0]  # on the box faces
+    w = rng.normal(size=(n, d))
+    w[:5, :3] = 0.0
+    w[5, 3] = 1e-9  # below the official threshold: does not move
+    b = np.sum(w * t, 1) + rng.normal(size=n) * rng.choice([0.1, 1.0, 4.0], n)
+    out = projection_l2(tf.constant(t), tf.constant(w), tf.constant(b)).numpy()
+    unreachable = 0
+    for i in range(n):
+        ref = _bisect_l2(t[i], w[i], b[i])
+        if ref is not None:
+            np.testing.assert_allclose(out[i], ref, atol=1e-9)
+            np.testing.assert_allclose(w[i] @ (t[i] + out[i]), b[i], atol=1e-7)
+        else:  # the box corner moving toward the hyperplane
+            unreachable += 1
+            g = b[i] - w[i] @ t[i]
+            s = np.sign(g) * w[i]
+            corner = np.where(np.abs(w[i]) < 1e-8, t[i], np.where(s > 0, 1.0, 0.0))
+            np.testing.assert_allclose(t[i] + out[i], corner, atol=1e-12)
+        assert np.all(t[i] + out[i] >= -1e-12) and np.all(t[i] + out[i] <= 1 + 1e-12)
+    assert 0 < unreachable < n  # both branches exercised
+    assert (out[:5, :3] == 0).all() and out[5, 3] == 0
+    # box not binding: the unconstrained solution g w / ||w||^2
+    t2 = np.full((1, d), 0.5)
+    b2 = w[6:7] @ t2[0] + 0.01
+    out2 = projection_l2(tf.constant(t2), tf.constant(w[6:7]), tf.constant(b2)).numpy()
+    np.testing.assert_allclose(out2, 0.01 * w[6:7] / (w[6] @ w[6]), rtol=1e-10)
+
+
+def test_fab_l2_first_step_is_eta_times_minimal_perturbation_on_affine_model():
+    model = Affine((3, 3, 2), 6, seed=5)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.4, 0.6, (12, 3, 3, 2))
+    z = model.logits_np(x)
+    y = z.argmax(1)
+    _, _, det = fab_targeted(model, tf.constant(x), tf.constant(y), epsilon=1.0,
+                             target_rank=2, n_iter=1, return_details=True, norm="L2")
+    t = np.argsort(-z, axis=1)[:, 1]
+    dw = model.w[:, y] - model.w[:, t]  # [D, B]
+    norms = np.sqrt((dw ** 2).sum(0))
+    dist = (z[np.arange(12), y] - z[np.arange(12), t]) / norms
+    step = (det["first_step"].numpy() - x).reshape(12, -1)
+    assert np.abs(step).max() < 0.4  # the box does not bind for x in [0.4, 0.6]
+    np.testing.assert_allclose(np.sqrt((step ** 2).sum(1)), 1.05 * dist, rtol=1e-8)
+    np.testing.assert_allclose(step, -1.05 * (dist / norms)[:, None] * dw.T, atol=1e-10)
 
 
 def test_fab_first_step_is_eta_times_minimal_perturbation_on_affine_model():

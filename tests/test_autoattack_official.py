@@ -242,3 +242,113 @@ def test_apgd_t_l2_matches_official_iterate_for_iterate(setting, target_rank):
     ours = apgd_targeted(model, x, y, epsilon=eps, target_rank=target_rank, n_iter=100,
                          x_init=start, return_details=True, norm="L2")
     _compare_apgd(official, ours, x, expect_both_outcomes=target_rank == 2, atol=L2_ATOL)
+
+
+@pytest.mark.parametrize("target_rank", [2, pytest.param(10, marks=pytest.mark.slow)])
+def test_fab_t_l2_matches_official(setting, target_rank):
+    model, net, x, y, eps = _l2_setting(setting)
+    with torch_float64(), float_cast_is_identity(), torch.no_grad():
+        attack = official_fab.FABAttack_PT(net, norm="L2", n_restarts=1, n_iter=100,
+                                           eps=eps, seed=0, targeted=True, device="cpu")
+        attack.target_class = target_rank
+        adv = attack.attack_single_run(torch.from_numpy(x), torch.from_numpy(y),
+                                       use_rand_start=False, is_targeted=True).numpy()
+    dist = np.sqrt(((adv - x) ** 2).reshape(len(x), -1).sum(1))
+    found = dist > 0
+    x_out, fooled, details = fab_targeted(model, x, y, epsilon=eps, target_rank=target_rank,
+                                          n_iter=100, return_details=True, norm="L2")
+    ours_dist = details["distance"].numpy()
+    assert found.sum() > len(x) // 2
+    np.testing.assert_array_equal(np.isfinite(ours_dist), found)
+    np.testing.assert_allclose(ours_dist[found], dist[found], rtol=1e-9)
+    official_fooled = found & (dist <= eps)
+    np.testing.assert_array_equal(fooled.numpy(), official_fooled)
+    if target_rank == 2:
+        assert 0 < official_fooled.sum() < len(x)
+    np.testing.assert_allclose(x_out.numpy()[official_fooled], adv[official_fooled], atol=1e-12)
+
+
+# ------------------------------------------------------------------- Square, L2
+# The official Square draws one window position, one pattern orientation and one sign
+# vector per iteration for the whole batch (the signs for the still-active examples
+# only), from torch's generator.  Recording those draws and handing them to
+# ``square_l2(draws=...)`` makes the two runs comparable iterate for iterate.
+official_square = pytest.importorskip("pyautoattack.square")
+
+
+class _RecordedDraws:
+    """The official run's draws, in ``square_l2``'s ``draws`` interface."""
+
+    def __init__(self, ints, transposes, choices, n_init, batch):
+        import tensorflow as tf
+        self.tf, self.batch, self.n_init = tf, batch, n_init
+        n_iter = len(ints) // 4
+        self.ints = tf.constant(np.array(ints + [0] * 4, np.int32).reshape(n_iter + 1, 4))
+        self.init_t = np.array(transposes[:n_init], np.int32)
+        self.step_t = tf.constant(np.array(transposes[n_init:] + [0], np.int32))
+        self.init_s = np.stack([c.reshape(batch, -1) for c in choices[:n_init]], 1)
+        channels = self.init_s.shape[-1]
+        padded = np.zeros((n_iter + 1, batch, channels))
+        for i, c in enumerate(choices[n_init:]):
+            padded[i, :len(c)] = c.reshape(len(c), -1)  # row k: the k-th active example
+        self.step_s = tf.constant(padded)
+
+    def init(self, n_squares):
+        assert n_squares == self.n_init
+        return (np.broadcast_to(self.init_t, (self.batch, n_squares)).copy(), self.init_s)
+
+    def step(self, i, room_h, room_w, active):
+        tf = self.tf
+        position = tf.maximum(tf.cumsum(tf.cast(active, tf.int32)) - 1, 0)
+        ints = [tf.fill([self.batch], self.ints[i, k]) for k in range(4)]
+        return (*ints, tf.fill([self.batch], self.step_t[i]),
+                tf.gather(self.step_s[i], position))
+
+
+def test_square_l2_matches_official_iterate_for_iterate(setting):
+    from tf_st.attacks.square import eta_l2, square_l2
+    model, net, x, y, eps = _l2_setting(setting)
+    eps = 3 * eps  # Square is weaker than APGD: a radius where about half fall
+    n_queries = 300
+    ints, transposes, choices = [], [], []
+    with torch_float64(), torch.no_grad():
+        attack = official_square.SquareAttack(
+            lambda z: net(z.permute(0, 2, 3, 1)), p_init=0.8, n_queries=n_queries, eps=eps,
+            norm="L2", n_restarts=1, seed=0, device="cpu", resc_schedule=False)
+        random_int, random_choice, eta = attack.random_int, attack.random_choice, attack.eta
+
+        def record_int(*a, **k):
+            out = random_int(*a, **k)
+            ints.append(int(out))
+            return out
+
+        def record_choice(shape):
+            out = random_choice(shape)
+            choices.append(out.numpy())
+            return out
+
+        def record_eta(s):
+            out = eta(s).numpy()
+            # Our pattern is the official one, up to the random transpose it records.
+            transposed = not np.allclose(out, eta_l2(s), atol=1e-12)
+            np.testing.assert_allclose(out, eta_l2(s).T if transposed else eta_l2(s),
+                                       atol=1e-12)
+            transposes.append(int(transposed))
+            return torch.from_numpy(out)
+
+        attack.random_int, attack.random_choice, attack.eta = record_int, record_choice, record_eta
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        attack.init_hyperparam(xt)
+        torch.manual_seed(0)
+        queries, x_best = attack.attack_single_run(xt, torch.from_numpy(y))
+    x_best = x_best.permute(0, 2, 3, 1).numpy()
+    n_init = 25  # 32x32: a 5 x 5 grid of 6x6 squares
+    draws = _RecordedDraws(ints, transposes, choices, n_init, len(x))
+    _, fooled, det = square_l2(model, x, y, epsilon=eps, n_queries=n_queries, draws=draws,
+                               return_details=True)
+    official_fooled = net(torch.from_numpy(x_best)).argmax(1).numpy() != y
+    assert 0 < official_fooled.sum() < len(x)
+    assert int(det["iterations"]) == len(ints) // 4
+    np.testing.assert_array_equal(fooled.numpy(), official_fooled)
+    np.testing.assert_array_equal(det["queries"].numpy(), queries.numpy())
+    np.testing.assert_allclose(det["x_best"].numpy(), x_best, rtol=0, atol=1e-10)

@@ -141,14 +141,30 @@ def test_norm_validation_and_budgets():
     with pytest.raises(ValueError, match="unknown norm"):
         specs.PGD(norm="L1")
     for cls in (specs.FABT, specs.Square):
-        with pytest.raises(ValueError, match=f"{cls.name} has no L2 version"):
-            cls(epsilon=EPS, norm="L2")
-        with pytest.raises(ValueError, match="has no L2 version"):
-            specs.parse(cls.name, epsilon=EPS, norm="L2")
-    with pytest.raises(ValueError, match="fab-t, square in L2"):
-        specs.AutoAttack(epsilon=EPS, norm="L2")
-    with pytest.raises(ValueError, match="fab-t, square in L2"):
-        specs.parse("aa", epsilon=EPS, norm="L2")
+        assert cls(epsilon=EPS, norm="L2").norm == "L2"
+        assert specs.parse(cls.name, epsilon=EPS, norm="L2") == cls(epsilon=EPS, norm="L2")
+    # AutoAttack standard in L2: every component in L2 at the radius.
+    aa = specs.parse("aa", epsilon=EPS, norm="L2")
+    assert aa == specs.AutoAttack(epsilon=EPS, norm="L2")
+    from tf_st.attacks.specs import components_for
+    parts = components_for("standard", epsilon=EPS, norm="L2")
+    assert [(a.name, a.norm, a.epsilon) for a in parts] == [
+        (n, "L2", EPS) for n in ("apgd-ce", "apgd-t", "fab-t", "square")]
+
+    # A component that implements L-inf only is refused in L2, by name.
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class LinfOnly(specs.Component):
+        epsilon: float = 8 / 255
+        norm: str = "Linf"
+        norms = ("Linf",)
+        name = "linf-only"
+
+    with pytest.raises(ValueError, match="linf-only has no L2 version"):
+        LinfOnly(norm="L2")
+    with pytest.raises(ValueError, match="linf-only in L2"):
+        components_for("custom", [LinfOnly()], norm="L2")
 
 
 def test_parse_builds_l2_specs_and_refuses_l_inf_only_factories():
@@ -222,8 +238,10 @@ def test_evaluation_api_and_report_take_the_norm(tmp_path):
     evaluate(model, x, y, attacks=["fgsm"], epsilon=1.5, norm="L2", verbose=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate(model, x, y, attacks=["fgsm"], epsilon=1.5, verbose=False)
-    with pytest.raises(ValueError, match="fab-t, square in L2"):
-        evaluate(model, x, y, attacks=["aa"], epsilon=EPS, norm="L2", verbose=False)
+    # AutoAttack standard in L2 bounds every attack above it (it includes APGD-CE).
+    res = evaluate(model, x, y, attacks=["clean", "apgd-ce", "aa"], epsilon=EPS, norm="L2",
+                   batch_size=10, verbose=False)
+    assert res.attacks["aa"].accuracy <= res.attacks["apgd-ce"].accuracy
     assert evaluate(model, x, y, attacks=["clean"], verbose=False).norm == "Linf"
 
 
@@ -267,8 +285,10 @@ def test_evaluation_cli_takes_norm_l2(tmp_path, capsys):
     capsys.readouterr()
     assert evaluation_cli.main(base + ["--epsilon=1.5", "--attacks=clean"]) == 2
     assert "--epsilon must be in [0, 1]" in capsys.readouterr().err
-    assert evaluation_cli.main(base + ["--norm=l2", "--epsilon=0.5", "--attacks=aa"]) == 2
-    assert "fab-t, square in L2" in capsys.readouterr().err
+    assert evaluation_cli.main(base + ["--norm=l2", "--epsilon=0.5", "--attacks=aa"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["autoattack"]["version"] == "standard" and saved["norm"] == "L2"
+    assert saved["autoattack"]["model_info"]["threat_model"] == "L2"
 
 
 def test_the_audit_is_refused_under_l2_before_any_work(tmp_path):

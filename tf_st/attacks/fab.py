@@ -1,5 +1,5 @@
-"""FAB-T (targeted Fast Adaptive Boundary attack, Croce & Hein 2020) for L-inf, as in
-AutoAttack's ``standard`` version
+"""FAB-T (targeted Fast Adaptive Boundary attack, Croce & Hein 2020) in L-inf and L2, as
+in AutoAttack's ``standard`` version
 (docs/reference-implementations.md "AutoAttack / FAB-T").
 
 Per iteration, with ``t`` the target class and ``y`` the true class:
@@ -22,12 +22,20 @@ per-coordinate room once and solve the piecewise-linear equation in closed form)
 replacing the official bisection over the same breakpoints; both return the same
 minimiser.  When the hyperplane cannot be reached inside the box, both return the box
 corner that moves ``w . u`` furthest toward it.
+
+In L2 (``norm='L2'``) the same iteration measures ``d1``, ``d2`` and the distances in L2,
+projects with :func:`projection_l2`, and a later restart starts at
+``x0 + eps/2 * t / ||t||_2``, ``t ~ N(0, 1)``.  ``projection_l2`` solves its problem the
+same way (the minimiser is ``w`` scaled by one ``lam`` and clipped to the box, ``lam``
+found in closed form on the sorted breakpoints); the official one bisects over them.
+As officially, coordinates with ``|w_i| < 1e-8`` do not move in L2.
 """
 
 import tensorflow as tf
 
 from tf_st.attacks import losses, starts
 from tf_st.attacks.apgd import target_by_rank
+from tf_st.attacks.checks import check_norm
 
 
 def projection_linf(t, w, b):
@@ -74,9 +82,62 @@ def projection_linf(t, w, b):
     return tf.sign(ws) * tf.minimum(lam[:, None], room)
 
 
+def projection_l2(t, w, b):
+    """Row-wise ``argmin ||d||_2`` s.t. ``w . (t + d) = b`` and ``0 <= t + d <= 1``.
+
+    The minimiser is ``d_i = s_i min(lam, r_i)`` with ``s = +-w`` (the sign that moves
+    ``w . u`` toward ``b``) and ``r_i`` the ``lam`` at which coordinate ``i`` meets the
+    box; ``w . d`` grows piecewise linearly in ``lam``, so ``lam`` is found on the sorted
+    ``r`` in closed form.  Unreachable rows get the box corner; coordinates with
+    ``|w_i| < 1e-8`` do not move (the official threshold).
+
+    Args:
+      t: the points ``[N, D]``.
+      w: the hyperplanes' normals ``[N, D]``.
+      b: the hyperplanes' offsets ``[N]``.
+
+    Returns:
+      The steps ``d`` ``[N, D]``.
+    """
+    t = tf.convert_to_tensor(t)
+    w = tf.cast(w, t.dtype)
+    b = tf.cast(b, t.dtype)
+    n = tf.shape(t)[1]
+    g = b - tf.reduce_sum(w * t, axis=1)  # required change of w . d
+    direction = tf.where(g >= 0, tf.ones_like(g), -tf.ones_like(g))
+    moves = tf.abs(w) >= 1e-8
+    ws = tf.where(moves, w * direction[:, None], tf.zeros_like(w))  # need ws . d = |g|
+    safe = tf.where(moves, ws, tf.ones_like(ws))
+    r = tf.where(ws > 0, (1.0 - t) / safe, -t / safe)  # lam at which u_i meets the box
+    r = tf.where(moves, tf.maximum(r, 0.0), tf.zeros_like(r))
+    a = ws * ws
+    order = tf.argsort(r, axis=1, stable=True)
+    r_sorted = tf.gather(r, order, batch_dims=1)
+    a_sorted = tf.gather(a, order, batch_dims=1)
+    prefix = tf.cumsum(a_sorted * r_sorted, axis=1, exclusive=True)  # sum_{j<k} a_j r_j
+    suffix = tf.cumsum(a_sorted, axis=1, reverse=True)  # sum_{j>=k} a_j
+    reach = prefix + r_sorted * suffix  # = ws . d at lam = r_k, non-decreasing in k
+    need = tf.abs(g)
+    m = tf.reduce_sum(tf.cast(reach < need[:, None], tf.int32), axis=1)
+    feasible = m < n
+    m_c = tf.minimum(m, n - 1)
+    pre_m = tf.gather(prefix, m_c, batch_dims=1)
+    suf_m = tf.gather(suffix, m_c, batch_dims=1)
+    tiny = tf.constant(1e-30 if t.dtype == tf.float64 else 1e-20, t.dtype)
+    lam = tf.maximum((need - pre_m) / tf.maximum(suf_m, tiny), 0.0)
+    lam = tf.where(feasible, lam, tf.constant(float("inf"), t.dtype))
+    return ws * tf.minimum(lam[:, None], r)
+
+
+def _row_norm(d, norm):
+    if norm == "L2":
+        return tf.sqrt(tf.reduce_sum(d * d, axis=1))
+    return tf.reduce_max(tf.abs(d), axis=1)
+
+
 def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_max=0.1,
                  eta=1.05, beta=0.9, random_start=False, seed=None, y_target=None,
-                 return_details=False):
+                 return_details=False, norm="Linf"):
     """One FAB-T run on the batch ``x`` toward one target class.
 
     The target is the class with the ``target_rank``-th largest clean logit, or the explicit
@@ -86,7 +147,7 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
       logits_fn: function from NHWC float images in [0, 1] to ``[B, classes]`` logits.
       x: clean images ``[B, H, W, C]``, float in [0, 1] (the dtype is followed).
       y: integer labels ``[B]``.
-      epsilon: the L-inf budget, in [0, 1] units.
+      epsilon: the budget in ``norm``, in [0, 1] units.
       target_rank: the target's rank (2: the runner-up).
       n_iter: the number of iterations.
       alpha_max: FAB's maximum step bias toward the original point.
@@ -96,14 +157,16 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
       seed: stateless seed (shape [2] ints) for the random start, or None.
       y_target: integer target classes ``[B]`` overriding ``target_rank``.
       return_details: also return the details dict.
+      norm: ``'Linf'`` or ``'L2'``.
 
     Returns:
-      ``(x_adv, fooled)``: ``fooled[i]`` iff an adversarial within ``epsilon`` (L-inf) was
-      found, ``x_adv[i]`` is the closest adversarial found when ``fooled[i]``, else
-      ``x[i]``.  With ``return_details`` also a dict: ``distance`` (L-inf distance of the
+      ``(x_adv, fooled)``: ``fooled[i]`` iff an adversarial within ``epsilon`` (in
+      ``norm``) was found, ``x_adv[i]`` is the closest adversarial found when ``fooled[i]``,
+      else ``x[i]``.  With ``return_details`` also a dict: ``distance`` (the distance of the
       closest adversarial found, ``inf`` if none), ``first_step`` (the iterate after the
       first update, before the ``beta`` shrink), ``y_target``.
     """
+    norm = check_norm(norm)
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
     y = tf.cast(y, tf.int32)
@@ -119,10 +182,15 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
     x0 = tf.reshape(x, [batch, -1])
 
     if random_start is not False and random_start is not None:
-        r = starts.draw(shape, "uniform", 1.0, dtype, seed)
-        r_max = tf.reduce_max(tf.abs(r), axis=list(range(1, len(x.shape))), keepdims=True)
+        axes = list(range(1, len(x.shape)))
+        if norm == "L2":
+            r = starts.draw(shape, "normal", 1.0, dtype, seed)
+            r_norm = tf.sqrt(tf.reduce_sum(r * r, axis=axes, keepdims=True))
+        else:
+            r = starts.draw(shape, "uniform", 1.0, dtype, seed)
+            r_norm = tf.reduce_max(tf.abs(r), axis=axes, keepdims=True)
         x1 = tf.where(tf.cast(random_start, tf.bool),
-                      tf.clip_by_value(x + 0.5 * eps * r / r_max, 0.0, 1.0), x)
+                      tf.clip_by_value(x + 0.5 * eps * r / r_norm, 0.0, 1.0), x)
     else:
         x1 = x
 
@@ -139,6 +207,7 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
     def predicted(z):
         return tf.cast(tf.argmax(logits_fn(z), axis=1), tf.int32)
 
+    project = projection_l2 if norm == "L2" else projection_linf
     big = tf.constant(1e10, dtype)
     a_min = tf.constant(1e-8, dtype)
 
@@ -148,18 +217,17 @@ def fab_targeted(logits_fn, x, y, *, epsilon, target_rank=2, n_iter=100, alpha_m
         w = tf.reshape(grad, [batch, -1])
         x1f = tf.reshape(x1, [batch, -1])
         b = tf.reduce_sum(w * x1f, axis=1) - f
-        d = projection_linf(tf.concat([x1f, x0], 0), tf.concat([w, w], 0),
-                            tf.concat([b, b], 0))
+        d = project(tf.concat([x1f, x0], 0), tf.concat([w, w], 0), tf.concat([b, b], 0))
         d1, d2 = d[:batch], d[batch:]
-        a1 = tf.maximum(tf.reduce_max(tf.abs(d1), axis=1, keepdims=True), a_min)
-        a2 = tf.maximum(tf.reduce_max(tf.abs(d2), axis=1, keepdims=True), a_min)
+        a1 = tf.maximum(_row_norm(d1, norm)[:, None], a_min)
+        a2 = tf.maximum(_row_norm(d2, norm)[:, None], a_min)
         alpha = tf.clip_by_value(a1 / (a1 + a2), 0.0, alpha_max)
         new = tf.clip_by_value((x1f + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha,
                                0.0, 1.0)
         first = tf.where(tf.equal(i, 0), new, first)
         new_img = tf.reshape(new, shape)
         is_adv = tf.not_equal(predicted(new_img), y)
-        dist = tf.reduce_max(tf.abs(new - x0), axis=1)
+        dist = _row_norm(new - x0, norm)
         better = tf.logical_and(is_adv, dist < res)
         adv = tf.where(better[:, None], new, adv)
         res = tf.where(better, dist, res)

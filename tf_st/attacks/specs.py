@@ -6,8 +6,8 @@ Fields (where they apply): ``epsilon`` (the budget, [0, 1] units), ``step_size``
 ``tf_st.attacks.starts``), and attack-specific extras (``rho``, ``targets``, ...).
 ``norm`` (``'Linf'``, the default, or ``'L2'``: the threat model; ``epsilon`` and
 ``step_size`` are then L2 lengths, which may exceed 1).
-A spec validates itself at construction (one range check, ``checks``); a component
-without an L2 version (FAB-T, Square) refuses ``norm='L2'`` naming what is missing.
+A spec validates itself at construction (one range check, ``checks``); every built-in
+attack has L-inf and L2, and a user component without the asked norm refuses it by name.
 
 * ``spec.perturb(logits_fn, x, y, seed=None, x_init=None) -> x_adv``: graph-safe, no
   re-classification; what training methods call (they pass their own ``x_init``: a spec's
@@ -45,7 +45,7 @@ from tf_st.attacks.apgd import apgd, target_by_rank
 from tf_st.attacks.checks import check_budget, check_norm
 from tf_st.attacks.fab import fab_targeted
 from tf_st.attacks.pgd import early_stopped_pgd, fgsm, pgd, project
-from tf_st.attacks.square import square_linf
+from tf_st.attacks.square import square_l2, square_linf
 
 LOSSES = {"ce": losses.cross_entropy, "cw": losses.cw_margin}
 
@@ -111,9 +111,8 @@ class _Attack:
             supported = getattr(self, "norms", ("Linf", "L2"))
             if self.norm not in supported:
                 raise ValueError(
-                    f"{self.name} has no {self.norm} version in tf_st yet (only "
-                    f"{', '.join(supported)}); for {self.norm} use the attacks that have "
-                    "one (pgd<N>, cw<N>, fgsm, apgd-ce, apgd-t)")
+                    f"{self.name} has no {self.norm} version (only "
+                    f"{', '.join(supported)}); every built-in attack has both L-inf and L2")
         norm = getattr(self, "norm", "Linf")
         check_budget("epsilon", self.epsilon, norm)
         if hasattr(self, "step_size"):
@@ -947,17 +946,17 @@ class FABT(Component):
     Restarts after the first start at a random point.
 
     Args:
-      epsilon: L-inf budget in [0, 1] units.
+      epsilon: the budget in ``norm``, in [0, 1] units.
       steps: iterations per restart.
       restarts: stages per target rank.
       targets: number of target classes.
       alpha_max: FAB's maximum step bias toward the original point.
       eta: FAB's extrapolation factor.
       beta: FAB's backward step factor.
-      norm: ``'Linf'`` only (FAB-T's L2 projection is not ported yet: ``'L2'`` raises).
+      norm: ``'Linf'`` or ``'L2'`` (``epsilon`` is then an L2 radius).
 
     Raises:
-      ValueError: a setting out of range, or ``norm='L2'``.
+      ValueError: a setting out of range, or an unknown ``norm``.
     """
     epsilon: float = 8 / 255
     steps: int = 100
@@ -969,6 +968,7 @@ class FABT(Component):
     norm: str = "Linf"
     name = "fab-t"
     targeted = True
+    norms = ("Linf", "L2")
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         """One AutoAttack stage batch toward the ``rank``-th highest class.
@@ -987,7 +987,7 @@ class FABT(Component):
         x_adv, _ = fab_targeted(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
                                 target_rank=rank, n_iter=self.steps, alpha_max=self.alpha_max,
                                 eta=self.eta, beta=self.beta, random_start=restart > 0,
-                                seed=seed)
+                                seed=seed, norm=self.norm)
         return x_adv, _no_count(x)
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None,
@@ -1022,14 +1022,14 @@ class Square(Component):
     """Square attack, margin loss, ``resc_schedule=False``; ``steps`` = queries.
 
     Args:
-      epsilon: L-inf budget in [0, 1] units.
+      epsilon: the budget in ``norm``, in [0, 1] units.
       steps: number of queries.
       restarts: stages per run.
       p_init: initial fraction of pixels a square covers.
-      norm: ``'Linf'`` only (Square's L2 update is not ported yet: ``'L2'`` raises).
+      norm: ``'Linf'`` or ``'L2'`` (``epsilon`` is then an L2 radius).
 
     Raises:
-      ValueError: a setting out of range, or ``norm='L2'``.
+      ValueError: a setting out of range, or an unknown ``norm``.
     """
     epsilon: float = 8 / 255
     steps: int = 5000
@@ -1039,6 +1039,7 @@ class Square(Component):
     name = "square"
     passes_field = "square_queries"
     black_box = True
+    norms = ("Linf", "L2")
 
     def stage(self, logits_fn, x, y, seed, rank, restart):
         """One AutoAttack stage batch.
@@ -1054,9 +1055,10 @@ class Square(Component):
         Returns:
           ``(x_adv, queries [B] float32)``.
         """
-        x_adv, _, det = square_linf(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
-                                    n_queries=self.steps, p_init=self.p_init, seed=seed,
-                                    return_details=True)
+        square = square_l2 if self.norm == "L2" else square_linf
+        x_adv, _, det = square(logits_fn, x, y, epsilon=losses.as_dtype(self.epsilon, x.dtype),
+                               n_queries=self.steps, p_init=self.p_init, seed=seed,
+                               return_details=True)
         return x_adv, tf.cast(det["queries"], tf.float32)
 
     def perturb(self, logits_fn, x, y, *, seed=None, x_init=None, target_rank=None):
@@ -1149,9 +1151,9 @@ class AutoAttack:
     """AutoAttack at ``epsilon`` over a whole dataset.
 
     ``standard`` runs APGD-CE, APGD-T, FAB-T and Square; ``version='custom'`` takes
-    ``components``.  Each component gets this ``epsilon`` and ``norm``; ``norm='L2'`` runs
-    only with components that have an L2 version (APGD, APGDT: FAB-T and Square have
-    none yet, so ``standard`` in L2 raises naming them).  Later attacks run only on the
+    ``components``.  Each component gets this ``epsilon`` and ``norm`` (``standard`` runs
+    in L-inf and in L2; a custom component without the norm is refused by name).  Later
+    attacks run only on the
     points still robust, so this is not a per-batch spec (``batched = False``): call
     ``evaluate``.
 

@@ -1,8 +1,10 @@
-"""AutoAttack (Croce & Hein 2020), ``standard`` version for L-inf, natively in TensorFlow.
+"""AutoAttack (Croce & Hein 2020), ``standard`` version in L-inf and L2, natively in
+TensorFlow.
 
-``norm='L2'`` sets every component to its L2 version (``Component.norms``): APGD-CE and
-APGD-T have one (pinned to the official L2 branch), FAB-T and Square not yet, so
-``standard`` in L2 raises naming them and ``version='custom'`` runs the L2 components.
+``norm='L2'`` sets every component to its L2 version (``Component.norms``), each pinned
+to the official L2 branch (APGD-CE, APGD-T and FAB-T iterate for iterate; Square
+iterate for iterate on the official run's own draws); ``epsilon`` is then the L2 radius
+(0.5 on CIFAR-10 in RobustBench).
 
 ``evaluate(logits_fn, x, y, epsilon=8/255)`` runs APGD-CE (100 iterations), APGD-T
 (targeted DLR, 9 targets), FAB-T (9 targets) and Square (5,000 queries), in that order,
