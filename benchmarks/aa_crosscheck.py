@@ -2,6 +2,7 @@ r"""Cross-check of our AutoAttack against the official PyTorch code, end to end.
 
   pip install torch==2.13.0 && pip install --no-deps pyautoattack==0.2.0
   python -m benchmarks.aa_crosscheck --weights=runs/demo/best.weights.h5 --examples=200
+  python -m benchmarks.aa_crosscheck --weights=... --norm=l2 --epsilon=0.5   # L2
 
 The reference is the official fra31/auto-attack (``--reference=official``, the default),
 installed from PyPI's ``pyautoattack`` 0.2.0, which packages the repository's code
@@ -23,7 +24,9 @@ from absl import flags
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "small_cnn .weights.h5 (e.g. a run's best).")
 _EXAMPLES = flags.DEFINE_integer("examples", 200, "cifar10_mini test images.")
-_EPS = flags.DEFINE_float("epsilon", 8 / 255, "L-inf radius.")
+_NORM = flags.DEFINE_enum("norm", "linf", ["linf", "l2"],
+                          "Threat model of both runs (the official norm='Linf' or 'L2').")
+_EPS = flags.DEFINE_float("epsilon", None, "Radius (default 8/255 in L-inf, 0.5 in L2).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 _SQUARE_ONLY = flags.DEFINE_integer(
     "square_only", 0,
@@ -66,6 +69,16 @@ def torch_small_cnn(num_classes=10):
     return SmallCNN()
 
 
+def _norm():
+    return {"linf": "Linf", "l2": "L2"}[_NORM.value]
+
+
+def _eps():
+    if _EPS.value is not None:
+        return _EPS.value
+    return 8 / 255 if _NORM.value == "linf" else 0.5
+
+
 def _run_official(net, xt, yt):
     import logging
 
@@ -84,11 +97,11 @@ def _run_official(net, xt, yt):
     logger.setLevel(logging.DEBUG)
     logger.addHandler(Collect())
     if _SQUARE_ONLY.value:
-        atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="custom",
+        atk = AutoAttack(net, norm=_norm(), eps=_eps(), version="custom",
                          attacks=["square"], seed=_SEED.value, device="cpu")
         atk.square.n_queries = _SQUARE_ONLY.value
     else:
-        atk = AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard",
+        atk = AutoAttack(net, norm=_norm(), eps=_eps(), version="standard",
                          seed=_SEED.value, device="cpu")
     adv, _ = atk.run_standard_evaluation(xt, yt, batch_size=_BATCH.value)
     return adv, time.time() - t0, log, "fra31/auto-attack (pyautoattack 0.2.0)"
@@ -98,7 +111,7 @@ def _run_torchattacks(net, xt, yt):
     import torchattacks
 
     start = time.time()
-    atk = torchattacks.AutoAttack(net, norm="Linf", eps=_EPS.value, version="standard",
+    atk = torchattacks.AutoAttack(net, norm=_norm(), eps=_eps(), version="standard",
                                   n_classes=10, seed=_SEED.value)
     theirs_log = []
 
@@ -159,8 +172,8 @@ def main(argv):
     start = time.time()
     version = dict(version="custom", attacks=(autoattack.Square(
         steps=_SQUARE_ONLY.value),)) if _SQUARE_ONLY.value else dict(version="standard")
-    ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_EPS.value,
-                               **version,
+    ours = autoattack.evaluate(lambda t: clf(t, training=False), x, y, epsilon=_eps(),
+                               norm=_norm(), **version,
                                seed=_SEED.value, batch_size=_BATCH.value, verbose=False,
                                logger=lambda *a: None)
     ours_s = time.time() - start
@@ -171,7 +184,7 @@ def main(argv):
     agree = np.mean(ours.robust_flags == theirs)
     what = (f"Square only, {_SQUARE_ONLY.value} queries" if _SQUARE_ONLY.value
             else "AA standard")
-    print(f"{len(x)} cifar10_mini test images, eps {_EPS.value:.5f}, {what}")
+    print(f"{len(x)} cifar10_mini test images, {_norm()} eps {_eps():.5f}, {what}")
     print("| implementation | clean | robust | seconds |")
     print("|---|---|---|---|")
     print(f"| tf_st (TensorFlow) | {100 * ours.clean_accuracy:.1f}% | "
