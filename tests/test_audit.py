@@ -97,6 +97,28 @@ def test_the_honest_model_passes_every_check():
     assert [c.name for c in r.checks] == ALL_CHECKS
 
 
+# The honest model's boundary is the hyperplane s . (x - 0.5) = 0: an image at t (L-inf)
+# is t sqrt(d) from it in L2, so at this L2 radius the robust set is the same.
+L2_EPS = EPS * np.sqrt(X[0].size)
+
+
+def test_the_audit_in_l2():
+    base = _honest(S)
+    honest = run_audit(base, X, Y, epsilon=L2_EPS, step_size=L2_EPS / 4, seed=0, norm="L2")
+    assert honest.failed == [], honest.table()
+    assert honest.norm == "L2" and honest.to_json()["norm"] == "L2"
+    # L2 PGD walks straight to the boundary: exactly the images farther than the radius.
+    assert honest.curves["steps"]["accuracy"][-1] == pytest.approx(np.mean(T > EPS))
+    assert honest.curves["epsilon"]["multiples"][-1] == 8.0
+    assert honest.curves["epsilon"]["epsilon"][-1] == pytest.approx(8 * L2_EPS)  # no cap at 1
+    assert "L2 eps=" in honest.checks[0].explanation
+    quantised = run_audit(lambda x: base(tf.round(x * 7) / 7), X, Y, epsilon=L2_EPS,
+                          step_size=L2_EPS / 4, seed=0, norm="L2")
+    assert "gradients" in quantised.failed and "large_epsilon" in quantised.failed
+    with pytest.raises(ValueError, match="unknown norm"):
+        run_audit(base, X, Y, norm="L1")
+
+
 @pytest.mark.slow  # ~5 s of training and ~20 s of audit
 def test_a_pgd_trained_model_passes_every_check():
     """A real adversarially trained network (Madry's PGD training, 5 steps of 2/255)."""

@@ -291,12 +291,17 @@ def test_evaluation_cli_takes_norm_l2(tmp_path, capsys):
     assert saved["autoattack"]["model_info"]["threat_model"] == "L2"
 
 
-def test_the_audit_is_refused_under_l2_before_any_work(tmp_path):
+def test_the_report_carries_an_l2_audit(tmp_path):
     from tf_st.evaluation.report import evaluate_and_report
     out = tmp_path / "r.json"
-    with pytest.raises(ValueError, match="audit checks the L-inf threat model"):
-        evaluate_and_report(lambda x: x[:, 0, 0, :], dataset="cifar10_mini", data_dir=None,
-                            split="test", attacks=["clean"], epsilon=0.5, step_size=0.1,
-                            norm="L2", examples=4, batch_size=4, seed=0, output=str(out),
-                            audit_examples=4)
-    assert not out.exists()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    net = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(
+        keras.layers.AveragePooling2D(4)(inp))))
+    rep = evaluate_and_report(net, dataset="cifar10_mini", data_dir=None, split="test",
+                              attacks=["clean"], epsilon=0.5, step_size=0.1, norm="L2",
+                              examples=8, batch_size=8, seed=0, output=str(out),
+                              audit_examples=8)
+    saved = json.loads(out.read_text())
+    assert saved["audit"]["norm"] == "L2" and rep["audit"]["epsilon"] == 0.5
+    assert saved["audit"]["curves"]["epsilon"]["epsilon"][-1] == pytest.approx(4.0)

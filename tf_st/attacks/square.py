@@ -220,7 +220,7 @@ def eta_l2(side):
     top half, ``-`` in the bottom half, unit L2 norm.
 
     Args:
-      side: the square's side (at least 2).
+      side: the square's side (1 gives ``[[-1]]``, as officially).
 
     Returns:
       float64 numpy array ``[side, side]``.
@@ -318,7 +318,7 @@ def square_l2(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None
 
     # The init: every grid square's pattern in both orientations, summed with the draws.
     side0, corners = _init_grid(height, width)
-    base = eta_l2(side0) if side0 >= 2 else np.ones((1, 1))
+    base = eta_l2(side0)
     grid = np.zeros((len(corners), 2, height, width))
     for k, (r, c) in enumerate(corners):
         for t, pattern in enumerate((base, base.T)):

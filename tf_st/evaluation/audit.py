@@ -8,7 +8,7 @@ small subset and says which fail, what that usually means and what to run next:
 ========================  ===================================================  =========
 check                     passes when                                          issue 27
 ========================  ===================================================  =========
-``large_epsilon``         PGD-20 accuracy at ``4 * epsilon`` (at most 1) is    (a)
+``large_epsilon``         PGD-20 accuracy at the sweep's largest radius is     (a)
                           at most ``5% + 2 s``
 ``more_steps``            no stronger PGD (more steps, then restarts) is more  (b)
                           accurate than a weaker one by more than the noise
@@ -35,8 +35,14 @@ Wilson interval of an accuracy ``p`` over ``n`` examples divided by 1.96
 Every check is a small function of numbers (``check_large_epsilon``, ...) that the tests
 feed hand-made values; ``audit`` computes the numbers: two forward passes, the input
 gradients, PGD at ``0, 0.5, 1, 2, 4`` times ``epsilon`` (20 steps, the step scaled with
-the radius), PGD with 1, 5, 10, 20, 50 steps and 50 steps with 3 restarts at
-``epsilon``, and Square with 1000 queries.  Random draws are keyed
+the radius; radii at most 1 in L-inf), PGD with 1, 5, 10, 20, 50 steps and 50 steps
+with 3 restarts at ``epsilon``, and Square with 1000 queries.
+
+**L2** (``norm='L2'``): the same checks with PGD and Square in L2, and the sweep
+continued to ``8 * epsilon`` (4.0 at RobustBench's 0.5), where ``large_epsilon`` is
+read: an L2 ball spreads its radius over every pixel (0.5 over a 32x32x3 image is about
+2.3/255 per pixel), so 4x an L2 radius still leaves a robust model far from the 0% that
+4x an L-inf radius reaches.  Random draws are keyed
 ``tf_st.seeds.key(seed, "audit", run, batch)``.  The model is called through a wrapper
 that adds ``0 * sum(x)`` to its outputs, so that a model whose outputs are not connected
 to its input (``tf.round``, ``tf.stop_gradient``) has zero gradients rather than none:
@@ -52,7 +58,7 @@ import tensorflow as tf
 
 from tf_st import seeds
 from tf_st.attacks.batches import pad_rows
-from tf_st.attacks.checks import check_unit_interval
+from tf_st.attacks.checks import check_budget, check_norm
 from tf_st.attacks.losses import cross_entropy
 from tf_st.attacks.pgd import input_gradient
 from tf_st.attacks.specs import PGD, Clean, Square
@@ -64,6 +70,7 @@ NOISE_NOTE = ("s(p, n) = half-width of the 95% Wilson interval of p over n examp
               "accuracies differ beyond noise when the difference exceeds "
               "2 sqrt(s1^2 + s2^2)")
 EPSILON_MULTIPLES = (0.0, 0.5, 1.0, 2.0, 4.0)
+L2_EPSILON_MULTIPLES = EPSILON_MULTIPLES + (8.0,)
 STEPS = (1, 5, 10, 20, 50)
 LARGE_EPSILON_TOLERANCE = 0.05
 GRADIENT_FRACTION = 0.9
@@ -140,21 +147,37 @@ _NEXT_GRADIENT = ("run an adaptive attack: BPDA (a differentiable approximation 
                   "(--attacks=aa, Square with 5000 queries)")
 
 
-def check_large_epsilon(accuracy, n, epsilon):
+def radius_text(epsilon, norm="Linf"):
+    """A radius as users write it: ``8/255`` in L-inf, ``0.5`` in L2.
+
+    Args:
+      epsilon: the radius, in [0, 1] units.
+      norm: ``'Linf'`` or ``'L2'``.
+
+    Returns:
+      The text.
+    """
+    return f"{255 * epsilon:.4g}/255" if norm == "Linf" else f"{epsilon:.4g}"
+
+
+def check_large_epsilon(accuracy, n, epsilon, norm="Linf", multiple=4):
     """(a) PGD's accuracy at a large radius should be about 0.
 
     Args:
       accuracy: PGD-20's accuracy at ``epsilon``.
       n: the number of examples.
-      epsilon: the large radius (4x the threat model's), in [0, 1] units.
+      epsilon: the large radius (``multiple`` times the threat model's), in [0, 1] units.
+      norm: the threat model, ``'Linf'`` or ``'L2'``.
+      multiple: how many times the threat model's radius ``epsilon`` is.
 
     Returns:
       A ``Check``: passed iff ``accuracy <= 0.05 + 2 s(accuracy, n)``.
     """
     threshold = LARGE_EPSILON_TOLERANCE + 2 * noise_stderr(accuracy, n)
     passed = accuracy <= threshold
-    text = (f"PGD-{_SWEEP_STEPS} accuracy at eps={255 * epsilon:.4g}/255 (4x the threat "
-            f"model's) must be at most 5% + 2 s.")
+    text = (f"PGD-{_SWEEP_STEPS} accuracy at {'L2 ' if norm == 'L2' else ''}eps="
+            f"{radius_text(epsilon, norm)} ({multiple:g}x the threat model's) must be at most "
+            "5% + 2 s.")
     if not passed:
         text += (" It is not: at such a radius almost any image can be moved into another "
                  "class, so the attack is failing, not the model robust -- gradients are "
@@ -347,7 +370,7 @@ class AuditResult:
     Attributes:
       checks: the ``Check`` of each check, in the order of the module docstring.
       examples: the number of examples audited.
-      epsilon: the threat model's L-inf radius, in [0, 1] units.
+      epsilon: the threat model's radius, in [0, 1] units.
       step_size: its PGD step.
       seed: the audit's seed.
       curves: the numbers behind the figure: ``epsilon`` (radii, accuracies and their
@@ -355,6 +378,7 @@ class AuditResult:
         ``square`` and ``white_box`` accuracies, ``clean`` accuracy.
       seconds: the audit's wall-clock time.
       figure: the PNG's path, or None.
+      norm: the threat model, ``'Linf'`` or ``'L2'``.
     """
     checks: list
     examples: int
@@ -364,6 +388,7 @@ class AuditResult:
     curves: dict
     seconds: float = 0.0
     figure: str = None
+    norm: str = "Linf"
 
     @property
     def suspicious(self):
@@ -379,11 +404,12 @@ class AuditResult:
         """The report's ``audit`` block.
 
         Returns:
-          ``{"checks": [...], "suspicious", "failed", "examples", "epsilon",
+          ``{"checks": [...], "suspicious", "failed", "examples", "norm", "epsilon",
           "step_size", "seed", "noise", "curves", "seconds", "figure"}``.
         """
         return {"checks": [c.to_json() for c in self.checks], "suspicious": self.suspicious,
-                "failed": self.failed, "examples": self.examples, "epsilon": self.epsilon,
+                "failed": self.failed, "examples": self.examples, "norm": self.norm,
+                "epsilon": self.epsilon,
                 "step_size": self.step_size, "seed": self.seed, "noise": NOISE_NOTE,
                 "curves": self.curves, "seconds": round(self.seconds, 2),
                 "figure": self.figure}
@@ -461,7 +487,7 @@ def _correct(fn, spec, x, y, seed, run, batch_size):
 
 def audit(model, x, y, *, epsilon=8 / 255, step_size=2 / 255, seed=0, batch_size=200,
           examples=100, steps=STEPS, restarts=3, queries=1000, output_png=None,
-          verbose=False):
+          verbose=False, norm="Linf"):
     """Audits an evaluation for gradient masking on the first ``examples`` examples.
 
     Args:
@@ -469,7 +495,8 @@ def audit(model, x, y, *, epsilon=8 / 255, step_size=2 / 255, seed=0, batch_size
         or ``.keras`` path, a logits function).
       x: images, float NHWC in [0, 1].
       y: their integer labels.
-      epsilon: the threat model's L-inf radius, in [0, 1] units (> 0).
+      epsilon: the threat model's radius, in [0, 1] units (> 0; an L2 radius, e.g. 0.5,
+        with ``norm='L2'``).
       step_size: its PGD step.
       seed: the audit's seed (keys ``tf_st.seeds.key(seed, "audit", run, batch)``).
       batch_size: examples per call.
@@ -481,12 +508,14 @@ def audit(model, x, y, *, epsilon=8 / 255, step_size=2 / 255, seed=0, batch_size
       output_png: where to write the figure (accuracy vs epsilon, accuracy vs PGD
         steps), or None for none.
       verbose: print a line per stage.
+      norm: the threat model, ``'Linf'`` or ``'L2'``: every attack of the audit runs in it.
 
     Returns:
       An ``AuditResult`` (``.table()``, ``.to_json()``, ``.suspicious``).
 
     Raises:
-      ValueError: ``epsilon`` is not in (0, 1], ``steps`` is empty or not increasing,
+      ValueError: ``epsilon`` is not positive (or above 1 in L-inf), an unknown ``norm``,
+        ``steps`` is empty or not increasing,
         the data is empty or ``x`` and ``y`` differ in length, or ``model`` is not
         accepted (``logits_function``).
 
@@ -498,7 +527,8 @@ def audit(model, x, y, *, epsilon=8 / 255, step_size=2 / 255, seed=0, batch_size
         print(result.table())
         assert not result.suspicious, result.failed
     """
-    if not 0.0 < check_unit_interval("epsilon", epsilon):
+    norm = check_norm(norm)
+    if not 0.0 < check_budget("epsilon", epsilon, norm):
         raise ValueError("the audit needs epsilon > 0 (it attacks at multiples of it)")
     steps = tuple(int(s) for s in steps)
     if not steps or any(b <= a for a, b in zip(steps, steps[1:])) or steps[0] < 1:
@@ -518,13 +548,13 @@ def audit(model, x, y, *, epsilon=8 / 255, step_size=2 / 255, seed=0, batch_size
     try:
         return _audit(model, x, y, epsilon=epsilon, step_size=step_size, seed=seed,
                       batch_size=batch_size, steps=steps, restarts=restarts, queries=queries,
-                      output_png=output_png, verbose=verbose)
+                      output_png=output_png, verbose=verbose, norm=norm)
     finally:
         logger.setLevel(level)
 
 
 def _audit(model, x, y, *, epsilon, step_size, seed, batch_size, steps, restarts, queries,
-           output_png, verbose):
+           output_png, verbose, norm):
     started = time.time()
     fn = _connected(logits_function(model))
     n, batch_size = len(x), max(1, min(batch_size, len(x)))
@@ -539,25 +569,30 @@ def _audit(model, x, y, *, epsilon, step_size, seed, batch_size, steps, restarts
     run = iter(range(1 << 20))
     clean = _correct(fn, Clean(), x, y, seed, next(run), batch_size)
     sweep = []
-    for m in EPSILON_MULTIPLES:
-        e = min(1.0, m * epsilon)
+    # L-inf radii stop at 1 (the whole box); an L2 radius has no such bound.
+    cap = 1.0 if norm == "Linf" else float("inf")
+    for m in EPSILON_MULTIPLES if norm == "Linf" else L2_EPSILON_MULTIPLES:
+        e = min(cap, m * epsilon)
         if m == 0:
             flags = clean
         else:
-            flags = _correct(fn, PGD(epsilon=e, step_size=min(1.0, m * step_size),
-                                     steps=_SWEEP_STEPS), x, y, seed, next(run), batch_size)
+            flags = _correct(fn, PGD(epsilon=e, step_size=min(cap, m * step_size),
+                                     steps=_SWEEP_STEPS, norm=norm),
+                             x, y, seed, next(run), batch_size)
         sweep.append((m, e, flags))
     say("accuracy vs epsilon done")
-    runs = [(f"pgd{s}", s, 1, _correct(fn, PGD(epsilon=epsilon, step_size=step_size, steps=s),
+    runs = [(f"pgd{s}", s, 1, _correct(fn, PGD(epsilon=epsilon, step_size=step_size, steps=s,
+                                               norm=norm),
                                        x, y, seed, next(run), batch_size))
             for s in steps]
     if restarts > 1:
         runs.append((f"pgd{steps[-1]}x{restarts}", steps[-1], restarts,
                      _correct(fn, PGD(epsilon=epsilon, step_size=step_size, steps=steps[-1],
-                                      restarts=restarts), x, y, seed, next(run), batch_size)))
+                                      restarts=restarts, norm=norm),
+                              x, y, seed, next(run), batch_size)))
     say("accuracy vs PGD steps done")
-    square = _correct(fn, Square(epsilon=epsilon, steps=queries), x, y, seed, next(run),
-                      batch_size)
+    square = _correct(fn, Square(epsilon=epsilon, steps=queries, norm=norm), x, y, seed,
+                      next(run), batch_size)
     say("Square done")
     white_box = clean.copy()
     for m, _, flags in sweep:
@@ -571,7 +606,7 @@ def _audit(model, x, y, *, epsilon, step_size, seed, batch_size, steps, restarts
 
     large = sweep[-1]
     checks = [
-        check_large_epsilon(acc(large[2]), n, large[1]),
+        check_large_epsilon(acc(large[2]), n, large[1], norm, large[0]),
         check_more_steps([(label, acc(f)) for label, _, _, f in runs], n),
         check_black_box_accuracy(white_box, square),
         check_black_box_finds(white_box, square),
@@ -593,7 +628,8 @@ def _audit(model, x, y, *, epsilon, step_size, seed, batch_size, steps, restarts
                       "attacks": ["clean", f"pgd{_SWEEP_STEPS}"] + [r[0] for r in runs]},
         "gradients_usable": acc(usable),
     }
-    result = AuditResult(checks, n, float(epsilon), float(step_size), int(seed), curves)
+    result = AuditResult(checks, n, float(epsilon), float(step_size), int(seed), curves,
+                         norm=norm)
     if output_png:
         result.figure = write_figure(result, output_png)
     result.seconds = time.time() - started
@@ -617,13 +653,14 @@ def write_figure(result, path):
     from tf_st.fileio import atomic_path
     c = result.curves
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    eps = np.asarray(c["epsilon"]["epsilon"]) * 255
+    unit = 255 if result.norm == "Linf" else 1  # L-inf radii in 255ths, L2 as they are
+    eps = np.asarray(c["epsilon"]["epsilon"]) * unit
     left.errorbar(eps, c["epsilon"]["accuracy"], yerr=2 * np.asarray(c["epsilon"]["noise"]),
                   marker="o", capsize=3, label=f"PGD-{_SWEEP_STEPS}")
-    left.axvline(255 * result.epsilon, color="grey", ls=":", label="threat model")
+    left.axvline(unit * result.epsilon, color="grey", ls=":", label="threat model")
     left.axhline(LARGE_EPSILON_TOLERANCE, color="red", ls="--", lw=0.8, label="5%")
-    left.set(xlabel="epsilon (/255)", ylabel="accuracy", ylim=(-0.02, 1.02),
-             title="accuracy vs epsilon")
+    left.set(xlabel="epsilon (/255)" if unit == 255 else "L2 epsilon", ylabel="accuracy",
+             ylim=(-0.02, 1.02), title="accuracy vs epsilon")
     left.legend(fontsize=7)
     st = c["steps"]
     single = [i for i, r in enumerate(st["restarts"]) if r == 1]
@@ -638,7 +675,8 @@ def write_figure(result, path):
                   label=f"Square, {c['square']['queries']} queries")
     right.set_xscale("log")
     right.set(xlabel="PGD steps", ylabel="accuracy", ylim=(-0.02, 1.02),
-              title=f"accuracy vs PGD steps (eps={255 * result.epsilon:.4g}/255)")
+              title=f"accuracy vs PGD steps (eps={radius_text(result.epsilon, result.norm)}"
+                    f"{', L2' if result.norm == 'L2' else ''})")
     right.legend(fontsize=7)
     failed = result.failed
     fig.suptitle(f"audit of {result.examples} examples: "

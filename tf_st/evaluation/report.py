@@ -235,9 +235,6 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
     """
     # Bad names, unwritable outputs and a foreign AutoAttack state fail before any work.
     norm = check_norm(norm)
-    if audit_examples and norm != "Linf":
-        raise ValueError("the audit checks the L-inf threat model (its PGD, Square and "
-                         "epsilon sweep are L-inf); it is not available with norm L2 yet")
     specs = [parse(a, epsilon=epsilon, step_size=step_size, norm=norm) if isinstance(a, str)
              else a for a in attacks]
     check_output_writable(output)
@@ -346,7 +343,7 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
         save({}, [])  # every attack done; the audit still pending
         checked = audit(logits_fn, x, y, epsilon=epsilon, step_size=step_size, seed=seed,
                         batch_size=batch, examples=audit_examples, verbose=verbose,
-                        output_png=figure_path(output) if output else None)
+                        output_png=figure_path(output) if output else None, norm=norm)
         print(f"audit of the first {checked.examples} examples"
               + (f" (figure: {checked.figure})" if checked.figure else "") + ":")
         print(checked.table())
