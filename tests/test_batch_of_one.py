@@ -13,6 +13,7 @@ from tf_st.evaluation import cli
 from tf_st.saved_model import export_classifier, load
 
 EPS, STEP = 8 / 255, 2 / 255
+L2_EPS = 0.5
 ATTACKS = {
     "pgd": specs.PGD(epsilon=EPS, step_size=STEP, steps=3),
     "cw": specs.PGD(epsilon=EPS, step_size=STEP, steps=3, loss="cw"),
@@ -23,6 +24,11 @@ ATTACKS = {
     "apgdt": specs.APGDT(epsilon=EPS, steps=3, targets=2),
     "fabt": specs.FABT(epsilon=EPS, steps=3, targets=2),
     "square": specs.Square(epsilon=EPS, steps=10),
+    "pgd_l2": specs.PGD(epsilon=L2_EPS, step_size=0.1, steps=3, norm="L2"),
+    "apgd_l2": specs.APGD(epsilon=L2_EPS, steps=3, norm="L2"),
+    "apgdt_l2": specs.APGDT(epsilon=L2_EPS, steps=3, targets=2, norm="L2"),
+    "fabt_l2": specs.FABT(epsilon=L2_EPS, steps=3, targets=2, norm="L2"),
+    "square_l2": specs.Square(epsilon=L2_EPS, steps=10, norm="L2"),
 }
 
 
@@ -44,7 +50,10 @@ def test_every_attack_takes_a_batch_of_one(loaded, name):
     _, model, x, y = loaded
     result = ATTACKS[name].run(model, x, y, seed=0)
     assert result.x_adv.shape == x.shape
-    assert np.max(np.abs(np.asarray(result.x_adv) - x)) <= EPS + 1e-6
+    if getattr(ATTACKS[name], "norm", "Linf") == "L2":
+        assert np.sqrt(np.sum((np.asarray(result.x_adv) - x) ** 2)) <= L2_EPS + 1e-5
+    else:
+        assert np.max(np.abs(np.asarray(result.x_adv) - x)) <= EPS + 1e-6
     assert np.asarray(result.fooled).shape == (1,)
 
 
