@@ -10,9 +10,10 @@ momentum, projection or success bookkeeping would show up as a different point.
 
 The official FAB casts its inputs with ``Tensor.float()`` (to float32); for the float64
 comparison that cast is made a no-op on floating tensors for the duration of the call.
-Square's random draws cannot be shared (the official ones come from torch's generator
-and are shared by the whole batch), so Square is compared statistically in
-``benchmarks/aa_crosscheck.py``, not here.
+Square's random draws come from torch's generator and are shared by the whole batch;
+ours are per example.  In L2 the official run's draws are recorded and handed to
+``square_l2(draws=...)``, which then returns the same iterates; the default per-example
+draws (and L-inf Square) are compared statistically in ``benchmarks/aa_crosscheck.py``.
 
 Skipped when torch or pyautoattack is missing (``pip install torch==2.13.0`` and
 ``pip install --no-deps pyautoattack==0.2.0``; ``.ci/run`` installs both).
