@@ -75,7 +75,9 @@ def dtype_census(graph_def):
 
     Walks the graph and every function of its library (loop bodies and conditions,
     gradient functions, nested ``tf.function`` calls), so a loop body is counted once
-    however many times it runs.  A node's dtype is its ``T`` attribute (for the fused
+    however many times it runs, and a gradient function's nodes count whether or not the
+    runtime prunes them (an input-gradient loop's unused filter gradients): the counts
+    are of nodes, the dtypes are what matters.  A node's dtype is its ``T`` attribute (for the fused
     BatchNorm ops the data's, ``U`` being the float32 statistics').  ``Cast`` nodes are
     counted by ``"<source>-><destination>"``.
 
