@@ -1,4 +1,5 @@
-"""Analytic FLOP counts and the machine's measured matmul rate, for efficiency reports.
+"""Analytic FLOP counts and the machine's measured matmul and convolution rates (float32
+or another dtype, e.g. bfloat16), for efficiency reports.
 
 A forward pass costs F = sum over Conv2D/Dense layers of 2 * MACs (BN, ReLU, pooling
 ignored).  A backward pass to the input only costs ~F; one that also produces weight
@@ -60,10 +61,20 @@ def _layers(model):
             yield layer
 
 
-def matmul_flops_per_second(n=2048, repeats=10):
-    """Measured float32 matmul rate of this machine (FLOP/s)."""
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
+def matmul_flops_per_second(n=2048, repeats=10, dtype="float32"):
+    """Measured matmul rate of this machine.
+
+    Args:
+        n: the matrices are ``n x n``.
+        repeats: timed calls (after one untimed call that traces and warms up).
+        dtype: the operands' dtype (``"float32"``, ``"bfloat16"``, ...); the numbers are
+            drawn in float32 and cast, so the float32 inputs are the same as ever.
+
+    Returns:
+        FLOP/s (``2 n^3`` per product).
+    """
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
 
     @tf.function
     def mm(a, b):
@@ -76,10 +87,26 @@ def matmul_flops_per_second(n=2048, repeats=10):
     return 2 * n ** 3 * repeats / (time.perf_counter() - start)
 
 
-def conv_flops_per_second(batch=64, size=16, channels=128, repeats=10):
-    """Measured float32 rate of a ResNet-18-like 3x3 convolution (forward), FLOP/s."""
-    x = tf.random.normal((batch, size, size, channels))
-    w = tf.random.normal((3, 3, channels, channels))
+def conv_flops_per_second(batch=64, size=16, channels=128, repeats=10, dtype="float32"):
+    """Measured rate of a ResNet-18-like 3x3 stride-1 convolution (forward).
+
+    ResNet-18 on a 32x32 input spends the same FLOPs per image in the 3x3 convolutions
+    of each of its four stages; the default shape is the second stage's (128 channels at
+    16x16), ``size=32, channels=64`` the first stage's.
+
+    Args:
+        batch: images per call.
+        size: input height and width (NHWC, ``'SAME'`` padding).
+        channels: input and output channels.
+        repeats: timed calls (after one untimed call that traces and warms up).
+        dtype: input and filter dtype (``"float32"``, ``"bfloat16"``, ...); the numbers
+            are drawn in float32 and cast, so the float32 inputs are the same as ever.
+
+    Returns:
+        FLOP/s (``2 * batch * size^2 * channels^2 * 9`` per call).
+    """
+    x = tf.cast(tf.random.normal((batch, size, size, channels)), dtype)
+    w = tf.cast(tf.random.normal((3, 3, channels, channels)), dtype)
 
     @tf.function
     def conv(x, w):

@@ -1,6 +1,6 @@
 r"""Where one training step's time goes, by TensorFlow op type.
 
-  python -m benchmarks.op_profile --method=st --batch_size=32
+  python -m benchmarks.op_profile --method=st --batch_size=32 [--mixed_precision=bfloat16]
 
 Builds tf_st's side of ``benchmarks.vs_reference`` (ResNet-18, K = 10, the same settings
 and ``--tf_options`` levers), runs ``--warmup`` steps, then records ``--steps`` steps with
@@ -18,6 +18,17 @@ Two executor threads may run ops at the same time, so the op times add up to mor
 the wall time; the shares are what matters.  The convolution share bounds what any
 optimisation of the rest can give: if every other op took no time at all, the step would
 be at most ``1 / share`` times faster (the "bound" line).
+
+``--mixed_precision=bfloat16`` (or ``float16``) builds the step under Keras'
+``mixed_<dtype>`` policy, as ``benchmarks.vs_reference --mixed_precision`` does.  Printed
+in every case: the ``Cast`` ops' share of the op time, and a dtype census of the traced
+training step (``tf.function(method.train_step)``'s graph and its function library: loop
+bodies, gradients; ``benchmarks.profile_trace.dtype_census``): per convolution,
+batchnorm and matmul op type, how many graph nodes compute in each dtype, and the
+``Cast`` nodes by direction.  The census counts nodes, not executions (a loop body once),
+in the graph as traced, before Grappler's rewrites (the profile's ``_MklNative*`` kernels
+are its oneDNN rewrites); under a mixed policy its float32 entries are the ops left in
+float32 (the logits' Dense is float32 by design: ``tf_st.models``).
 """
 
 import collections
@@ -39,14 +50,20 @@ _STEPS = flags.DEFINE_integer("steps", 1, "Profiled steps.")
 _TOP = flags.DEFINE_integer("top", 15, "Op types listed.")
 _TF_OPTIONS = flags.DEFINE_list("tf_options", [], "As benchmarks.vs_reference --tf_options.")
 _THREADS = flags.DEFINE_integer("threads", 0, "Intra-op threads (0: all cores).")
+_MIXED = flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"],
+                           "Build the step under Keras' mixed_<dtype> policy.")
 
 
 def main(argv):
     del argv
+    import keras
     import tensorflow as tf
+    from benchmarks.profile_trace import CENSUS_FAMILIES, census_family, dtype_census
     from benchmarks.tf_step import build_tf_st, parse_options, random_batch
     if _BATCH.value < 1 or _STEPS.value < 1:
         raise ValueError("--batch_size and --steps must be positive")
+    if _MIXED.value:
+        keras.mixed_precision.set_global_policy(f"mixed_{_MIXED.value}")
     _, method = build_tf_st(_METHOD.value, _K.value, False, parse_options(_TF_OPTIONS.value),
                             _THREADS.value or os.cpu_count())
     x, y = random_batch(_BATCH.value)
@@ -63,13 +80,18 @@ def main(argv):
         if not paths:
             raise RuntimeError(f"the profiler wrote no trace under {logdir}")
         times = op_self_times(paths[0])
+    # Traced apart from the steps above (a second trace of the same train_step), so the
+    # census reads the graph without touching what was profiled.
+    census = dtype_census(tf.function(method.train_step).get_concrete_function((x, y))
+                          .graph.as_graph_def())
     total = sum(t for _, t in times.values())
     if total <= 0:
         raise RuntimeError("the trace holds no op events (profiler not recording ops?)")
     fam = collections.defaultdict(float)
     for op_type, (_, t) in times.items():
         fam[family(op_type)] += t
-    opts = ", ".join(_TF_OPTIONS.value) or "defaults"
+    opts = ", ".join(_TF_OPTIONS.value + ([f"mixed_{_MIXED.value}"] if _MIXED.value else [])) \
+        or "defaults"
     print(f"\n{_METHOD.value} ({opts}), resnet18, batch {_BATCH.value}, K={_K.value}: "
           f"{wall:.2f} s/step under the profiler; op self time {total / _STEPS.value:.2f} s "
           f"per step on the executor threads")
@@ -84,6 +106,27 @@ def main(argv):
         print(f"| {name} | {100 * fam[name] / total:.1f}% |")
     print(f"\nbound: with every non-convolution op free, this step would be at most "
           f"{total / fam['convolution']:.2f}x faster" if fam["convolution"] else "")
+    n, t = times.get("Cast", (0, 0.0))
+    print(f"\nCast: {n / _STEPS.value:.0f} ops per step, {t / _STEPS.value:.2f} s per step, "
+          f"{100 * t / total:.1f}% of the op time")
+    _print_census(census, CENSUS_FAMILIES, census_family)
+
+
+def _print_census(census, families, family_of):
+    ops = sorted((op for op in census if op != "Cast"),
+                 key=lambda op: (families.index(family_of(op)), op))
+    # Low precisions first: the float32 column is what a mixed policy left in float32.
+    order = {"bfloat16": 0, "float16": 1, "float32": 2}
+    dtypes = sorted({d for op in ops for d in census[op]}, key=lambda d: (order.get(d, 3), d))
+    print("\ndtype census of the traced train_step (graph nodes; a loop body counted once):")
+    print("| op type | family | " + " | ".join(dtypes) + " |")
+    print("|---|---|" + "---|" * len(dtypes))
+    for op in ops:
+        print(f"| {op} | {family_of(op)} | "
+              + " | ".join(str(census[op].get(d, 0)) for d in dtypes) + " |")
+    casts = census.get("Cast", {})
+    print("Cast nodes: " + (", ".join(f"{direction} {n}" for direction, n in sorted(casts.items()))
+                            or "none"))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,28 @@ def check_reference(reference, reference_dir):
                              f"{name} is missing")
 
 
-def reference_step(reference, reference_dir, threads, k):
-    """``(step, make_batch, forwards)``: one optimizer step of the official code as its
-    training script runs it, the batch it trains on, and a count of forward calls so far.
-    Imports torch and the checkout, so it runs in a process of its own."""
+def reference_step(reference, reference_dir, threads, k, autocast=False):
+    """One optimizer step of the official code as its training script runs it.
+
+    Imports torch and the checkout, so it runs in a process of its own.
+
+    Args:
+        reference: ``"st-at"`` or ``"trades"``.
+        reference_dir: the official checkout.
+        threads: ``torch.set_num_threads``.
+        k: inner iterations.
+        autocast: run the official loss call (``stat_loss`` / ``trades_loss``: every
+            forward and the inner attack) under ``torch.autocast("cpu",
+            dtype=torch.bfloat16)``, backward and ``SGD.step`` outside it, as PyTorch's
+            AMP recipe does; the model's logits are cast to float32 as they leave it.
+
+    Returns:
+        ``(step, make_batch, forwards)``: the step (``step(x, y)``), the batch it trains
+        on (``make_batch(batch_size)``) and a count of forward calls so far
+        (``forwards()``).
+    """
+    import contextlib
+
     import numpy as np
     import torch
     torch.set_num_threads(threads)
@@ -56,17 +74,30 @@ def reference_step(reference, reference_dir, threads, k):
     # iteration in which any row selects it, so its cost depends on the data).
     forwards = [0]
     model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    if autocast:
+        # Under autocast the last Linear returns bfloat16 logits, and ST-AT's
+        # get_upper_lower writes them into float32 zeros with an index put, which refuses
+        # mixed dtypes.  float32 logits are what tf_st's mixed policy gives too (its last
+        # Dense computes in float32); the cast of a (batch, 10) tensor costs nothing.
+        model.register_forward_hook(lambda module, inputs, output: output.float())
+
+    def precision():
+        if autocast:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def step(x, y):
         optimizer.zero_grad()
+        with precision():
+            if reference == "st-at":
+                loss, *_ = stat_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
+                                     step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA,
+                                     loss_mode="symmkl")
+            else:
+                loss = trades_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
+                                   step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA)
         if reference == "st-at":
-            loss, *_ = stat_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
-                                 step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA,
-                                 loss_mode="symmkl")
             optimizer.zero_grad()
-        else:
-            loss = trades_loss(model=model, x_natural=x, y=y, optimizer=optimizer,
-                               step_size=STEP, epsilon=EPS, perturb_steps=k, beta=BETA)
         loss.backward()
         optimizer.step()
 

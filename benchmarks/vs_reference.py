@@ -1,7 +1,7 @@
 r"""tf_st's training step against the official PyTorch step, side by side in one run.
 
   python -m benchmarks.vs_reference --reference=st-at --reference_dir=DIR \
-      --arch=resnet18 --batch_size=32,128
+      --arch=resnet18 --batch_size=32,128 [--mixed_precision=bfloat16 --reference_autocast]
 
 ``--reference_dir`` is a checkout of the official repository (qizhangli/ST-AT for
 ``st-at``, yaodongyu/TRADES for ``trades``); this benchmark imports its loss function and
@@ -25,11 +25,24 @@ the steps run back to back (the noise within the run).  SGD(0.1, momentum 0.9, w
 decay 5e-4), K = 10, eps 8/255, step 2/255, beta 6 on both sides; random inputs in
 [0, 1].
 
+Precision: the official step runs in float32, as its scripts do.  ``--mixed_precision``
+runs tf_st under Keras' ``mixed_<dtype>`` policy; ``--reference_autocast`` runs the
+official loss call (``stat_loss`` / ``trades_loss``: every forward and the inner attack)
+under ``torch.autocast("cpu", dtype=torch.bfloat16)`` with ``backward`` and
+``SGD.step`` outside it, as PyTorch's AMP recipe does -- the peer with the same lever as
+``--mixed_precision=bfloat16``.  Under autocast the model's logits are cast to float32
+as they leave it (ST-AT's ``get_upper_lower`` writes them into float32 tensors by index,
+which refuses bfloat16; tf_st's mixed models compute their logits in float32 too).  The
+header of the table says which official step was timed.
+
 Also reported, from the same run: achieved FLOP/s of each step (analytic FLOPs of what
-each side computes, see ``FLOPS``) against the conv and matmul rates measured in the
-tf_st worker; each worker's peak resident memory; and the tf_st input pipeline's
-throughput alone (the bundled CIFAR-10 subset, crop+flip augmentation, this batch size)
-against the tf_st step's -- the pipeline must be much faster than the step.
+each side computes, see ``FLOPS``) against the float32 conv and matmul rates measured in
+the tf_st worker (``benchmarks.flops``) and, for a side computing in a lower precision,
+against that dtype's rates measured the same way (a 3x3 convolution and a matmul of the
+same shapes, e.g. in bfloat16: the fraction of the machine's bfloat16 limit achieved);
+each worker's peak resident memory; and the tf_st input pipeline's throughput alone (the
+bundled CIFAR-10 subset, crop+flip augmentation, this batch size) against the tf_st
+step's -- the pipeline must be much faster than the step.
 """
 
 import os
@@ -58,8 +71,13 @@ _K = flags.DEFINE_integer("inner_steps", 10, "Inner iterations K.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "tf_st: XLA-compile the train step.")
 _MIXED = flags.DEFINE_enum(
     "mixed_precision", None, ["bfloat16", "float16"],
-    "tf_st in this mixed precision (not the reference's float32 numbers: reported, not "
-    "comparable).")
+    "tf_st in this mixed precision (Keras' mixed_<dtype> policy); the official step stays in "
+    "float32 unless --reference_autocast.")
+_AUTOCAST = flags.DEFINE_bool(
+    "reference_autocast", False,
+    "Run the official loss call (forwards and inner attack) under torch.autocast('cpu', "
+    "dtype=torch.bfloat16), backward and optimizer step outside it (PyTorch's AMP recipe): "
+    "the peer of --mixed_precision=bfloat16.")
 _TF_OPTIONS = flags.DEFINE_list(
     "tf_options", [], "tf_st options key=value: fused_bn=false (composite BatchNorm), "
     "group_forwards=false (separate forwards), fold_bn=true (inference-mode BN folded into "
@@ -101,8 +119,9 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _reference_worker(conn, reference, reference_dir, threads, k):
-    step, make_batch, forwards = reference_step(reference, reference_dir, threads, k)
+def _reference_worker(conn, reference, reference_dir, threads, k, autocast=False):
+    step, make_batch, forwards = reference_step(reference, reference_dir, threads, k,
+                                                autocast=autocast)
     _serve(conn, step, make_batch, {"forwards": forwards})
 
 
@@ -123,8 +142,8 @@ def _tf_worker(conn, key, threads, inter_op, k, jit_compile, options, mixed):
         method.train_on_batch(x, y)
 
     extras = {"forward_flops": lambda: forward_flops(clf),
-              "matmul_rate": matmul_flops_per_second,
-              "conv_rate": conv_flops_per_second,
+              "matmul_rate": lambda dtype="float32": matmul_flops_per_second(dtype=dtype),
+              "conv_rate": lambda dtype="float32": conv_flops_per_second(dtype=dtype),
               "pipeline": _pipeline_images_per_second}
     _serve(conn, step, random_batch, extras)
 
@@ -201,7 +220,7 @@ def main(argv):
     key = REFERENCES[reference][0]
     ctx = multiprocessing.get_context("spawn")
     ref = _Worker(ctx, _reference_worker, reference, os.path.abspath(reference_dir), threads,
-                  _K.value)
+                  _K.value, _AUTOCAST.value)
     ours = _Worker(ctx, _tf_worker, key, threads, _INTER.value, _K.value, _JIT.value, options,
                    _MIXED.value)
     workers = {"reference": ref, "tf_st": ours}
@@ -210,10 +229,15 @@ def main(argv):
                                      _JIT.value, {**options, **ablated}, _MIXED.value)
     try:
         forward = ours.ask("forward_flops")
-        conv_rate, matmul_rate = ours.ask("conv_rate"), ours.ask("matmul_rate")
-        print(f"machine: {os.cpu_count()} cores, {threads} threads per side; measured "
-              f"float32 rates (TF): conv {conv_rate / 1e9:.1f} GFLOP/s, "
-              f"matmul {matmul_rate / 1e9:.1f} GFLOP/s", flush=True)
+        # The dtype each side's convolutions compute in, and the measured rates of each.
+        dtypes = {"reference": "bfloat16" if _AUTOCAST.value else "float32",
+                  "tf_st": _MIXED.value or "float32"}
+        rates = {d: (ours.ask("conv_rate", d), ours.ask("matmul_rate", d))
+                 for d in ["float32"] + sorted(set(dtypes.values()) - {"float32"})}
+        conv_rate = rates["float32"][0]
+        print(f"machine: {os.cpu_count()} cores, {threads} threads per side; measured rates "
+              f"(TF): " + "; ".join(f"{d} conv {c / 1e9:.1f} GFLOP/s, matmul {m / 1e9:.1f} "
+                                    f"GFLOP/s" for d, (c, m) in rates.items()), flush=True)
         rows = []
         for b in batch_sizes:
             for worker in workers.values():
@@ -242,14 +266,20 @@ def main(argv):
 
     opts = ", ".join(_TF_OPTIONS.value + ([f"mixed_{_MIXED.value}"] if _MIXED.value else [])) \
         or "defaults"
-    print(f"\n{reference} vs tf_st {key} ({opts}{', jit_compile' if _JIT.value else ''}"
+    official = ("under torch.autocast('cpu', bfloat16)" if _AUTOCAST.value else "in float32")
+    print(f"\n{reference} {official} vs tf_st {key} "
+          f"({opts}{', jit_compile' if _JIT.value else ''}"
           f"{f', inter_op_threads={_INTER.value}' if _INTER.value else ''}), "
           f"{_ARCH.value}, K={_K.value}, {threads} threads, median of {_STEPS.value} "
           f"alternating steps")
+    # A side computing in a lower precision is also read against that dtype's conv rate.
+    low = [side for side in ("reference", "tf_st") if dtypes[side] != "float32"]
+    names = {"reference": "official", "tf_st": "tf_st"}
     print("| batch | official img/s | tf_st img/s | tf_st / official (range over alternations) "
           "| official GFLOP/s (% conv rate) | tf_st GFLOP/s (% conv rate) "
-          "| tf_st pipeline img/s (x step) |")
-    print("|---|---|---|---|---|---|---|")
+          + "".join(f"| {names[side]} % of {dtypes[side]} conv rate " for side in low)
+          + "| tf_st pipeline img/s (x step) |")
+    print("|---|---|---|---|---|---|" + "---|" * len(low) + "---|")
     for b, sec, pipeline, n, pairs in rows:
         gflops = {side: forward * b * FLOPS[(reference, side)](_K.value, n) / sec[side] / 1e9
                   for side in ("reference", "tf_st")}
@@ -258,8 +288,10 @@ def main(argv):
               f"**{ips['tf_st'] / ips['reference']:.2f}** ({min(pairs):.2f}-{max(pairs):.2f}) | "
               f"{gflops['reference']:.1f} "
               f"({100 * gflops['reference'] * 1e9 / conv_rate:.0f}%) | {gflops['tf_st']:.1f} "
-              f"({100 * gflops['tf_st'] * 1e9 / conv_rate:.0f}%) | {pipeline:.0f} "
-              f"({pipeline / ips['tf_st']:.0f}x) |")
+              f"({100 * gflops['tf_st'] * 1e9 / conv_rate:.0f}%) | "
+              + "".join(f"{100 * gflops[side] * 1e9 / rates[dtypes[side]][0]:.0f}% | "
+                        for side in low)
+              + f"{pipeline:.0f} ({pipeline / ips['tf_st']:.0f}x) |")
     if ablated:
         print(f"\nin the same run, tf_st with {','.join(_ABLATE.value)}:")
         print("| batch | img/s | / official | / tf_st |")

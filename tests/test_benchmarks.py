@@ -287,3 +287,140 @@ def test_precision_study_reruns_only_what_is_missing():
     assert ps.missing_entries(rows, ["st", "trades"], False) == ["trades+mixed"]
     assert ps.missing_entries(rows, ["st", "trades"], True) == ["st+mixed", "trades+mixed"]
     assert ps.missing_entries([], ["madry"], True) == ["madry", "madry+mixed"]
+
+
+def test_flops_rates_take_a_dtype():
+    """benchmarks.flops measures a bfloat16 matmul and convolution the same way as the
+    float32 ones (tiny shapes here)."""
+    from benchmarks.flops import conv_flops_per_second, matmul_flops_per_second
+    assert matmul_flops_per_second(n=16, repeats=1, dtype="bfloat16") > 0
+    assert conv_flops_per_second(batch=1, size=4, channels=8, repeats=1, dtype="bfloat16") > 0
+    assert conv_flops_per_second(batch=1, size=4, channels=8, repeats=1) > 0
+
+
+def _census_of_a_tiny_step(policy):
+    import keras
+    import tensorflow as tf
+
+    from benchmarks.profile_trace import dtype_census
+    old = keras.config.dtype_policy()
+    try:
+        keras.mixed_precision.set_global_policy(policy)
+        model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(2, dtype="float32")])
+
+        @tf.function
+        def step(x):
+            # An input-gradient loop (as the inner attacks) and a weight gradient: the
+            # loop body lives in the function library, which the census must walk.
+            def body(i, x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    loss = tf.reduce_sum(model(x))
+                return i + 1, x + tape.gradient(loss, x)
+            _, x = tf.while_loop(lambda i, _: i < 2, body, (0, x))
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x))
+            return tape.gradient(loss, model.trainable_variables)
+
+        return dtype_census(step.get_concrete_function(tf.zeros((1, 6, 6, 3)))
+                            .graph.as_graph_def())
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def test_dtype_census_counts_convolutions_per_dtype_inside_loops():
+    mixed = _census_of_a_tiny_step("mixed_bfloat16")
+    # One forward in the loop body, one outside it.
+    assert mixed["Conv2D"] == {"bfloat16": 2}
+    # Gradient functions hold both backward convolutions, used or not: nodes, not kernels.
+    assert set(mixed["Conv2DBackpropInput"]) == set(mixed["Conv2DBackpropFilter"]) == {"bfloat16"}
+    assert set(mixed["MatMul"]) == {"float32"}  # the float32 logits layer
+    assert mixed["Cast"]["float32->bfloat16"] > 0
+    plain = _census_of_a_tiny_step("float32")
+    assert plain["Conv2D"] == {"float32": 2}
+    assert not any("bfloat16" in counts for counts in plain.values())
+    import keras
+    assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.slow  # a subprocess, ~35 s
+def test_op_profile_mixed_bfloat16_prints_the_dtype_census():
+    r = _run(["benchmarks.op_profile", "--method=trades", "--batch_size=2", "--inner_steps=1",
+              "--warmup=1", "--steps=1", "--top=3", "--mixed_precision=bfloat16"], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mixed_bfloat16" in r.stdout and "Cast:" in r.stdout, r.stdout[-3000:]
+    head = next(line for line in r.stdout.splitlines() if line.startswith("| op type | family"))
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| Conv2D |"))
+    counts = dict(zip(head.strip("|").split("|")[2:], row.strip("|").split("|")[2:]))
+    counts = {k.strip(): int(v) for k, v in counts.items()}
+    assert counts["bfloat16"] > 0 and counts.get("float32", 0) == 0, r.stdout[-3000:]
+
+
+_FAKE_RESNET = '''
+import torch.nn as nn
+
+
+class _Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def ResNet18(num_classes=10):
+    return _Net(num_classes)
+'''
+_FAKE_LOSSES = '''
+import torch
+import torch.nn.functional as F
+
+SEEN = []
+
+
+def stat_loss(model, x_natural, y, **kwargs):
+    logits = model(x_natural)
+    SEEN.append(("loss", torch.is_autocast_enabled("cpu"), str(model.conv(x_natural).dtype),
+                 str(logits.dtype)))
+    # The official get_upper_lower's index put into float32 zeros (refuses bfloat16).
+    upper = torch.zeros(logits.size()).float()
+    upper[y >= 0] = logits[y >= 0]
+    loss = F.cross_entropy(upper, y)
+    loss.register_hook(lambda g: SEEN.append(("backward", torch.is_autocast_enabled("cpu"))))
+    return loss, None, None, None
+'''
+
+
+@pytest.mark.slow  # a subprocess (torch), ~5 s
+def test_reference_step_autocast_wraps_the_loss_call_only(tmp_path):
+    """benchmarks.vs_reference --reference_autocast: the official loss call (here a stand-in
+    with ST-AT's index put of the logits into float32 zeros) runs under CPU bfloat16
+    autocast with float32 logits; backward runs outside it; without the flag nothing is
+    in bfloat16."""
+    pytest.importorskip("torch")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "resnet.py").write_text(_FAKE_RESNET)
+    (tmp_path / "losses.py").write_text(_FAKE_LOSSES)
+    script = (
+        "from benchmarks.reference_step import reference_step\n"
+        "seen = {}\n"
+        "for autocast in (False, True):\n"
+        f"    step, make_batch, forwards = reference_step('st-at', {str(tmp_path)!r}, 1, 1,\n"
+        "                                                autocast=autocast)\n"
+        "    import losses\n"
+        "    losses.SEEN.clear()\n"
+        "    step(*make_batch(2))\n"
+        "    seen[autocast] = (list(losses.SEEN), forwards())\n"
+        "print(repr(seen))\n")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = eval(r.stdout.strip().splitlines()[-1])
+    assert seen[False] == ([("loss", False, "torch.float32", "torch.float32"),
+                            ("backward", False)], 1)
+    assert seen[True] == ([("loss", True, "torch.bfloat16", "torch.float32"),
+                           ("backward", False)], 1)
