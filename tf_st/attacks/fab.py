@@ -38,6 +38,39 @@ from tf_st.attacks.apgd import target_by_rank
 from tf_st.attacks.checks import check_norm
 
 
+def _breakpoint_scale(r, a, need):
+    """The smallest ``lam >= 0`` with ``sum_i a_i min(lam, r_i) = need`` per row.
+
+    Both projections move every coordinate by ``min(lam, r_i)`` (times a per-coordinate
+    direction) until the hyperplane is met; the left side is piecewise linear and
+    non-decreasing in ``lam`` with breaks at the ``r_i``, so sorting ``r`` once gives
+    ``lam`` in closed form (the official code bisects over the same breakpoints).
+
+    Args:
+      r: the breakpoints ``[N, D]`` (>= 0).
+      a: their weights ``[N, D]`` (>= 0).
+      need: the required totals ``[N]`` (>= 0).
+
+    Returns:
+      ``lam`` ``[N]``; ``inf`` for a row whose total cannot reach ``need``.
+    """
+    n = tf.shape(r)[1]
+    order = tf.argsort(r, axis=1, stable=True)
+    r_sorted = tf.gather(r, order, batch_dims=1)
+    a_sorted = tf.gather(a, order, batch_dims=1)
+    prefix = tf.cumsum(a_sorted * r_sorted, axis=1, exclusive=True)  # sum_{j<k} a_j r_j
+    suffix = tf.cumsum(a_sorted, axis=1, reverse=True)  # sum_{j>=k} a_j
+    reach = prefix + r_sorted * suffix  # the total at lam = r_k, non-decreasing in k
+    m = tf.reduce_sum(tf.cast(reach < need[:, None], tf.int32), axis=1)
+    feasible = m < n
+    m_c = tf.minimum(m, n - 1)
+    pre_m = tf.gather(prefix, m_c, batch_dims=1)
+    suf_m = tf.gather(suffix, m_c, batch_dims=1)
+    tiny = tf.constant(1e-30 if r.dtype == tf.float64 else 1e-20, r.dtype)
+    lam = tf.maximum((need - pre_m) / tf.maximum(suf_m, tiny), 0.0)
+    return tf.where(feasible, lam, tf.constant(float("inf"), r.dtype))
+
+
 def projection_linf(t, w, b):
     """Row-wise ``argmin ||d||_inf`` s.t. ``w . (t + d) = b`` and ``0 <= t + d <= 1``.
 
@@ -57,28 +90,12 @@ def projection_linf(t, w, b):
     t = tf.convert_to_tensor(t)
     w = tf.cast(w, t.dtype)
     b = tf.cast(b, t.dtype)
-    n = tf.shape(t)[1]
     g = b - tf.reduce_sum(w * t, axis=1)  # required change of w . d
     direction = tf.where(g >= 0, tf.ones_like(g), -tf.ones_like(g))
     ws = w * direction[:, None]  # now need ws . d = |g|
     room = tf.where(ws > 0, 1.0 - t, t)
     room = tf.where(ws == 0, tf.zeros_like(room), tf.maximum(room, 0.0))
-    aw = tf.abs(ws)
-    order = tf.argsort(room, axis=1, stable=True)
-    r_sorted = tf.gather(room, order, batch_dims=1)
-    a_sorted = tf.gather(aw, order, batch_dims=1)
-    prefix = tf.cumsum(a_sorted * r_sorted, axis=1, exclusive=True)  # sum_{j<k} a_j r_j
-    suffix = tf.cumsum(a_sorted, axis=1, reverse=True)  # sum_{j>=k} a_j
-    reach = prefix + r_sorted * suffix  # = sum_j a_j min(r_j, r_k), non-decreasing in k
-    need = tf.abs(g)
-    m = tf.reduce_sum(tf.cast(reach < need[:, None], tf.int32), axis=1)
-    feasible = m < n
-    m_c = tf.minimum(m, n - 1)
-    pre_m = tf.gather(prefix, m_c, batch_dims=1)
-    suf_m = tf.gather(suffix, m_c, batch_dims=1)
-    tiny = tf.constant(1e-30 if t.dtype == tf.float64 else 1e-20, t.dtype)
-    lam = tf.maximum((need - pre_m) / tf.maximum(suf_m, tiny), 0.0)
-    lam = tf.where(feasible, lam, tf.constant(float("inf"), t.dtype))
+    lam = _breakpoint_scale(room, tf.abs(ws), tf.abs(g))
     return tf.sign(ws) * tf.minimum(lam[:, None], room)
 
 
@@ -102,7 +119,6 @@ def projection_l2(t, w, b):
     t = tf.convert_to_tensor(t)
     w = tf.cast(w, t.dtype)
     b = tf.cast(b, t.dtype)
-    n = tf.shape(t)[1]
     g = b - tf.reduce_sum(w * t, axis=1)  # required change of w . d
     direction = tf.where(g >= 0, tf.ones_like(g), -tf.ones_like(g))
     moves = tf.abs(w) >= 1e-8
@@ -110,22 +126,7 @@ def projection_l2(t, w, b):
     safe = tf.where(moves, ws, tf.ones_like(ws))
     r = tf.where(ws > 0, (1.0 - t) / safe, -t / safe)  # lam at which u_i meets the box
     r = tf.where(moves, tf.maximum(r, 0.0), tf.zeros_like(r))
-    a = ws * ws
-    order = tf.argsort(r, axis=1, stable=True)
-    r_sorted = tf.gather(r, order, batch_dims=1)
-    a_sorted = tf.gather(a, order, batch_dims=1)
-    prefix = tf.cumsum(a_sorted * r_sorted, axis=1, exclusive=True)  # sum_{j<k} a_j r_j
-    suffix = tf.cumsum(a_sorted, axis=1, reverse=True)  # sum_{j>=k} a_j
-    reach = prefix + r_sorted * suffix  # = ws . d at lam = r_k, non-decreasing in k
-    need = tf.abs(g)
-    m = tf.reduce_sum(tf.cast(reach < need[:, None], tf.int32), axis=1)
-    feasible = m < n
-    m_c = tf.minimum(m, n - 1)
-    pre_m = tf.gather(prefix, m_c, batch_dims=1)
-    suf_m = tf.gather(suffix, m_c, batch_dims=1)
-    tiny = tf.constant(1e-30 if t.dtype == tf.float64 else 1e-20, t.dtype)
-    lam = tf.maximum((need - pre_m) / tf.maximum(suf_m, tiny), 0.0)
-    lam = tf.where(feasible, lam, tf.constant(float("inf"), t.dtype))
+    lam = _breakpoint_scale(r, ws * ws, tf.abs(g))
     return ws * tf.minimum(lam[:, None], r)
 
 
