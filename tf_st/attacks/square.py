@@ -91,6 +91,43 @@ def square_sides(n_queries, height, width, p_init=0.8):
                          height - 1, width - 1) for i in range(n_queries)], np.int32)
 
 
+def _random_search(logits_fn, x, y, x_init, propose, n_queries, return_details):
+    """The search both norms share: from ``x_init``, ``propose(i, x_best, active)`` gives
+    each iteration's candidates; a candidate replaces the best point of a still-active
+    example if its margin falls or it is misclassified; fooled examples are frozen and
+    the loop stops once all are fooled (the official acceptance and stopping rules)."""
+    def margin_of(z):
+        return losses.margin(logits_fn(z), y)
+
+    def cond(i, x_best, margin_min, queries):
+        return tf.logical_and(i < n_queries, tf.reduce_any(margin_min > 0))
+
+    def body(i, x_best, margin_min, queries):
+        active = margin_min > 0
+        candidate = propose(i, x_best, active)
+        m = margin_of(candidate)
+        accept = tf.logical_and(active, tf.logical_or(m < margin_min, m <= 0))
+        x_best = tf.where(accept[:, None, None, None], candidate, x_best)
+        margin_min = tf.where(accept, m, margin_min)
+        queries = queries + tf.cast(active, tf.int32)
+        # Random draws shaped by the dynamic batch size lose a static batch of 1, which
+        # tf.while_loop rejects; the loop variables keep their shapes by construction.
+        return (i + 1, tf.ensure_shape(x_best, x.shape),
+                tf.ensure_shape(margin_min, x.shape[:1]), tf.ensure_shape(queries, x.shape[:1]))
+
+    margin_min = margin_of(x_init)
+    queries = tf.ones([tf.shape(x)[0]], tf.int32)
+    iterations, x_best, margin_min, queries = tf.while_loop(
+        cond, body, (tf.constant(0), x_init, margin_min, queries),
+        maximum_iterations=max(n_queries, 0))
+    fooled = margin_min <= 0
+    x_adv = tf.where(fooled[:, None, None, None], x_best, x)
+    if not return_details:
+        return x_adv, fooled
+    return x_adv, fooled, dict(queries=queries, iterations=iterations, margin=margin_min,
+                               x_best=x_best, x_init=x_init)
+
+
 def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None,
                 return_details=False):
     """One Square run on the NHWC batch ``x``.
@@ -126,24 +163,16 @@ def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=No
     seed = tf.cast(seed, tf.int64)
     sides = tf.constant(square_sides(max(n_queries, 1), height, width, p_init))
 
-    def margin_of(z):
-        return losses.margin(logits_fn(z), y)
-
     stripes = tf.sign(tf.random.stateless_uniform(
         [batch, 1, width, channels], tf.random.experimental.stateless_fold_in(seed, -1),
         -1.0, 1.0, dtype=dtype))
     stripes = tf.where(stripes == 0, tf.ones_like(stripes), stripes)
-    x_best = tf.clip_by_value(x + eps * stripes, 0.0, 1.0)
-    x_init = x_best
-    margin_min = margin_of(x_best)
-    queries = tf.ones([batch], tf.int32)
+    x_init = tf.clip_by_value(x + eps * stripes, 0.0, 1.0)
     rows = tf.range(height)[None, :, None, None]
     cols = tf.range(width)[None, None, :, None]
 
-    def cond(i, x_best, margin_min, queries):
-        return tf.logical_and(i < n_queries, tf.reduce_any(margin_min > 0))
-
-    def body(i, x_best, margin_min, queries):
+    def propose(i, x_best, active):
+        del active
         s = sides[i]
         it_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int64))
         u = tf.random.stateless_uniform([batch, 2], it_seed, dtype=tf.float32)
@@ -161,27 +190,9 @@ def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=No
             tf.logical_and(rows >= vh, rows < vh + s),
             tf.logical_and(cols >= vw, cols < vw + s))
         delta = tf.where(in_square, 2.0 * eps * sign, tf.zeros([], dtype))
-        candidate = project(x_best + delta, x, eps)
-        m = margin_of(candidate)
-        active = margin_min > 0
-        accept = tf.logical_and(active, tf.logical_or(m < margin_min, m <= 0))
-        x_best = tf.where(accept[:, None, None, None], candidate, x_best)
-        margin_min = tf.where(accept, m, margin_min)
-        queries = queries + tf.cast(active, tf.int32)
-        # Random draws shaped by the dynamic batch size lose a static batch of 1, which
-        # tf.while_loop rejects; the loop variables keep their shapes by construction.
-        return (i + 1, tf.ensure_shape(x_best, x.shape),
-                tf.ensure_shape(margin_min, x.shape[:1]), tf.ensure_shape(queries, x.shape[:1]))
+        return project(x_best + delta, x, eps)
 
-    iterations, x_best, margin_min, queries = tf.while_loop(
-        cond, body, (tf.constant(0), x_best, margin_min, queries),
-        maximum_iterations=max(n_queries, 0))
-    fooled = margin_min <= 0
-    x_adv = tf.where(fooled[:, None, None, None], x_best, x)
-    if not return_details:
-        return x_adv, fooled
-    return x_adv, fooled, dict(queries=queries, iterations=iterations, margin=margin_min,
-                               x_best=x_best, x_init=x_init)
+    return _random_search(logits_fn, x, y, x_init, propose, n_queries, return_details)
 
 
 def l2_sides(n_queries, height, width, p_init=0.8):
@@ -310,9 +321,6 @@ def square_l2(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None
             seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
         draws = _StatelessDraws(tf.cast(seed, tf.int64), batch, channels, dtype)
 
-    def margin_of(z):
-        return losses.margin(logits_fn(z), y)
-
     def unit(d):
         return d / (l2_norm(d) + tiny)
 
@@ -328,10 +336,7 @@ def square_l2(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None
     chosen = tf.gather_nd(tf.constant(grid, dtype),
                           tf.stack([k_index, tf.cast(transposes, tf.int32)], -1))  # [B, K, H, W]
     delta_init = tf.einsum("bkhw,bkc->bhwc", chosen, tf.cast(signs, dtype))
-    x_best = tf.clip_by_value(x + eps * unit(delta_init), 0.0, 1.0)
-    x_init = x_best
-    margin_min = margin_of(x_best)
-    queries = tf.ones([batch], tf.int32)
+    x_init = tf.clip_by_value(x + eps * unit(delta_init), 0.0, 1.0)
 
     # Every side the schedule uses, its pattern in both orientations, top-left in [H, W].
     sides_np = l2_sides(max(n_queries, 1), height, width, p_init)
@@ -355,12 +360,8 @@ def square_l2(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None
     def channel_norm(d):
         return tf.sqrt(tf.reduce_sum(tf.square(d), axis=[1, 2], keepdims=True))
 
-    def cond(i, x_best, margin_min, queries):
-        return tf.logical_and(i < n_queries, tf.reduce_any(margin_min > 0))
-
-    def body(i, x_best, margin_min, queries):
+    def propose(i, x_best, active):
         s = sides[i]
-        active = margin_min > 0
         vh, vw, vh2, vw2, transpose, sign = draws.step(i, height - s, width - s, active)
         delta = x_best - x
         in1, in2 = window(vh, vw, s), window(vh2, vw2, s)
@@ -383,21 +384,6 @@ def square_l2(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None
                         + norm_windows ** 2)
         new = new / (tiny + channel_norm(new)) * scale
         delta_new = tf.where(in1, new, tf.where(in2, zero, delta))
-        candidate = tf.clip_by_value(x + eps * unit(delta_new), 0.0, 1.0)
-        m = margin_of(candidate)
-        accept = tf.logical_and(active, tf.logical_or(m < margin_min, m <= 0))
-        x_best = tf.where(accept[:, None, None, None], candidate, x_best)
-        margin_min = tf.where(accept, m, margin_min)
-        queries = queries + tf.cast(active, tf.int32)
-        return (i + 1, tf.ensure_shape(x_best, x.shape),
-                tf.ensure_shape(margin_min, x.shape[:1]), tf.ensure_shape(queries, x.shape[:1]))
+        return tf.clip_by_value(x + eps * unit(delta_new), 0.0, 1.0)
 
-    iterations, x_best, margin_min, queries = tf.while_loop(
-        cond, body, (tf.constant(0), x_best, margin_min, queries),
-        maximum_iterations=max(n_queries, 0))
-    fooled = margin_min <= 0
-    x_adv = tf.where(fooled[:, None, None, None], x_best, x)
-    if not return_details:
-        return x_adv, fooled
-    return x_adv, fooled, dict(queries=queries, iterations=iterations, margin=margin_min,
-                               x_best=x_best, x_init=x_init)
+    return _random_search(logits_fn, x, y, x_init, propose, n_queries, return_details)
