@@ -322,37 +322,35 @@ def test_projection_l2_matches_bisection_and_closed_form():
     np.testing.assert_allclose(out2, 0.01 * w[6:7] / (w[6] @ w[6]), rtol=1e-10)
 
 
-def test_fab_l2_first_step_is_eta_times_minimal_perturbation_on_affine_model():
+def _first_fab_step(norm):
+    """FAB-T's first step on an affine model (where the linearisation is exact), with
+    the boundary's normals ``dw`` [D, B] and logit margins."""
     model = Affine((3, 3, 2), 6, seed=5)
     rng = np.random.default_rng(5)
     x = rng.uniform(0.4, 0.6, (12, 3, 3, 2))
     z = model.logits_np(x)
     y = z.argmax(1)
     _, _, det = fab_targeted(model, tf.constant(x), tf.constant(y), epsilon=1.0,
-                             target_rank=2, n_iter=1, return_details=True, norm="L2")
+                             target_rank=2, n_iter=1, return_details=True, norm=norm)
     t = np.argsort(-z, axis=1)[:, 1]
     dw = model.w[:, y] - model.w[:, t]  # [D, B]
+    margin = z[np.arange(12), y] - z[np.arange(12), t]
+    return (det["first_step"].numpy() - x).reshape(12, -1), dw, margin
+
+
+def test_fab_l2_first_step_is_eta_times_minimal_perturbation_on_affine_model():
+    step, dw, margin = _first_fab_step("L2")
     norms = np.sqrt((dw ** 2).sum(0))
-    dist = (z[np.arange(12), y] - z[np.arange(12), t]) / norms
-    step = (det["first_step"].numpy() - x).reshape(12, -1)
+    dist = margin / norms
     assert np.abs(step).max() < 0.4  # the box does not bind for x in [0.4, 0.6]
     np.testing.assert_allclose(np.sqrt((step ** 2).sum(1)), 1.05 * dist, rtol=1e-8)
     np.testing.assert_allclose(step, -1.05 * (dist / norms)[:, None] * dw.T, atol=1e-10)
 
 
 def test_fab_first_step_is_eta_times_minimal_perturbation_on_affine_model():
-    model = Affine((3, 3, 2), 6, seed=5)
-    rng = np.random.default_rng(5)
-    x = rng.uniform(0.4, 0.6, (12, 3, 3, 2))
-    z = model.logits_np(x)
-    y = z.argmax(1)
-    _, _, det = fab_targeted(model, tf.constant(x), tf.constant(y), epsilon=1.0,
-                             target_rank=2, n_iter=1, return_details=True)
-    t = np.argsort(-z, axis=1)[:, 1]
-    dw = model.w[:, y] - model.w[:, t]  # [D, B]
-    dist = (z[np.arange(12), y] - z[np.arange(12), t]) / np.abs(dw).sum(0)
+    step, dw, margin = _first_fab_step("Linf")
+    dist = margin / np.abs(dw).sum(0)
     assert dist.max() < 0.09  # the box does not bind for x in [0.4, 0.6]
-    step = (det["first_step"].numpy() - x).reshape(12, -1)
     np.testing.assert_allclose(np.abs(step).max(1), 1.05 * dist, rtol=1e-8)
     np.testing.assert_allclose(step, -1.05 * dist[:, None] * np.sign(dw.T), atol=1e-10)
 

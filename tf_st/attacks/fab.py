@@ -71,6 +71,16 @@ def _breakpoint_scale(r, a, need):
     return tf.where(feasible, lam, tf.constant(float("inf"), r.dtype))
 
 
+def _toward_hyperplane(t, w, b):
+    """``(t, ws, need)``: the points as a tensor, the normals signed so that the step
+    ``d`` must satisfy ``ws . d = need`` with ``need = |b - w . t| >= 0``."""
+    t = tf.convert_to_tensor(t)
+    w = tf.cast(w, t.dtype)
+    g = tf.cast(b, t.dtype) - tf.reduce_sum(w * t, axis=1)  # required change of w . d
+    direction = tf.where(g >= 0, tf.ones_like(g), -tf.ones_like(g))
+    return t, w * direction[:, None], tf.abs(g)
+
+
 def projection_linf(t, w, b):
     """Row-wise ``argmin ||d||_inf`` s.t. ``w . (t + d) = b`` and ``0 <= t + d <= 1``.
 
@@ -87,15 +97,10 @@ def projection_linf(t, w, b):
     Returns:
       The steps ``d`` ``[N, D]``.
     """
-    t = tf.convert_to_tensor(t)
-    w = tf.cast(w, t.dtype)
-    b = tf.cast(b, t.dtype)
-    g = b - tf.reduce_sum(w * t, axis=1)  # required change of w . d
-    direction = tf.where(g >= 0, tf.ones_like(g), -tf.ones_like(g))
-    ws = w * direction[:, None]  # now need ws . d = |g|
+    t, ws, need = _toward_hyperplane(t, w, b)
     room = tf.where(ws > 0, 1.0 - t, t)
     room = tf.where(ws == 0, tf.zeros_like(room), tf.maximum(room, 0.0))
-    lam = _breakpoint_scale(room, tf.abs(ws), tf.abs(g))
+    lam = _breakpoint_scale(room, tf.abs(ws), need)
     return tf.sign(ws) * tf.minimum(lam[:, None], room)
 
 
@@ -116,17 +121,13 @@ def projection_l2(t, w, b):
     Returns:
       The steps ``d`` ``[N, D]``.
     """
-    t = tf.convert_to_tensor(t)
-    w = tf.cast(w, t.dtype)
-    b = tf.cast(b, t.dtype)
-    g = b - tf.reduce_sum(w * t, axis=1)  # required change of w . d
-    direction = tf.where(g >= 0, tf.ones_like(g), -tf.ones_like(g))
-    moves = tf.abs(w) >= 1e-8
-    ws = tf.where(moves, w * direction[:, None], tf.zeros_like(w))  # need ws . d = |g|
+    t, ws, need = _toward_hyperplane(t, w, b)
+    moves = tf.abs(ws) >= 1e-8
+    ws = tf.where(moves, ws, tf.zeros_like(ws))
     safe = tf.where(moves, ws, tf.ones_like(ws))
     r = tf.where(ws > 0, (1.0 - t) / safe, -t / safe)  # lam at which u_i meets the box
     r = tf.where(moves, tf.maximum(r, 0.0), tf.zeros_like(r))
-    lam = _breakpoint_scale(r, ws * ws, tf.abs(g))
+    lam = _breakpoint_scale(r, ws * ws, need)
     return ws * tf.minimum(lam[:, None], r)
 
 

@@ -91,6 +91,18 @@ def square_sides(n_queries, height, width, p_init=0.8):
                          height - 1, width - 1) for i in range(n_queries)], np.int32)
 
 
+def _inputs(name, x, y, epsilon, seed):
+    """``(x, y, eps, seed)`` as both norms use them: NHWC ``x`` (checked), int32 labels,
+    ``epsilon`` in ``x``'s dtype, an int64 stateless seed (a fresh one for None)."""
+    x = tf.convert_to_tensor(x)
+    if len(x.shape) != 4:
+        raise ValueError(f"{name} expects NHWC images")
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    return (x, tf.cast(y, tf.int32), losses.as_dtype(epsilon, x.dtype),
+            tf.cast(seed, tf.int64))
+
+
 def _random_search(logits_fn, x, y, x_init, propose, n_queries, return_details):
     """The search both norms share: from ``x_init``, ``propose(i, x_best, active)`` gives
     each iteration's candidates; a candidate replaces the best point of a still-active
@@ -150,17 +162,9 @@ def square_linf(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=No
     Raises:
       ValueError: ``x`` is not 4-D (NHWC).
     """
-    x = tf.convert_to_tensor(x)
-    dtype = x.dtype
-    y = tf.cast(y, tf.int32)
-    if len(x.shape) != 4:
-        raise ValueError("square_linf expects NHWC images")
-    batch = tf.shape(x)[0]
+    x, y, eps, seed = _inputs("square_linf", x, y, epsilon, seed)
+    dtype, batch = x.dtype, tf.shape(x)[0]
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-    eps = losses.as_dtype(epsilon, dtype)
-    if seed is None:
-        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-    seed = tf.cast(seed, tf.int64)
     sides = tf.constant(square_sides(max(n_queries, 1), height, width, p_init))
 
     stripes = tf.sign(tf.random.stateless_uniform(
@@ -307,19 +311,12 @@ def square_l2(logits_fn, x, y, *, epsilon, n_queries=5000, p_init=0.8, seed=None
     Raises:
       ValueError: ``x`` is not 4-D (NHWC).
     """
-    x = tf.convert_to_tensor(x)
-    dtype = x.dtype
-    y = tf.cast(y, tf.int32)
-    if len(x.shape) != 4:
-        raise ValueError("square_l2 expects NHWC images")
-    batch = tf.shape(x)[0]
+    x, y, eps, seed = _inputs("square_l2", x, y, epsilon, seed)
+    dtype, batch = x.dtype, tf.shape(x)[0]
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-    eps = losses.as_dtype(epsilon, dtype)
     tiny = losses.as_dtype(1e-12, dtype)
     if draws is None:
-        if seed is None:
-            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-        draws = _StatelessDraws(tf.cast(seed, tf.int64), batch, channels, dtype)
+        draws = _StatelessDraws(seed, batch, channels, dtype)
 
     def unit(d):
         return d / (l2_norm(d) + tiny)
