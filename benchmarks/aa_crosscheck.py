@@ -70,7 +70,8 @@ def torch_small_cnn(num_classes=10):
 
 
 def _norm():
-    return {"linf": "Linf", "l2": "L2"}[_NORM.value]
+    from tf_st.attacks.checks import check_norm  # the official spelling, 'Linf' / 'L2'
+    return check_norm(_NORM.value)
 
 
 def _eps():
