@@ -27,6 +27,19 @@ def check_unit_interval(name, value):
 NORMS = ("Linf", "L2")
 
 
+def radius_text(epsilon, norm="Linf"):
+    """A radius as users write it: ``8/255`` in L-inf, ``0.5`` in L2.
+
+    Args:
+      epsilon: the radius, in [0, 1] units.
+      norm: ``'Linf'`` or ``'L2'``.
+
+    Returns:
+      The text.
+    """
+    return f"{255 * epsilon:.4g}/255" if norm == "Linf" else f"{epsilon:.4g}"
+
+
 def check_norm(norm):
     """The canonical spelling of a threat model's norm.
 

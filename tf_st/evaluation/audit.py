@@ -41,8 +41,8 @@ with 3 restarts at ``epsilon``, and Square with 1000 queries.
 **L2** (``norm='L2'``): the same checks with PGD and Square in L2, and the sweep
 continued to ``8 * epsilon`` (4.0 at RobustBench's 0.5), where ``large_epsilon`` is
 read: an L2 ball spreads its radius over every pixel (0.5 over a 32x32x3 image is about
-2.3/255 per pixel), so 4x an L2 radius still leaves a robust model far from the 0% that
-4x an L-inf radius reaches.  Random draws are keyed
+2.3/255 per pixel, root mean square), so 4x an L2 radius moves each pixel much less than
+4x an L-inf radius does, and a robust model need not be near 0% there.  Random draws are keyed
 ``tf_st.seeds.key(seed, "audit", run, batch)``.  The model is called through a wrapper
 that adds ``0 * sum(x)`` to its outputs, so that a model whose outputs are not connected
 to its input (``tf.round``, ``tf.stop_gradient``) has zero gradients rather than none:
@@ -58,7 +58,7 @@ import tensorflow as tf
 
 from tf_st import seeds
 from tf_st.attacks.batches import pad_rows
-from tf_st.attacks.checks import check_budget, check_norm
+from tf_st.attacks.checks import check_budget, check_norm, radius_text
 from tf_st.attacks.losses import cross_entropy
 from tf_st.attacks.pgd import input_gradient
 from tf_st.attacks.specs import PGD, Clean, Square
@@ -145,19 +145,6 @@ _NEXT_GRADIENT = ("run an adaptive attack: BPDA (a differentiable approximation 
                   "non-differentiable part on the backward pass), EOT if the model is "
                   "random, the CW margin loss on logits (--attacks=cw100) and AutoAttack "
                   "(--attacks=aa, Square with 5000 queries)")
-
-
-def radius_text(epsilon, norm="Linf"):
-    """A radius as users write it: ``8/255`` in L-inf, ``0.5`` in L2.
-
-    Args:
-      epsilon: the radius, in [0, 1] units.
-      norm: ``'Linf'`` or ``'L2'``.
-
-    Returns:
-      The text.
-    """
-    return f"{255 * epsilon:.4g}/255" if norm == "Linf" else f"{epsilon:.4g}"
 
 
 def check_large_epsilon(accuracy, n, epsilon, norm="Linf", multiple=4):

@@ -64,7 +64,7 @@ from tf_st.attacks import losses
 from tf_st.attacks.autoattack import state as st_lib
 from tf_st.attacks.autoattack.state import AttackLog
 from tf_st.attacks.batches import pad_rows
-from tf_st.attacks.checks import check_norm, looks_like_probabilities
+from tf_st.attacks.checks import check_norm, looks_like_probabilities, radius_text
 from tf_st.attacks.specs import COMPONENTS, VERSIONS, components_for
 
 __all__ = ["VERSIONS", "AttackLog", "AutoAttackWarning", "Result", "attacks_for",
@@ -493,7 +493,7 @@ def _model_info(clean_acc, robust_acc, epsilon, dataset, architecture, model_inf
                 norm="Linf"):
     """The RobustBench fields (``eps`` as RobustBench writes it: ``'8/255'`` in L-inf,
     ``'0.5'`` in L2; ``threat_model`` ``'Linf'`` or ``'L2'``)."""
-    eps = f"{epsilon * 255:.4g}/255" if norm == "Linf" else f"{epsilon:.4g}"
+    eps = radius_text(epsilon, norm)
     info = dict(clean_acc=round(100 * clean_acc, 2), autoattack_acc=round(100 * robust_acc, 2),
                 eps=eps, threat_model=norm)
     if dataset:
