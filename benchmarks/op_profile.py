@@ -59,7 +59,7 @@ def main(argv):
     import keras
     import tensorflow as tf
     from benchmarks.profile_trace import CENSUS_FAMILIES, census_family, dtype_census
-    from benchmarks.tf_step import build_tf_st, parse_options, random_batch
+    from benchmarks.tf_step import build_tf_st, describe_options, parse_options, random_batch
     if _BATCH.value < 1 or _STEPS.value < 1:
         raise ValueError("--batch_size and --steps must be positive")
     if _MIXED.value:
@@ -90,8 +90,7 @@ def main(argv):
     fam = collections.defaultdict(float)
     for op_type, (_, t) in times.items():
         fam[family(op_type)] += t
-    opts = ", ".join(_TF_OPTIONS.value + ([f"mixed_{_MIXED.value}"] if _MIXED.value else [])) \
-        or "defaults"
+    opts = describe_options(_TF_OPTIONS.value, _MIXED.value)
     print(f"\n{_METHOD.value} ({opts}), resnet18, batch {_BATCH.value}, K={_K.value}: "
           f"{wall:.2f} s/step under the profiler; op self time {total / _STEPS.value:.2f} s "
           f"per step on the executor threads")

@@ -16,6 +16,12 @@ def parse_options(items):
     return options
 
 
+def describe_options(items, mixed=None):
+    """The tf_st side's settings as a table header names them: the ``--tf_options``
+    items, then ``mixed_<dtype>``, or ``defaults``."""
+    return ", ".join(list(items) + ([f"mixed_{mixed}"] if mixed else [])) or "defaults"
+
+
 def build_tf_st(key, k, jit_compile, options, threads=0, inter_op=0):
     """``(resnet18, method)``: tf_st's side of the race, compiled as the trainers compile
     it, with the ``--tf_options`` levers applied.  Sets TensorFlow's thread pools first

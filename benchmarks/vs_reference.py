@@ -53,7 +53,7 @@ import time
 from absl import flags
 
 from benchmarks.reference_step import REFERENCES, check_reference, reference_step
-from benchmarks.tf_step import build_tf_st, parse_options, random_batch
+from benchmarks.tf_step import build_tf_st, describe_options, parse_options, random_batch
 
 
 _REFERENCE = flags.DEFINE_enum("reference", "st-at", sorted(REFERENCES), "Official code to race.")
@@ -264,8 +264,7 @@ def main(argv):
         for worker in workers.values():
             worker.close()
 
-    opts = ", ".join(_TF_OPTIONS.value + ([f"mixed_{_MIXED.value}"] if _MIXED.value else [])) \
-        or "defaults"
+    opts = describe_options(_TF_OPTIONS.value, _MIXED.value)
     official = ("under torch.autocast('cpu', bfloat16)" if _AUTOCAST.value else "in float32")
     print(f"\n{reference} {official} vs tf_st {key} "
           f"({opts}{', jit_compile' if _JIT.value else ''}"
