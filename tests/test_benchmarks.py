@@ -151,7 +151,7 @@ def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
 
 
 # Every command in benchmarks/ (benchmarks/README.md lists them with the helper modules).
-COMMANDS = ("aa_crosscheck", "autoattack", "autoattack_memory", "compare_methods",
+COMMANDS = ("aa_crosscheck", "autoattack", "autoattack_memory", "bn_inference", "compare_methods",
             "crosscheck_methods", "deterministic_cost", "gpu_check", "onednn_kernels", "op_profile",
             "precision_study", "step_time", "vs_reference")
 HELPERS = ("flops", "onednn_log", "profile_trace", "reference_step", "tf_step")
@@ -191,6 +191,23 @@ def test_step_time_runs_a_tiny_measurement():
               "--methods=natural,trades", "--steps=1", "--inner_steps=1"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "natural" in r.stdout and "trades" in r.stdout, r.stdout
+
+
+@pytest.mark.slow  # a subprocess, ~15 s
+def test_bn_inference_times_both_paths_and_counts_the_casts():
+    """benchmarks.bn_inference, tiny: a row per batch and path; the fused path leaves
+    fewer activation-sized casts than Keras' form, and both paths' logits are within
+    bfloat16's error of float32."""
+    r = _run(["benchmarks.bn_inference", "--arch=small_cnn", "--batch_size=4",
+              "--inner_steps=1", "--repeats=1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines()
+            if line.startswith("| 4 |")]
+    assert [row[1].strip() for row in rows] == ["keras affine (fused=False)",
+                                                "fused kernel (fused=True)"]
+    casts = [int(row[4]) for row in rows]
+    assert casts[1] < casts[0], r.stdout
+    assert all(0 < float(row[5]) < 1e-2 for row in rows), r.stdout
 
 
 @pytest.mark.slow  # a subprocess, ~17 s

@@ -204,3 +204,70 @@ def test_mixed_precision_run_exports_float32_and_records_the_precision(tmp_path)
     reloaded = keras.saving.load_model(os.path.join(version_dir, KERAS_FILE), compile=False)
     assert {la.dtype_policy.name for la in reloaded.layers} == {"float32"}
     assert reports["classifier"]["num_examples"] == 16
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_inference_batchnorm_rounds_once_without_casts(dtype):
+    """Under a mixed policy an inference-mode TorchBatchNorm normalises the 16-bit
+    activations with the fused kernel: the float64 normalisation of the same input
+    rounded once to ``dtype`` (to one unit in the last place; Keras' form, which casts
+    the activations to float32 and back, agrees), the input gradient gamma/sqrt(var+eps)
+    times the incoming one, and no activation-sized Cast left in the traced forward or
+    gradient.  A float32 layer keeps Keras' affine form (no fused kernel)."""
+    from tf_st.models.layers import TorchBatchNorm
+    rng = np.random.RandomState(0)
+    channels = 16
+    gamma, beta = rng.uniform(0.5, 2, channels), rng.normal(0, 1, channels)
+    mean, var = rng.normal(0, 1, channels), rng.uniform(0.2, 3, channels)
+
+    def layer(policy):
+        with _policy(policy):
+            bn = TorchBatchNorm()
+            bn.build((None, 4, 4, channels))
+        for v, value in zip((bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance),
+                            (gamma, beta, mean, var)):
+            v.assign(value.astype("float32"))
+        return bn
+
+    def traced_ops(bn, x):
+        def forward_and_gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = bn(x, training=False)
+            return y, tape.gradient(y, x)
+        graph = tf.function(forward_and_gradient).get_concrete_function(x).graph
+        return [(op.type, op.outputs[0].shape) for op in graph.get_operations() if op.outputs]
+
+    bn = layer(f"mixed_{dtype}")
+    x = tf.constant((rng.normal(1, 3, (8, 4, 4, channels))).astype(dtype))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = bn(x, training=False)
+        weighted = tf.reduce_sum(tf.cast(y, tf.float32) * 2.0)
+    grad = tape.gradient(weighted, x)
+    assert y.dtype == grad.dtype == tf.as_dtype(dtype)
+
+    scale = gamma / np.sqrt(var + 1e-5)
+    want = (x.numpy().astype("float64") - mean) * scale + beta
+    ulp = {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}[dtype]  # relative spacing
+    got = y.numpy().astype("float64")
+    assert np.all(np.abs(got - want) <= ulp * np.abs(want) + 1e-30)
+    rounded_once = tf.cast(tf.constant(want, tf.float32), dtype).numpy().astype("float64")
+    assert np.mean(got == rounded_once) > 0.99
+    np.testing.assert_allclose(grad.numpy().astype("float64"),
+                               np.broadcast_to(2.0 * scale, x.shape), rtol=ulp)
+
+    bn.fused = False  # Keras' form: the same single rounding, through float32 casts
+    keras_form = bn(x, training=False).numpy().astype("float64")
+    assert np.mean(keras_form == got) > 0.99
+    assert np.all(np.abs(keras_form - got) <= ulp * np.abs(want) + 1e-30)
+    keras_ops = traced_ops(bn, x)
+    assert [s for t, s in keras_ops if t == "Cast" and s == x.shape]  # the round trip
+
+    bn.fused = True
+    fused_ops = traced_ops(bn, x)
+    assert "FusedBatchNormV3" in [t for t, _ in fused_ops]
+    assert not [s for t, s in fused_ops if t == "Cast" and s == x.shape], fused_ops
+
+    float32_ops = traced_ops(layer("float32"), tf.cast(x, tf.float32))
+    assert not [t for t, _ in float32_ops if t.startswith("FusedBatchNorm")]

@@ -11,6 +11,8 @@ from keras import ops
 # FusedBatchNormV3 computes in these input dtypes (not float64: float64 models take the
 # composite path, which is what the float64 parity tests exercise).
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
+# Inference-mode inputs in these dtypes (mixed precision) take the fused kernel too.
+_REDUCED_DTYPES = ("float16", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +104,9 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     kernel (``FusedBatchNormV3`` called with eps 1e-5 itself: ``tf.nn.fused_batch_norm``
     would raise eps to 1.001e-5); it returns the unbiased batch variance PyTorch's
     running-variance rule needs.  ``fused=False`` (or a float64 model)
-    takes the composite moments path, equal up to rounding.
+    takes the composite moments path, equal up to rounding.  In inference mode float32
+    takes Keras' affine form, and float16/bfloat16 (mixed precision) the fused inference
+    kernel, which normalises the 16-bit activations without a float32 round trip.
 
     ``synchronized=True`` (``--sync_batchnorm``): under a ``tf.distribute`` strategy the
     batch statistics are those of the global batch (an all-reduce per BN), so replicas
@@ -114,7 +118,8 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
       epsilon: added to the variance (PyTorch's default 1e-5).
       unbiased_moving_variance: update ``moving_variance`` with the unbiased batch variance,
         as PyTorch does; False for Keras' rule.
-      fused: use the fused kernel where the input allows it.
+      fused: use the fused kernels where the input allows it (training mode; inference
+        mode in float16/bfloat16).
       **kwargs: passed to ``keras.layers.BatchNormalization`` (``axis``, ``name``,
         ``synchronized``, ...).
     """
@@ -149,8 +154,11 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
         if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
         if not (training and self.trainable):
-            # Inference: Keras' affine form; on CPU the fused kernel was slower here once
-            # its gradient is needed (attacks back-propagate through it).
+            if self._fusable(inputs) and keras.backend.standardize_dtype(
+                    inputs.dtype) in _REDUCED_DTYPES:
+                return self._fused_inference(inputs)
+            # Inference: Keras' affine form; in float32 on CPU the fused kernel was slower
+            # here once its gradient is needed (attacks back-propagate through it).
             return super().call(inputs, training=training, mask=mask)
         groups, order = (batch_groups.groups, batch_groups.order) if batch_groups else (1, (0,))
         parts = tf.split(inputs, groups, axis=0) if groups > 1 else [inputs]
@@ -165,6 +173,23 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
                 + ops.cast(variance, self.moving_variance.dtype) * (1.0 - m))
         y = outputs[0] if groups == 1 else tf.concat(outputs, axis=0)
         return ops.cast(y, self.compute_dtype)
+
+    def _fused_inference(self, x):
+        """Moving-statistics normalisation of a float16/bfloat16 ``x`` by the fused kernel.
+
+        The kernel takes the 16-bit activations with float32 statistics and parameters,
+        computes in float32 and rounds once, as Keras' affine form does; but Keras gets
+        there by casting the activations to float32 and back in every BatchNorm, forward
+        and gradient.  Without those casts the inner attack loop of TRADES-style methods
+        (K inference-mode forwards and input gradients of ResNet-18 in ``mixed_bfloat16``)
+        ran 1.07-1.47x faster (``python -m benchmarks.bn_inference``, benchmarks/RESULTS.md).
+        ``fused=False`` keeps Keras' form.
+        """
+        return tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
+            mean=ops.cast(self.moving_mean, "float32"),
+            variance=ops.cast(self.moving_variance, "float32"),
+            epsilon=self.epsilon, data_format="NHWC", is_training=False)[0]
 
     def _normalize(self, x):
         """One group: ``(normalised x, (batch mean, variance for the moving update))``."""
