@@ -212,8 +212,9 @@ def test_reduced_precision_inference_batchnorm_rounds_once_without_casts(dtype):
     activations with the fused kernel: the float64 normalisation of the same input
     rounded once to ``dtype`` (to one unit in the last place; Keras' form, which casts
     the activations to float32 and back, agrees), the input gradient gamma/sqrt(var+eps)
-    times the incoming one, and no activation-sized Cast left in the traced forward or
-    gradient.  A float32 layer keeps Keras' affine form (no fused kernel)."""
+    times the incoming one, float32 gradients for gamma and beta, and no
+    activation-sized Cast left in the traced forward or gradient.  A float32 layer keeps
+    Keras' affine form (no fused kernel)."""
     from tf_st.models.layers import TorchBatchNorm
     rng = np.random.RandomState(0)
     channels = 16
@@ -244,11 +245,16 @@ def test_reduced_precision_inference_batchnorm_rounds_once_without_casts(dtype):
         tape.watch(x)
         y = bn(x, training=False)
         weighted = tf.reduce_sum(tf.cast(y, tf.float32) * 2.0)
-    grad = tape.gradient(weighted, x)
+    grad, grad_gamma, grad_beta = tape.gradient(weighted, [x, bn.gamma, bn.beta])
     assert y.dtype == grad.dtype == tf.as_dtype(dtype)
+    x64 = x.numpy().astype("float64")
+    np.testing.assert_allclose(grad_beta.numpy(), np.full(channels, 2.0 * 8 * 4 * 4))
+    np.testing.assert_allclose(  # float32 sums of the 16-bit inputs
+        grad_gamma.numpy(), 2.0 * ((x64 - mean) / np.sqrt(var + 1e-5)).sum(axis=(0, 1, 2)),
+        rtol=1e-4)
 
     scale = gamma / np.sqrt(var + 1e-5)
-    want = (x.numpy().astype("float64") - mean) * scale + beta
+    want = (x64 - mean) * scale + beta
     ulp = {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}[dtype]  # relative spacing
     got = y.numpy().astype("float64")
     assert np.all(np.abs(got - want) <= ulp * np.abs(want) + 1e-30)
