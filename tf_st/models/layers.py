@@ -182,8 +182,8 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
         there by casting the activations to float32 and back in every BatchNorm, forward
         and gradient.  Without those casts the inner attack loop of TRADES-style methods
         (K inference-mode forwards and input gradients of ResNet-18 in ``mixed_bfloat16``)
-        ran 1.07-1.47x faster (``python -m benchmarks.bn_inference``, benchmarks/RESULTS.md).
-        ``fused=False`` keeps Keras' form.
+        runs faster (``python -m benchmarks.bn_inference``; measured in
+        benchmarks/RESULTS.md).  ``fused=False`` keeps Keras' form.
         """
         return tf.raw_ops.FusedBatchNormV3(
             x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
