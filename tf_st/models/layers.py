@@ -185,20 +185,26 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
         runs faster (``python -m benchmarks.bn_inference``; measured in
         benchmarks/RESULTS.md).  ``fused=False`` keeps Keras' form.
         """
+        return self._fused_kernel(x, ops.cast(self.moving_mean, "float32"),
+                                  ops.cast(self.moving_variance, "float32"))[0]
+
+    def _fused_kernel(self, x, mean=None, variance=None):
+        """``FusedBatchNormV3`` on NHWC ``x`` with this layer's gamma, beta and eps:
+        training mode (batch statistics) without ``mean``/``variance``, inference mode
+        with them.  Returns ``(y, batch mean, unbiased batch variance)`` (the two are
+        the given statistics in inference mode)."""
+        training = mean is None
+        empty = tf.constant([], tf.float32)
         return tf.raw_ops.FusedBatchNormV3(
             x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
-            mean=ops.cast(self.moving_mean, "float32"),
-            variance=ops.cast(self.moving_variance, "float32"),
-            epsilon=self.epsilon, data_format="NHWC", is_training=False)[0]
+            mean=empty if training else mean, variance=empty if training else variance,
+            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+            is_training=training)[:3]
 
     def _normalize(self, x):
         """One group: ``(normalised x, (batch mean, variance for the moving update))``."""
         if self._fusable(x) and not self.synchronized:
-            y, mean, unbiased = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
-                mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
-                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
-                is_training=True)[:3]
+            y, mean, unbiased = self._fused_kernel(x)
             if self.unbiased_moving_variance:
                 return y, (mean, unbiased)
             n = ops.cast(ops.prod(ops.shape(x)[:-1]), unbiased.dtype)
