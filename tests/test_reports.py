@@ -113,6 +113,21 @@ def test_worst_case_includes_autoattack_in_the_json_and_the_table(export, tmp_pa
     assert last.startswith("| worst case") and f"{100 * expected.mean():.2f}%" in last
 
 
+def test_autoattack_alone_reports_the_number_of_examples_evaluated(export, tmp_path):
+    """With AutoAttack the only attack no per-batch attack ran; the report said
+    ``num_examples: 0`` for a run on 6 examples (the empty per-batch result overwrote it)."""
+    out = str(tmp_path / "r.json")
+    aa = _StubAutoAttack([True, False, True, False, False, False])
+    rep = report.evaluate_and_report(
+        load(export), dataset="cifar10_mini", data_dir=None, split="test", attacks=[aa],
+        epsilon=8 / 255, step_size=2 / 255, examples=6, batch_size=6, seed=0, output=out,
+        verbose=False)
+    for r in (rep, json.load(open(out))):
+        assert r["num_examples"] == 6 and r["attacks"] == {}
+        assert r["worst_case_accuracy"] == pytest.approx(2 / 6)
+        assert r["autoattack"]["robust_accuracy"] == pytest.approx(2 / 6)
+
+
 def test_worst_case_row_and_intervals_in_the_per_batch_table():
     from tf_st.evaluation import evaluate
     rng = np.random.RandomState(0)

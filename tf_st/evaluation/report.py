@@ -316,8 +316,10 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
     result = evaluate(logits_fn, (x, y), batched, epsilon=epsilon, step_size=step_size,
                       batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack,
                       strategy=strategy, norm=norm)
-    report.update(result.to_json())
     n = len(x)
+    # With only whole-set attacks (AutoAttack alone) the per-batch result is empty and
+    # counts 0 examples; the report counts what was evaluated.
+    report.update({**result.to_json(), "num_examples": int(n)})
     rows = [(r.name, r.accuracy, r.seconds, _stderr(r.accuracy, n))
             for r in result.attacks.values()]
     for i, spec in enumerate(whole):
