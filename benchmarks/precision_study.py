@@ -11,10 +11,12 @@ and CW-20 on the test prefix, AutoAttack standard on the first ``--aa_examples``
 ``<output_dir>/seed<N>``; a rerun does only what is missing: entries without a row (or,
 with ``--aa_examples``, without an AutoAttack number, which compare_methods then adds
 without retraining).
-Then, per method, precision and attack: the mean over seeds with its 95% t-interval
-(``mean +- t(0.975, n-1) s / sqrt(n)``), and whether the mixed-precision mean lies in
-the float32 interval.  Writes ``study.md`` and ``study.json``; ``--report_only``
-aggregates what is there without training.
+Then, per method, precision and attack, over the seeds that have both numbers: the
+mean with its 95% t-interval (``mean +- t(0.975, n-1) s / sqrt(n)``), whether the
+mixed-precision mean lies in the float32 interval, and the mean paired difference
+(mixed - float32, same seed and images) with its t-interval; then every run's numbers
+per seed.  Writes ``study.md`` and ``study.json``; ``--report_only`` aggregates what is
+there without training.
 """
 
 import json
@@ -74,32 +76,39 @@ def interval(values):
 def aggregate(rows_by_seed):
     """Per (method, attack): float32 and mixed means with intervals, and the verdict.
 
+    Only seeds with both numbers count, so that a study still running (a seed whose
+    mixed run has no AutoAttack number yet) compares the same seeds on both sides.
+
     Args:
       rows_by_seed: ``{seed: [compare_methods row, ...]}``.
 
     Returns:
       A list of dicts (method, attack, seeds, float32/mixed mean and half-width,
-      ``mixed_within``: the mixed mean inside the float32 interval, or None without one).
+      ``mixed_within``: the mixed mean inside the float32 interval, or None without one;
+      ``difference``/``difference_hw``: the mean paired difference mixed - float32 over
+      the same seeds and its 95% t-interval half-width, or None with one seed).
     """
-    by = {}
-    for rows in rows_by_seed.values():
+    by = {}  # (method, attack) -> {seed: {variant: accuracy}}
+    for seed, rows in rows_by_seed.items():
         for r in rows:
             key, _, variant = r["method"].partition("+")
             for a in ATTACKS:
                 if r.get(f"{a}_acc") is not None:
-                    by.setdefault((key, a, variant == "mixed"), []).append(r[f"{a}_acc"])
+                    by.setdefault((key, a), {}).setdefault(seed, {})[variant] = r[f"{a}_acc"]
     out = []
-    for method in sorted({k for k, _, _ in by}):
+    for method in sorted({k for k, _ in by}):
         for a in ATTACKS:
-            f32, mixed = by.get((method, a, False), []), by.get((method, a, True), [])
-            if not f32 or not mixed:
+            pairs = [v for v in by.get((method, a), {}).values() if "" in v and "mixed" in v]
+            if not pairs:
                 continue
+            f32, mixed = [v[""] for v in pairs], [v["mixed"] for v in pairs]
             m32, h32 = interval(f32)
             mm, hm = interval(mixed)
+            d, hd = interval([m - f for m, f in zip(mixed, f32)])
             within = None if h32 is None else abs(mm - m32) <= h32
-            out.append(dict(method=method, attack=a, seeds=min(len(f32), len(mixed)),
+            out.append(dict(method=method, attack=a, seeds=len(pairs),
                             float32=m32, float32_hw=h32, mixed=mm, mixed_hw=hm,
-                            mixed_within=within))
+                            mixed_within=within, difference=d, difference_hw=hd))
     return out
 
 
@@ -112,15 +121,38 @@ def table(summary):
     Returns:
       The markdown table.
     """
-    def cell(m, h):
-        return f"{100 * m:.1f}%" + ("" if h is None else f" ± {100 * h:.1f}")
-    lines = ["| method | attack | seeds | float32 | mixed | mixed in float32's 95% interval |",
-             "|---|---|---|---|---|---|"]
+    def cell(m, h, unit="%", sign=""):
+        return f"{100 * m:{sign}.1f}{unit}" + ("" if h is None else f" ± {100 * h:.1f}")
+    lines = ["| method | attack | seeds | float32 | mixed | mixed in float32's 95% interval "
+             "| mixed - float32, paired (points) |",
+             "|---|---|---|---|---|---|---|"]
     for r in summary:
         verdict = {True: "yes", False: "NO", None: "-"}[r["mixed_within"]]
         lines.append(f"| {r['method']} | {r['attack']} | {r['seeds']} | "
                      f"{cell(r['float32'], r['float32_hw'])} | {cell(r['mixed'], r['mixed_hw'])}"
-                     f" | {verdict} |")
+                     f" | {verdict} | {cell(r['difference'], r['difference_hw'], '', '+')} |")
+    return "\n".join(lines)
+
+
+def seed_table(rows_by_seed):
+    """``study.md``'s per-seed table: every row's accuracies and selected epoch.
+
+    Args:
+      rows_by_seed: ``{seed: [compare_methods row, ...]}``.
+
+    Returns:
+      The markdown table (``-`` where a number is not there yet).
+    """
+    lines = ["| method | seed | training | clean | PGD-20 | CW-20 | AutoAttack | epoch |",
+             "|---|---|---|---|---|---|---|---|"]
+    rows = [(r["method"].partition("+"), seed, r) for seed, rs in rows_by_seed.items()
+            for r in rs]
+    for (key, _, variant), seed, r in sorted(rows, key=lambda t: (t[0][0], int(t[1]),
+                                                                  t[0][2])):
+        accs = [f"{100 * r[f'{a}_acc']:.1f}%" if r.get(f"{a}_acc") is not None else "-"
+                for a in ATTACKS]
+        lines.append(f"| {key} | {seed} | {r.get('training_precision', variant or 'float32')}"
+                     f" | {' | '.join(accs)} | {r.get('best_epoch', '-')} |")
     return "\n".join(lines)
 
 
@@ -178,10 +210,15 @@ def main(argv):
             rows = _results(seed)
         if rows is not None:
             rows_by_seed[seed] = rows
+    if not rows_by_seed:
+        raise ValueError(f"no results under {_OUT.value} for seeds {','.join(_SEEDS.value)}; "
+                         "run without --report_only first")
     summary = aggregate(rows_by_seed)
     seeds = sorted(rows_by_seed)
     protocol = _protocol(seeds[0]).split("; seed ")[0] if seeds else ""
-    text = (f"Seeds {', '.join(seeds)}; protocol: {protocol}.\n\n" + table(summary))
+    text = (f"Seeds {', '.join(seeds)}; protocol: {protocol}.\n\n" + table(summary)
+            + "\n\nPer seed (AutoAttack on the first --aa_examples test images):\n\n"
+            + seed_table(rows_by_seed))
     os.makedirs(_OUT.value, exist_ok=True)
     atomic_write_text(os.path.join(_OUT.value, "study.md"), text + "\n")
     atomic_write_json(os.path.join(_OUT.value, "study.json"),

@@ -294,8 +294,34 @@ def test_precision_study_intervals_and_verdicts_by_hand():
     assert summary["clean"]["mixed_within"] is True
     # PGD-20 0.10 lower in mixed: outside float32's 0.21 +- 0.025.
     assert summary["pgd20"]["mixed_within"] is False
+    # Paired differences: clean +0.01, 0, -0.01 (mean 0, s = 0.01); PGD-20 -0.10 each.
+    assert summary["clean"]["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["clean"]["difference_hw"] == pytest.approx(4.303 * 0.01 / 3 ** 0.5)
+    assert summary["pgd20"]["difference"] == pytest.approx(-0.10)
+    assert summary["pgd20"]["difference_hw"] == pytest.approx(0.0, abs=1e-9)
     text = ps.table(ps.aggregate(rows))
-    assert "| st | pgd20 | 3 | 21.0% ± 2.5 | 11.0% ± 2.5 | NO |" in text
+    assert "| st | pgd20 | 3 | 21.0% ± 2.5 | 11.0% ± 2.5 | NO | -10.0 ± 0.0 |" in text
+    assert "| st | clean | 3 | 42.0% ± 5.0 | 42.0% ± 2.5 | yes | +0.0 ± 2.5 |" in text
+
+
+def test_precision_study_compares_only_seeds_with_both_numbers():
+    """A study still running: seed 3's mixed run has no AutoAttack number yet, so the
+    AutoAttack line compares seeds 1-2 on both sides (not three float32 seeds with two
+    mixed ones)."""
+    from benchmarks import precision_study as ps
+    rows = {"1": [{"method": "st", "aa_acc": .10, "best_epoch": 4,
+                   "training_precision": "float32"},
+                  {"method": "st+mixed", "aa_acc": .12, "best_epoch": 5,
+                   "training_precision": "mixed_bfloat16"}],
+            "2": [{"method": "st", "aa_acc": .20}, {"method": "st+mixed", "aa_acc": .20}],
+            "3": [{"method": "st", "aa_acc": .90}, {"method": "st+mixed"}]}
+    (aa,) = ps.aggregate(rows)
+    assert aa["seeds"] == 2 and aa["float32"] == pytest.approx(0.15)
+    assert aa["mixed"] == pytest.approx(0.16) and aa["difference"] == pytest.approx(0.01)
+    text = ps.seed_table(rows).splitlines()
+    assert text[2] == "| st | 1 | float32 | - | - | - | 10.0% | 4 |"
+    assert text[3] == "| st | 1 | mixed_bfloat16 | - | - | - | 12.0% | 5 |"
+    assert text[-1] == "| st | 3 | mixed | - | - | - | - | - |"
 
 
 def test_precision_study_reruns_only_what_is_missing():
@@ -306,6 +332,14 @@ def test_precision_study_reruns_only_what_is_missing():
     assert ps.missing_entries(rows, ["st", "trades"], False) == ["trades+mixed"]
     assert ps.missing_entries(rows, ["st", "trades"], True) == ["st+mixed", "trades+mixed"]
     assert ps.missing_entries([], ["madry"], True) == ["madry", "madry+mixed"]
+
+
+def test_precision_study_report_only_without_results_is_an_error(tmp_path):
+    r = _run(["benchmarks.precision_study", "--report_only",
+              f"--output_dir={tmp_path / 'none'}"], timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(
+        "error: no results under")
+    assert not (tmp_path / "none").exists()
 
 
 def test_flops_rates_take_a_dtype():
