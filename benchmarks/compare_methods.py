@@ -32,8 +32,11 @@ Each method runs through its real trainer (``python -m trainers.<key>``), so the
 checkpoints, selection and export are the ones users get; an interrupted comparison is
 resumed by running it again (finished trainings only redo their final evaluation, and
 reported times come from the run directory).  Outputs in --output_dir:
-results.md (the table), results.json, clean_vs_robust.png; --report_only rewrites the
-table and plot from results.json without running anything.
+results.md (the table), results.json, clean_vs_robust.png, and per entry its run directory
+with log.txt (each process's output appended under a line naming its command);
+--report_only rewrites the table and plot from results.json (its recorded protocol and
+AutoAttack counts) without running anything; --append refuses a results.json recorded
+under another protocol.
 """
 
 import csv
@@ -95,11 +98,15 @@ def run_method(entry, env):
             cmd.append("--mixed_precision")
         else:
             raise ValueError(f"unknown variant {variant!r} in {entry!r} (+awp, +mixed)")
+    os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     train_seconds = time.time() - start
-    with open(os.path.join(run_dir, "log.txt"), "w") as f:
-        f.write(r.stdout + "\n" + r.stderr)
+    # Appended: a rerun (resuming, or adding AutoAttack) must not erase the epochs an
+    # earlier process logged.
+    with open(os.path.join(run_dir, "log.txt"), "a") as f:
+        f.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start))} "
+                f"{' '.join(cmd[1:])}\n{r.stdout}\n{r.stderr}\n")
     if r.returncode != 0:
         raise RuntimeError(f"{entry} failed; see {run_dir}/log.txt\n{r.stderr[-2000:]}")
     with open(os.path.join(run_dir, "metrics.csv")) as f:
@@ -141,24 +148,45 @@ def run_method(entry, env):
                     aa = json.load(f)["autoattack"]
                 row["aa_acc"] = aa["robust_accuracy"]
                 row["aa_seconds"] = aa.get("seconds")
+                row["aa_examples"] = aa.get("n_examples", _AA.value)
             else:
                 row["aa_error"] = r.stderr[-500:]
         rows.append(row)
     return rows
 
 
-def write_outputs(rows):
+def aa_label(rows):
+    """How many images the rows' AutoAttack numbers are on, from the rows themselves
+    (``--report_only`` need not repeat ``--aa_examples``): ``"200"``, ``"200/1000"`` when
+    rows differ, or ``"?"`` for rows written before the count was recorded and no
+    ``--aa_examples`` given."""
+    counts = sorted({r.get("aa_examples") or _AA.value or None for r in rows
+                     if r.get("aa_acc") is not None} - {None})
+    return "/".join(str(c) for c in counts) or "?"
+
+
+def write_outputs(rows, protocol):
+    """Writes results.md, results.json and clean_vs_robust.png.
+
+    Args:
+      rows: one dict per network (``run_method``).
+      protocol: the protocol line the rows were produced under.
+
+    Returns:
+      results.md's text.
+    """
+    from tf_st.fileio import atomic_write_json, atomic_write_text
     cols = [("method", "method"), ("clean_acc", "clean"), ("pgd20_acc", "PGD-20"),
             ("cw20_acc", "CW-20")]
     if any("aa_acc" in r for r in rows):
-        cols.append(("aa_acc", f"AA ({_AA.value} imgs)"))
+        cols.append(("aa_acc", f"AA ({aa_label(rows)} imgs)"))
     cols += [("best_epoch", "selected epoch"), ("last_epoch_clean_acc", "last-epoch clean"),
              ("last_epoch_pgd20_acc", "last-epoch PGD-20"), ("attack_steps", "attack steps"),
              ("train_seconds", "training s"),
              ("final_eval_seconds", "final eval s")]
     if any("aa_seconds" in r for r in rows):
         cols.append(("aa_seconds", "AA s"))
-    lines = ["Protocol: " + protocol_text(), "",
+    lines = ["Protocol: " + protocol, "",
              "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
@@ -180,16 +208,15 @@ def write_outputs(rows):
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    with open(os.path.join(_OUT.value, "results.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(_OUT.value, "results.json"), "w") as f:
-        json.dump({"protocol": protocol_text(), "rows": rows}, f, indent=1)
+    atomic_write_text(os.path.join(_OUT.value, "results.md"), table + "\n")
+    atomic_write_json(os.path.join(_OUT.value, "results.json"),
+                      {"protocol": protocol, "rows": rows}, indent=1)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = [("pgd20_acc", "PGD-20 accuracy (%)")]
     if all(r.get("aa_acc") is not None for r in rows):
-        panels.append(("aa_acc", f"AutoAttack accuracy (%), first {_AA.value} images"))
+        panels.append(("aa_acc", f"AutoAttack accuracy (%), first {aa_label(rows)} images"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     top = max(r[k] for r in rows for k, _ in panels)
     for ax, (key, label) in zip(axes[0], panels):
@@ -214,9 +241,14 @@ def write_outputs(rows):
 
 def main(argv):
     del argv
+    results = os.path.join(_OUT.value, "results.json")
     if _REPORT_ONLY.value:
-        with open(os.path.join(_OUT.value, "results.json")) as f:
-            print(write_outputs(json.load(f)["rows"]))
+        if not os.path.exists(results):
+            raise ValueError(f"no {results} to report; run without --report_only first")
+        with open(results) as f:
+            saved = json.load(f)
+        # The recorded protocol, not this command's flags (which need not be repeated).
+        print(write_outputs(saved["rows"], saved["protocol"]))
         return
     if not _DATA_DIR.value or not os.path.isdir(_DATA_DIR.value):
         raise ValueError(f"no CIFAR-10 image folder at {_DATA_DIR.value}; pass --data_dir")
@@ -224,17 +256,22 @@ def main(argv):
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     print("Protocol:", protocol_text(), flush=True)
     rows = []
-    if _APPEND.value and os.path.exists(os.path.join(_OUT.value, "results.json")):
-        with open(os.path.join(_OUT.value, "results.json")) as f:
-            rows = [r for r in json.load(f)["rows"]
-                    if r["method"].split(":")[0] not in _METHODS.value]
+    if _APPEND.value and os.path.exists(results):
+        with open(results) as f:
+            saved = json.load(f)
+        if saved.get("protocol", protocol_text()) != protocol_text():
+            raise ValueError(f"--append to {results}, whose rows ran under another "
+                             f"protocol ({saved['protocol']!r}; this run: "
+                             f"{protocol_text()!r}); use the same flags or another "
+                             "--output_dir")
+        rows = [r for r in saved["rows"] if r["method"].split(":")[0] not in _METHODS.value]
     for entry in _METHODS.value:
         print(f"[{entry}] training ...", flush=True)
         for row in run_method(entry, env):
             rows.append(row)
             print(f"[{row['method']}] {row}", flush=True)
-        write_outputs(rows)
-    print(write_outputs(rows))
+        write_outputs(rows, protocol_text())
+    print(write_outputs(rows, protocol_text()))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,19 @@ def _row(method, clean, pgd, aa, train_s):
 
 @pytest.mark.slow  # a subprocess
 def test_report_only_rewrites_table_and_plot(tmp_path):
+    """The AutoAttack count and the protocol come from results.json, not from flags the
+    report need not repeat (a report used to say "AA (0 imgs)" and overwrite the
+    recorded protocol with this command's defaults)."""
     rows = [_row("natural", 0.436, 0.029, 0.0, 25.3), _row("st", 0.342, 0.211, 0.185, 600.5)]
+    for r in rows:
+        r["aa_examples"] = 200
     with open(tmp_path / "results.json", "w") as f:
-        json.dump({"protocol": "p", "rows": rows}, f)
+        json.dump({"protocol": "p; seed 7", "rows": rows}, f)
     subprocess.run([sys.executable, "-m", "benchmarks.compare_methods", "--report_only",
-                    f"--output_dir={tmp_path}", "--aa_examples=200",
-                    "--data_dir=/nonexistent"],  # a report needs no data
+                    f"--output_dir={tmp_path}", "--data_dir=/nonexistent"],  # needs no data
                    cwd=ROOT, check=True, capture_output=True)
     lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[0] == "Protocol: p; seed 7"
     header = [c.strip() for c in lines[2].strip("|").split("|")]
     assert header[:5] == ["method", "clean", "PGD-20", "CW-20", "AA (200 imgs)"]
     assert header[-1] == "AA s"
@@ -35,7 +40,31 @@ def test_report_only_rewrites_table_and_plot(tmp_path):
     assert st == ["st", "34.2%", "21.1%", "20.1%", "18.5%", "2", "34.2%", "21.1%", "10",
                   "600", "3", "72"]
     assert (tmp_path / "clean_vs_robust.png").stat().st_size > 1000
-    assert json.load(open(tmp_path / "results.json"))["rows"] == rows
+    saved = json.load(open(tmp_path / "results.json"))
+    assert saved == {"protocol": "p; seed 7", "rows": rows}
+
+
+@pytest.mark.slow  # subprocesses
+def test_compare_methods_appends_logs_and_refuses_a_foreign_protocol(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare_methods", f"--output_dir={tmp_path}",
+         f"--data_dir={data}", *a], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # A failing entry (no such trainer), twice: the second run's log keeps the first's.
+    for _ in range(2):
+        r = run("--methods=no_such_method")
+        assert r.returncode != 0 and "no_such_method failed" in r.stderr
+    log = (tmp_path / "no_such_method" / "log.txt").read_text()
+    assert log.count("=== ") == 2 and log.count("No module named trainers.no_such_method") == 2
+    # --append under another protocol (here another seed) fails before any work.
+    with open(tmp_path / "results.json", "w") as f:
+        json.dump({"protocol": "another protocol; seed 9", "rows": []}, f)
+    r = run("--methods=no_such_method", "--append")
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("error: --append to")
+    assert "another protocol; seed 9" in r.stderr
+    assert (tmp_path / "no_such_method" / "log.txt").read_text() == log
 
 
 def test_op_profile_self_times_subtract_nested_ops(tmp_path):
