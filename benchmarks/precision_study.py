@@ -73,6 +73,22 @@ def interval(values):
     return mean, _T975.get(n - 1, 1.96) * s / math.sqrt(n)
 
 
+def split_entry(method):
+    """A compare_methods row's ``method`` as ``(key, mixed)``: ``"cat+mixed:trades"`` ->
+    ``("cat:trades", True)``, ``"st+awp"`` -> ``("st+awp", False)``.
+
+    Args:
+      method: the row's ``method`` (entry, ``+`` variants, ``:network``).
+
+    Returns:
+      The key without the ``mixed`` variant, and whether it was there.
+    """
+    base, _, net = method.partition(":")
+    parts = base.split("+")
+    key = "+".join(p for p in parts if p != "mixed") + (f":{net}" if net else "")
+    return key, "mixed" in parts[1:]
+
+
 def aggregate(rows_by_seed):
     """Per (method, attack): float32 and mixed means with intervals, and the verdict.
 
@@ -91,17 +107,17 @@ def aggregate(rows_by_seed):
     by = {}  # (method, attack) -> {seed: {variant: accuracy}}
     for seed, rows in rows_by_seed.items():
         for r in rows:
-            key, _, variant = r["method"].partition("+")
+            key, mixed = split_entry(r["method"])
             for a in ATTACKS:
                 if r.get(f"{a}_acc") is not None:
-                    by.setdefault((key, a), {}).setdefault(seed, {})[variant] = r[f"{a}_acc"]
+                    by.setdefault((key, a), {}).setdefault(seed, {})[mixed] = r[f"{a}_acc"]
     out = []
     for method in sorted({k for k, _ in by}):
         for a in ATTACKS:
-            pairs = [v for v in by.get((method, a), {}).values() if "" in v and "mixed" in v]
+            pairs = [v for v in by.get((method, a), {}).values() if False in v and True in v]
             if not pairs:
                 continue
-            f32, mixed = [v[""] for v in pairs], [v["mixed"] for v in pairs]
+            f32, mixed = [v[False] for v in pairs], [v[True] for v in pairs]
             m32, h32 = interval(f32)
             mm, hm = interval(mixed)
             d, hd = interval([m - f for m, f in zip(mixed, f32)])
@@ -145,14 +161,14 @@ def seed_table(rows_by_seed):
     """
     lines = ["| method | seed | training | clean | PGD-20 | CW-20 | AutoAttack | epoch |",
              "|---|---|---|---|---|---|---|---|"]
-    rows = [(r["method"].partition("+"), seed, r) for seed, rs in rows_by_seed.items()
+    rows = [(split_entry(r["method"]), seed, r) for seed, rs in rows_by_seed.items()
             for r in rs]
-    for (key, _, variant), seed, r in sorted(rows, key=lambda t: (t[0][0], int(t[1]),
-                                                                  t[0][2])):
+    for (key, mixed), seed, r in sorted(rows, key=lambda t: (t[0][0], int(t[1]), t[0][1])):
         accs = [f"{100 * r[f'{a}_acc']:.1f}%" if r.get(f"{a}_acc") is not None else "-"
                 for a in ATTACKS]
-        lines.append(f"| {key} | {seed} | {r.get('training_precision', variant or 'float32')}"
-                     f" | {' | '.join(accs)} | {r.get('best_epoch', '-')} |")
+        precision = r.get("training_precision") or ("mixed" if mixed else "float32")
+        lines.append(f"| {key} | {seed} | {precision} | {' | '.join(accs)} | "
+                     f"{r.get('best_epoch', '-')} |")
     return "\n".join(lines)
 
 
@@ -168,8 +184,13 @@ def missing_entries(rows, methods, with_aa):
       ``["<key>", "<key>+mixed", ...]`` without a row, or without ``aa_acc`` when
       ``with_aa``.
     """
-    done = {r["method"] for r in rows if not with_aa or r.get("aa_acc") is not None}
-    return [m + v for m in methods for v in ("", "+mixed") if m + v not in done]
+    # An entry with several networks (cat: cat:trades, cat:alp) is done when every one is.
+    entries = {}
+    for r in rows:
+        entries.setdefault(r["method"].partition(":")[0], []).append(
+            not with_aa or r.get("aa_acc") is not None)
+    return [m + v for m in methods for v in ("", "+mixed")
+            if not all(entries.get(m + v, [False]))]
 
 
 def _results(seed):

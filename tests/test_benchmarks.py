@@ -363,6 +363,31 @@ def test_precision_study_reruns_only_what_is_missing():
     assert ps.missing_entries([], ["madry"], True) == ["madry", "madry+mixed"]
 
 
+def test_precision_study_pairs_networks_and_variants():
+    """CAT's rows are per network (``cat:trades``, ``cat+mixed:trades``) and ``+awp`` is a
+    variant of its own: each pairs with its mixed twin, and a seed is done only when every
+    network of an entry has its numbers."""
+    from benchmarks import precision_study as ps
+    assert ps.split_entry("cat+mixed:trades") == ("cat:trades", True)
+    assert ps.split_entry("st+awp+mixed") == ("st+awp", True)
+    assert ps.split_entry("st+awp") == ("st+awp", False)
+    rows = {"1": [{"method": "cat:trades", "clean_acc": .30}, {"method": "cat:alp", "clean_acc": .20},
+                  {"method": "cat+mixed:trades", "clean_acc": .31},
+                  {"method": "cat+mixed:alp", "clean_acc": .19},
+                  {"method": "st+awp", "clean_acc": .40},
+                  {"method": "st+awp+mixed", "clean_acc": .42}]}
+    got = {r["method"]: (r["float32"], r["mixed"]) for r in ps.aggregate(rows)}
+    assert got == {"cat:alp": (.20, .19), "cat:trades": (.30, .31), "st+awp": (.40, .42)}
+    lines = ps.seed_table(rows).splitlines()[2:]
+    assert lines[0].startswith("| cat:alp | 1 | float32 | 20.0%")
+    assert lines[1].startswith("| cat:alp | 1 | mixed | 19.0%")
+    assert ps.missing_entries(rows["1"], ["cat", "st+awp"], False) == []
+    # AutoAttack asked for: one network without it leaves its entry to do.
+    rows_aa = [dict(r, aa_acc=.1) for r in rows["1"]]
+    rows_aa[1].pop("aa_acc")
+    assert ps.missing_entries(rows_aa, ["cat", "st+awp"], True) == ["cat"]
+
+
 def test_precision_study_report_only_without_results_is_an_error(tmp_path):
     r = _run(["benchmarks.precision_study", "--report_only",
               f"--output_dir={tmp_path / 'none'}"], timeout=120)
