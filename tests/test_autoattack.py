@@ -549,6 +549,55 @@ def test_state_file_resume_skips_finished_work(tmp_path):
         aa.evaluate(model, x, y, state_file=str(state), **dict(kw, seed=2))
 
 
+@pytest.mark.slow
+def test_a_resumed_run_reports_the_whole_runs_counts_warnings_and_time(tmp_path):
+    """Killed once after APGD (whose all-zero-gradient warning it raised) and once in
+    the middle of Square, the resumed run reports what an uninterrupted one does: each
+    attack's points attacked and fooled, the warning, Square's query count; and its
+    seconds include the earlier processes'.  (A resumed run used to restart `attacked`
+    at 0 while `fooled` continued, drop the warnings and queries of attacks finished
+    before the restart, and count only the last process's seconds.)"""
+    lin = Affine((8, 8, 3), 10, seed=12, scale=0.05, stop_gradient=True)
+    rng = np.random.default_rng(13)
+    x = rng.uniform(0, 1, (24, 8, 8, 3))
+    y = lin.logits_np(x).argmax(1)
+    kw = dict(epsilon=0.05, version="custom", attacks=(aa.APGD(steps=3), aa.Square(steps=60)),
+              seed=3, batch_size=8, verbose=False)
+    with pytest.warns(aa.AutoAttackWarning):
+        full = aa.evaluate(lin, x, y, **kw)
+    assert any("all-zero gradient" in w for w in full.warnings)
+    assert full.passes["square_queries"] > 0
+    state = tmp_path / "aa.json"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(attack, batch=None):
+        def progress(e):
+            if e.get("attack") == attack and (
+                    (batch is None and e["event"] == "attack")
+                    or (e["event"] == "batch" and e["batch"] == batch)):
+                raise Stop
+        return progress
+
+    # Stopped at APGD's "attack" event, before its warning: the warning must come from
+    # the state in the resumed process.
+    with pytest.raises(Stop):
+        aa.evaluate(lin, x, y, state_file=str(state), progress=stop_at("apgd-ce"), **kw)
+    with pytest.raises(Stop):
+        aa.evaluate(lin, x, y, state_file=str(state), progress=stop_at("square", 1), **kw)
+    saved = json.loads(state.read_text())
+    assert saved["counts"]["1:square"] > 0 and saved["elapsed"] > 0
+    with pytest.warns(aa.AutoAttackWarning):
+        resumed = aa.evaluate(lin, x, y, state_file=str(state), **kw)
+    np.testing.assert_array_equal(resumed.robust_flags, full.robust_flags)
+    assert ([(a.name, a.attacked, a.fooled) for a in resumed.attacks]
+            == [(a.name, a.attacked, a.fooled) for a in full.attacks])
+    assert resumed.attacks[1].attacked > 0
+    assert resumed.passes == full.passes
+    assert resumed.warnings == full.warnings
+    assert resumed.seconds > saved["elapsed"]
+
 # ----------------------------------------------------------------------------- checks
 
 

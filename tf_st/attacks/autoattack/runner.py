@@ -266,8 +266,10 @@ class _Run:
 
     def __init__(self, logits_fn, inputs, seed, *, strategy, jit_compile, checks,
                  progress, log, state_file, state_interval, write_state,
-                 return_adversarials):
+                 return_adversarials, t_start=None):
         self.logits_fn, self.inputs, self.seed = logits_fn, inputs, seed
+        self.t_start = time.time() if t_start is None else t_start
+        self.elapsed_before = 0.0  # seconds of the processes before a resume
         self.strategy, self.jit_compile, self.checks = strategy, jit_compile, checks
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         self.progress, self.log, self.warnings = progress, log, []
@@ -287,7 +289,12 @@ class _Run:
         if self.progress:
             self.progress(info)
 
+    def seconds(self):
+        """The run's seconds so far, earlier processes' included."""
+        return self.elapsed_before + time.time() - self.t_start
+
     def save(self, force=False):
+        self.state.elapsed = self.seconds()
         self.state_file.save(self.state.payload(), force=force)
 
     def stage_fn(self, attack, size):
@@ -363,6 +370,7 @@ def _start_state(run, prev, clean, probe_logits, epsilon):
     if prev is not None:
         _refuse_foreign(run.state_file.path, prev, fp)
         run.state.resume(prev)
+        run.elapsed_before = run.state.elapsed
         run.log(f"[autoattack] resuming from {run.state_file.path}: "
                 f"{len(run.state.finished)} stages finished")
 
@@ -372,8 +380,8 @@ def _start_state(run, prev, clean, probe_logits, epsilon):
 
 @dataclasses.dataclass
 class _Tally:
-    """One attack's totals (``fooled`` and the clock continue a resumed run's; the
-    points attacked and the components' counts are this process's)."""
+    """One attack's totals; a resumed run continues the earlier processes' (points
+    attacked and fooled, the component's count, the clock)."""
     start: float
     fooled: int
     attacked: int = 0
@@ -401,34 +409,42 @@ def _run_attack(run, ai, attack, stages):
     if key in logs and all(s.key in run.state.finished for s in stages):
         run.log(f"[autoattack] robust accuracy after {attack.name.upper()}: "
                 f"{logs[key].robust_accuracy:.2%} (finished earlier)")
-        return
-    before = logs.get(key)
-    tally = _Tally(start=time.time() - (before.seconds if before else 0.0),
-                   fooled=before.fooled if before else 0)
-    for stage in stages:
-        if stage.key not in run.state.finished:
-            _run_stage(run, attack, stage, tally)
-    logs[key] = tally.log(attack, run.state.robust)
-    run.log(f"[autoattack] robust accuracy after {attack.name.upper()}: "
-            f"{logs[key].robust_accuracy:.2%} (total time {logs[key].seconds:.1f} s)")
-    run.event(event="attack", attack=attack.name, robust_accuracy=logs[key].robust_accuracy,
-              seconds=logs[key].seconds)
-    message = attack.count_warning(tally.count) if run.checks else None
+    else:
+        before = logs.get(key)
+        tally = _Tally(start=time.time() - (before.seconds if before else 0.0),
+                       fooled=before.fooled if before else 0,
+                       attacked=before.attacked if before else 0,
+                       count=run.state.counts.get(key, 0))
+        for stage in stages:
+            if stage.key not in run.state.finished:
+                _run_stage(run, attack, stage, tally)
+        logs[key] = tally.log(attack, run.state.robust)
+        run.log(f"[autoattack] robust accuracy after {attack.name.upper()}: "
+                f"{logs[key].robust_accuracy:.2%} (total time {logs[key].seconds:.1f} s)")
+        run.event(event="attack", attack=attack.name,
+                  robust_accuracy=logs[key].robust_accuracy, seconds=logs[key].seconds)
+    # From the state, so that an attack finished before a restart still warns and counts.
+    count = run.state.counts.get(key, 0)
+    message = attack.count_warning(count) if run.checks else None
     if message:
         run.warn(message)
     if attack.passes_field:
-        run.passes[attack.passes_field] = run.passes.get(attack.passes_field, 0) + tally.count
+        run.passes[attack.passes_field] = run.passes.get(attack.passes_field, 0) + count
 
 
 def _run_stage(run, attack, stage, tally):
-    """One stage on the points still robust when it started (less those done before a
-    restart), in batches; up to one batch per replica at a time (a stage's batches are
-    independent)."""
+    """One stage on the points robust when it started, in batches; up to one batch per
+    replica at a time (a stage's batches are independent).  A resumed stage keeps the
+    first process's batches (points, padded size, seed) and skips those done, so its
+    flags equal an uninterrupted run's."""
     todo = run.state.start_stage(stage)
     bs = run.inputs.batch_size
     batches = [todo[b0:b0 + bs] for b0 in range(0, len(todo), bs)]
     sizes = [run.inputs.bucket(len(idx)) for idx in batches]
-    for group in _replica_groups(sizes, run.replicas):
+    done = run.state.done_in_current
+    left = [bi for bi, idx in enumerate(batches) if not done[idx].all()]
+    for group in _replica_groups([sizes[bi] for bi in left], run.replicas):
+        group = [left[i] for i in group]
         outputs = _run_group(run, attack, stage, [(bi, batches[bi], sizes[bi]) for bi in group])
         for bi, output in zip(group, outputs):
             _record(run, attack, stage, tally, batches[bi], output)
@@ -461,8 +477,9 @@ def _record(run, attack, stage, tally, idx, output):
     tally.fooled += int(fooled.sum())
     if run.x_adv is not None and len(hit):
         run.x_adv[hit] = x_out.numpy()[:k][fooled]
-    run.state.attack_logs[st_lib.attack_key(stage.attack_index, attack)] = tally.log(
-        attack, run.state.robust)
+    key = st_lib.attack_key(stage.attack_index, attack)
+    run.state.attack_logs[key] = tally.log(attack, run.state.robust)
+    run.state.counts[key] = tally.count
     run.save()
 
 
@@ -504,7 +521,7 @@ def _model_info(clean_acc, robust_acc, epsilon, dataset, architecture, model_inf
     return info
 
 
-def _report(run, t_start, epsilon, version, dataset, architecture, model_info, norm):
+def _report(run, epsilon, version, dataset, architecture, model_info, norm):
     logs = _attack_logs(run)
     _black_box_check(run, logs)
     state = run.state
@@ -513,7 +530,7 @@ def _report(run, t_start, epsilon, version, dataset, architecture, model_info, n
     return Result(robust_flags=state.robust, clean_flags=state.clean,
                   clean_accuracy=state.clean_accuracy, robust_accuracy=robust_acc,
                   attacks=[log for _, log in logs], epsilon=float(epsilon), seed=run.seed,
-                  version=version, seconds=time.time() - t_start, x_adv=run.x_adv,
+                  version=version, seconds=run.seconds(), x_adv=run.x_adv,
                   warnings=run.warnings, passes=dict(run.passes), norm=norm,
                   model_info=_model_info(state.clean_accuracy, robust_acc, epsilon,
                                          dataset, architecture, model_info, norm))
@@ -584,7 +601,7 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     run = _Run(logits_fn, inputs, seed, strategy=strategy, jit_compile=jit_compile,
                checks=checks, progress=progress, log=log, state_file=state_file,
                state_interval=state_interval, write_state=worker_index(strategy) == 0,
-               return_adversarials=return_adversarials)
+               return_adversarials=return_adversarials, t_start=t_start)
     prev = run.state_file.load()  # a corrupt file is refused before any work
     clean, probe_logits, n_classes = _clean_pass(run)
     stages = st_lib.stages(inputs.attacks, _target_count(run, n_classes))
@@ -596,4 +613,4 @@ def evaluate(logits_fn, x, y, *, epsilon=8 / 255, version="standard", attacks=No
     finally:
         run.save(force=True)
         st_lib.restore_signals(stop)
-    return _report(run, t_start, epsilon, version, dataset, architecture, model_info, norm)
+    return _report(run, epsilon, version, dataset, architecture, model_info, norm)

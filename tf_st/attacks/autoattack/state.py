@@ -106,6 +106,10 @@ class RunState:
       current: the key of the stage in progress, or None.
       done_in_current: bool ``[N]``, points done in the current stage.
       attack_logs: ``{attack_key: AttackLog}``.
+      counts: ``{attack_key: int}``, each attack's count so far (``Component.stage``'s
+        per-example tally summed: APGD's zero-gradient points, Square's queries), so that
+        its sanity warning and ``Result.passes`` cover the whole run, not the last process.
+      elapsed: the seconds spent so far, by this process and the ones it resumes.
     """
     fingerprint: dict
     clean: np.ndarray
@@ -115,6 +119,8 @@ class RunState:
     current: object = None  # the key of the stage in progress, or None
     done_in_current: np.ndarray = None
     attack_logs: dict = dataclasses.field(default_factory=dict)  # attack_key -> AttackLog
+    counts: dict = dataclasses.field(default_factory=dict)  # attack_key -> int
+    elapsed: float = 0.0
 
     def __post_init__(self):
         if self.done_in_current is None:
@@ -131,6 +137,9 @@ class RunState:
         self.robust = flags_arr(prev["robust_flags"])
         self.finished = list(prev["finished"])
         self.attack_logs = {k: AttackLog(**v) for k, v in prev.get("attack_logs", {}).items()}
+        # State files written before these fields existed resume with zero (as they did).
+        self.counts = {k: int(v) for k, v in prev.get("counts", {}).items()}
+        self.elapsed = float(prev.get("elapsed", 0.0))
         if prev.get("current"):
             self.current = prev["current"]
             self.done_in_current = flags_arr(prev["done_in_current"])
@@ -145,7 +154,8 @@ class RunState:
                     clean_flags=flags_str(self.clean), clean_accuracy=self.clean_accuracy,
                     finished=self.finished, current=self.current,
                     done_in_current=flags_str(self.done_in_current),
-                    attack_logs={k: dataclasses.asdict(v) for k, v in self.attack_logs.items()})
+                    attack_logs={k: dataclasses.asdict(v) for k, v in self.attack_logs.items()},
+                    counts=dict(self.counts), elapsed=self.elapsed)
 
     def start_stage(self, stage):
         """Begins (or resumes) ``stage``.
@@ -154,11 +164,15 @@ class RunState:
           stage: a ``Stage``.
 
         Returns:
-          The indices of the points it attacks: still robust, not done before a restart.
+          The indices of the points it attacks: the points robust when it began (those
+          done before a restart included: the caller batches them as the first process
+          did, so that every batch keeps its points and its seed, and skips the batches
+          done).
         """
         if self.current != stage.key:
             self.current, self.done_in_current = stage.key, np.zeros(len(self.robust), bool)
-        return np.nonzero(self.robust & ~self.done_in_current)[0]
+        # A point is done only after it was attacked, so it was robust when the stage began.
+        return np.nonzero(self.robust | self.done_in_current)[0]
 
     def record(self, idx, fooled):
         """Records points ``idx`` as attacked, ``fooled`` of them no longer robust.
