@@ -123,6 +123,11 @@ def test_accuracy_columns_of_one_and_two_network_runs():
             "b_test_pgd20_acc"]
     assert accuracy_columns(cols) == [("a_test_clean_acc", "a_test_pgd20_acc", "a_"),
                                       ("b_test_clean_acc", "b_test_pgd20_acc", "b_")]
+    # A run that selected on a holdout names its columns so.
+    assert accuracy_columns(["epoch", "holdout_clean_acc", "holdout_pgd20_acc"]) == \
+        [("holdout_clean_acc", "holdout_pgd20_acc", "")]
+    assert accuracy_columns(["a_holdout_clean_acc", "a_holdout_pgd10_acc"]) == \
+        [("a_holdout_clean_acc", "a_holdout_pgd10_acc", "a_")]
 
 
 # ---- the CLIs on real (tiny) runs ----------------------------------------------------

@@ -178,7 +178,7 @@ def test_run_directory_is_owned_by_one_run_with_one_set_of_settings(tmp_path, ca
 
 
 @pytest.mark.slow  # a whole trainer
-def test_holdout_selection_is_balanced_disjoint_and_recorded(tmp_path):
+def test_holdout_selection_is_balanced_disjoint_and_recorded(tmp_path, capsys):
     import numpy as np
 
     from tf_st import data
@@ -198,6 +198,15 @@ def test_holdout_selection_is_balanced_disjoint_and_recorded(tmp_path):
                                          f"--output_dir={out}"]) == 0
     card = json.loads((out / "export" / "1" / "model_card.json").read_text())
     assert "class-balanced holdout of 50 training examples" in card["selection"]
+    # The per-epoch numbers are the holdout's and say so (they were labelled "test").
+    assert card["selection_split"] == "holdout"
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"holdout_clean_acc", "holdout_pgd20_acc"} <= set(header)
+    assert not [c for c in header if c.startswith("test_")]
+    row = dict(zip(header, (out / "metrics.csv").read_text().splitlines()[
+        card["best_epoch"]].split(",")))
+    assert card["clean_acc"] == pytest.approx(float(row["holdout_clean_acc"]))
+    assert "| holdout clean" in capsys.readouterr().out
 
 
 def test_degenerate_attack_settings_warn(tmp_path, capsys):

@@ -54,11 +54,13 @@ def accuracy_columns(columns):
     """``[(clean column, robust column, network prefix)]`` of a metrics.csv header."""
     out = []
     for c in columns:
-        m = re.fullmatch(r"(.*)test_clean_acc", c)
+        # test_..., or holdout_... for a run that selected on a holdout.
+        m = re.fullmatch(r"(.*?)(test|holdout)_clean_acc", c)
         if m:
-            prefix = m.group(1)
-            robust = [d for d in columns if d.startswith(prefix + "test_") and d != c
-                      and d.endswith("_acc") and d[len(prefix) + 5:-4].count("_") == 0]
+            prefix, split = m.group(1), m.group(2) + "_"
+            robust = [d for d in columns if d.startswith(prefix + split) and d != c
+                      and d.endswith("_acc")
+                      and d[len(prefix + split):-4].count("_") == 0]
             out.append((c, robust[0] if robust else None, prefix))
     return out
 
@@ -103,7 +105,8 @@ def plot(series, custom, path):
     for label, column, epochs, values, style in series:
         key = label if not custom else (label, column)
         colors.setdefault(key, f"C{len(colors)}")
-        pretty = column.replace("test_", "").replace("_acc", "").replace("train_", "")
+        pretty = (column.replace("test_", "").replace("holdout_", "holdout ")
+                  .replace("_acc", "").replace("train_", ""))
         scale = 100.0 if column.endswith("_acc") or column.endswith("ratio") else 1.0
         ax.plot(epochs, values * scale, style, marker="o", ms=3, color=colors[key],
                 label=f"{label}: {pretty}")

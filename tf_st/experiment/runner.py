@@ -401,21 +401,22 @@ def fit(settings, log=print, chief=True):
         log(f"[{tag}] resumed after epoch {start_epoch} (best {method.selection_attack} {best})")
 
     train_keys = [m.name for m in method.metrics]
-    best_cb = cb.BestAndLatest(run_ckpt, method)
+    best_cb = cb.BestAndLatest(run_ckpt, method, s.selection_split)
     callbacks = [
         cb.MethodEpochBegin(method),
         cb.StopOnNonFinite(s.hparams),
         cb.EpochRecord(schedule.lr_at_epoch),
         cb.RobustEvaluation(method, eval_x, eval_y, epsilon=s.hparams["epsilon"],
                             step_size=s.eval_step_size, norm=s.hparams["norm"],
-                            batch_size=min(s.eval_batch_size, len(eval_x)), seed=s.seed),
+                            batch_size=min(s.eval_batch_size, len(eval_x)), seed=s.seed,
+                            split=s.selection_split),
         best_cb,
         cb.MetricsCSV(os.path.join(s.output_dir, "metrics.csv"), train_keys),
         keras.callbacks.TensorBoard(os.path.join(s.output_dir, "tensorboard"),
                                     write_graph=False, update_freq="epoch"),
         cb.CommitEpoch(run_ckpt),
         cb.EpochSummary(tag, method, best_cb, start_epoch, s.epochs, train_keys,
-                        schedule.lr_at_epoch),
+                        schedule.lr_at_epoch, s.selection_split),
     ]
     if start_epoch < s.epochs:
         if unlabeled is not None:
@@ -475,7 +476,7 @@ def export_best(settings, trained, log=print):
             raise RuntimeError(f"{metrics_path} has no row for epoch {best_epoch}, the best "
                                f"epoch of {name}; nothing is exported (the card would "
                                "carry no accuracy)")
-        prefix = metric_prefix(method, name)
+        prefix, split = metric_prefix(method, name), s.selection_split
         attack = method.selection_attack
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
                 "num_classes": trained.num_classes, "class_names": trained.class_names,
@@ -491,8 +492,10 @@ def export_best(settings, trained, log=print):
                          "proxy_lr": s.awp_proxy_lr, "first_epoch": s.awp_first_epoch}
                         if s.awp else None),
                 "best_epoch": best_epoch,
-                "clean_acc": float(row.get(prefix + "test_clean_acc", math.nan)),
-                f"{attack}_acc": float(row.get(prefix + f"test_{attack}_acc", math.nan)),
+                # On the selection split (test or holdout), as "selection" says.
+                "clean_acc": float(row.get(f"{prefix}{split}_clean_acc", math.nan)),
+                f"{attack}_acc": float(row.get(f"{prefix}{split}_{attack}_acc", math.nan)),
+                "selection_split": split,
                 "selection": f"best {attack}"
                              + (" (L2)" if s.norm == "l2" else "")
                              + f" accuracy on {trained.selection_note}, "

@@ -11,7 +11,8 @@ Each callback reads and extends the epoch's ``logs`` dict, which Keras hands to 
 callback in turn, so the CSV row, the TensorBoard scalars and the printed line show the
 same numbers.  Metric keys: the method's training metrics (``loss``, its terms,
 ``accuracy``), then ``test_clean_acc`` / ``test_pgd20_acc`` (prefixed ``<network>_``
-when a method trains several networks), ``lr``, ``train_seconds``, ``eval_seconds``.
+when a method trains several networks; ``holdout_...`` when the run selects on a
+holdout, ``--selection_split=holdout``), ``lr``, ``train_seconds``, ``eval_seconds``.
 """
 
 import csv
@@ -92,11 +93,13 @@ class EpochRecord(keras.callbacks.Callback):
 class RobustEvaluation(keras.callbacks.Callback):
     """Clean and PGD-N accuracy of every network of the method, in inference mode, on a
     fixed evaluation set (ST-AT ``utils.py:evaluate``: PGD-20, step 2/255, every epoch;
-    the attack is the method's ``selection_attack``)."""
+    the attack is the method's ``selection_attack``); ``split`` names the set in the
+    metric keys (``test``, or ``holdout`` when selecting on a holdout)."""
 
-    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed, norm="Linf"):
+    def __init__(self, method, x, y, *, epsilon, step_size, batch_size, seed, norm="Linf",
+                 split="test"):
         super().__init__()
-        self.method, self.x, self.y = method, x, y
+        self.method, self.x, self.y, self.split = method, x, y, split
         self.epsilon, self.step_size, self.norm = epsilon, step_size, norm
         self.batch_size, self.seed, self.attack = batch_size, seed, method.selection_attack
 
@@ -110,8 +113,8 @@ class RobustEvaluation(keras.callbacks.Callback):
                           step_size=self.step_size, batch_size=self.batch_size,
                           seed=self.seed, context=epoch + 1, verbose=False, norm=self.norm)
             prefix = metric_prefix(self.method, name)
-            logs[f"{prefix}test_clean_acc"] = ev.attacks["clean"].accuracy
-            logs[f"{prefix}test_{self.attack}_acc"] = ev.attacks[self.attack].accuracy
+            logs[f"{prefix}{self.split}_clean_acc"] = ev.attacks["clean"].accuracy
+            logs[f"{prefix}{self.split}_{self.attack}_acc"] = ev.attacks[self.attack].accuracy
         logs["eval_seconds"] = round(time.time() - t0, 2)
 
 
@@ -119,10 +122,10 @@ class BestAndLatest(keras.callbacks.Callback):
     """Stages each network's best weights by its own robust accuracy; ``CommitEpoch``
     (after the metrics row is written) saves the checkpoint and puts them in place."""
 
-    def __init__(self, run_ckpt, method):
+    def __init__(self, run_ckpt, method, split="test"):
         super().__init__()
         self.run_ckpt, self.method = run_ckpt, method
-        self.robust_key = f"test_{method.selection_attack}_acc"
+        self.robust_key = f"{split}_{method.selection_attack}_acc"
         self.best_at_last_epoch = set()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -202,9 +205,10 @@ def read_metrics_row(path, epoch):
 class EpochSummary(keras.callbacks.Callback):
     """One line per epoch: training terms, test accuracies, "(best)" markers, ETA."""
 
-    def __init__(self, tag, method, best, first_epoch, epochs, train_keys, lr_at_epoch):
+    def __init__(self, tag, method, best, first_epoch, epochs, train_keys, lr_at_epoch,
+                 split="test"):
         super().__init__()
-        self.tag, self.method, self.best = tag, method, best
+        self.tag, self.method, self.best, self.split = tag, method, best, split
         self.lr_at_epoch = lr_at_epoch
         self.first_epoch, self.epochs, self.train_keys = first_epoch, epochs, train_keys
         self._started = None
@@ -226,9 +230,9 @@ class EpochSummary(keras.callbacks.Callback):
         for name in self.method.network_names:
             prefix = metric_prefix(self.method, name)
             label = f"{name} " if prefix else ""
-            tests.append(f"{label}clean {100 * logs[prefix + 'test_clean_acc']:.2f}% "
-                         f"{attack} {100 * logs[prefix + f'test_{attack}_acc']:.2f}%"
+            tests.append(f"{label}clean {100 * logs[f'{prefix}{self.split}_clean_acc']:.2f}% "
+                         f"{attack} {100 * logs[f'{prefix}{self.split}_{attack}_acc']:.2f}%"
                          + (" (best)" if name in self.best.best_at_last_epoch else ""))
-        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs}: {train} | test "
+        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs}: {train} | {self.split} "
               + "; ".join(tests) + f" | {time.time() - self._t0:.0f}s, ETA {eta:.0f}s",
               flush=True)
