@@ -79,6 +79,28 @@ def test_array_form_equals_the_pair_list_and_dataset_forms_and_the_seed_scheme()
                                   model(x).numpy().argmax(1) == y)
 
 
+def test_two_attacks_of_one_name_are_refused_before_any_work(tmp_path):
+    """Results are keyed by attack name: ``pgd40`` and ``pgd_rst`` were both called
+    ``pgd40``, so one replaced the other.  ``pgd_rst`` has its own name now, and a
+    name given twice is an error before anything runs."""
+    model, x, y = _linear_data()
+    assert specs.parse("pgd_rst", epsilon=0.031).name == "pgd_rst"
+    assert specs.EveryIteratePGD(steps=7).name == "pgd7_every_iterate"
+    res = evaluate(model, x, y, attacks=["pgd2", "pgd_rst"], epsilon=1 / 255, batch_size=50,
+                   verbose=False)
+    assert list(res.attacks) == ["pgd2", "pgd_rst"]
+    calls = []
+    with pytest.raises(ValueError, match="pgd2 given twice"):
+        evaluate(lambda t: calls.append(1) or model(t), x, y, attacks=["pgd2", "pgd2"],
+                 verbose=False)
+    with pytest.raises(ValueError, match="pgd20 given twice"):
+        evaluate_and_report(lambda t: calls.append(1) or model(t), dataset="cifar10_mini",
+                            data_dir=None, split="test", attacks=["pgd20", specs.PGD()],
+                            epsilon=8 / 255, step_size=2 / 255, examples=4, batch_size=4,
+                            seed=0, output=str(tmp_path / "r.json"), verbose=False)
+    assert not calls and not (tmp_path / "r.json").exists()
+
+
 def test_how_the_arguments_are_read():
     """Which form a call is in; the defaults; one attack given alone."""
     from tf_st.evaluation.robustness import _data_and_attacks

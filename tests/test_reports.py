@@ -128,6 +128,22 @@ def test_autoattack_alone_reports_the_number_of_examples_evaluated(export, tmp_p
         assert r["autoattack"]["robust_accuracy"] == pytest.approx(2 / 6)
 
 
+def test_each_attack_records_the_settings_it_ran_with(export, tmp_path):
+    """The report's top-level step_size is the flag; pgd_rst steps 0.01 (semisup-adv's
+    PGD_Ours) whatever it says, and its entry now records that."""
+    rep = report.evaluate_and_report(
+        load(export), dataset="cifar10_mini", data_dir=None, split="test",
+        attacks=["clean", "pgd2", "pgd_rst"], epsilon=8 / 255, step_size=1 / 255,
+        examples=4, batch_size=4, seed=0, output=str(tmp_path / "r.json"), verbose=False)
+    for r in (rep, json.load(open(tmp_path / "r.json"))):
+        assert r["step_size"] == pytest.approx(1 / 255)
+        assert r["attacks"]["pgd2"]["settings"]["step_size"] == pytest.approx(1 / 255)
+        assert r["attacks"]["pgd2"]["settings"]["steps"] == 2
+        rst = r["attacks"]["pgd_rst"]["settings"]
+        assert (rst["step_size"], rst["steps"], rst["restarts"]) == (0.01, 40, 5)
+        assert r["attacks"]["clean"]["settings"] == {"epsilon": 0.0}
+
+
 def test_worst_case_row_and_intervals_in_the_per_batch_table():
     from tf_st.evaluation import evaluate
     rng = np.random.RandomState(0)

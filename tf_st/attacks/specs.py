@@ -488,6 +488,16 @@ class EveryIteratePGD(_PGDFamily):
     norm: str = "Linf"
     every_iterate = True  # a class constant, not a field
 
+    @property
+    def name(self):
+        """``pgd_rst`` with semisup-adv's settings (``parse('pgd_rst')``), else
+        ``pgd<steps>_every_iterate`` (``cw...`` with ``loss='cw'``): never plain
+        ``pgd<steps>``, which names a different attack in the same report."""
+        if (self.steps, self.restarts, self.step_size, self.loss, self.targeted,
+                self.every_iterate_from_start) == (40, 5, 0.01, "ce", False, False):
+            return "pgd_rst"
+        return f"{super().name}_every_iterate"
+
     def _single(self, logits_fn, x, y, seed, x_init):
         x0 = self._start(x, seed) if x_init is None else x_init
         x_adv, fooled_any = pgd(

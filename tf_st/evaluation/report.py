@@ -2,13 +2,14 @@
 ``export.evaluate`` and the trainers' final evaluation."""
 
 import contextlib
+import dataclasses
 import errno
 import os
 import time
 
 from tf_st.attacks.checks import check_norm, looks_like_probabilities
 from tf_st.attacks.specs import parse
-from tf_st.evaluation.robustness import evaluate
+from tf_st.evaluation.robustness import check_unique_names, evaluate
 from tf_st.fileio import LockHeld, atomic_write_json, lock_file, release
 from tf_st.provenance import (INTERVAL_NOTE, accuracy_interval, environment, examples_hash,
                               interval_fields, saved_model_fingerprint)
@@ -237,6 +238,7 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
     norm = check_norm(norm)
     specs = [parse(a, epsilon=epsilon, step_size=step_size, norm=norm) if isinstance(a, str)
              else a for a in attacks]
+    check_unique_names(specs)
     check_output_writable(output)
     if state_file and all(s.batched for s in specs):
         import sys
@@ -257,6 +259,22 @@ def evaluate_and_report(logits_fn, *, dataset, data_dir, split, attacks, epsilon
             output=output, model_card=model_card, state_file=state_file, verbose=verbose,
             strategy=strategy, norm=norm,
             audit_examples=audit_examples if writer else None)
+
+
+def attack_settings(spec):
+    """An attack spec's scalar settings (epsilon, step size, steps, restarts, loss, norm,
+    ...), JSON-ready.
+
+    Args:
+      spec: an attack spec (a dataclass of ``tf_st.attacks.specs``).
+
+    Returns:
+      ``{field: value}`` of its int, float, str, bool and None fields.
+    """
+    if not dataclasses.is_dataclass(spec):
+        return {}
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+            if isinstance(getattr(spec, f.name), (int, float, str, bool, type(None)))}
 
 
 def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon, step_size,
@@ -309,9 +327,18 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
 
     batched = [s for s in specs if s.batched]
 
+    def with_settings(js):
+        """Each attack's entry with the settings it ran with (``pgd_rst`` steps 0.01
+        whatever ``step_size`` says at the top of the report)."""
+        for spec in batched:
+            if spec.name in js["attacks"]:
+                js["attacks"][spec.name]["settings"] = attack_settings(spec)
+        return js
+
     def on_attack(res):
         robust.update({name: r.correct for name, r in res.attacks.items()})
-        save({**res.to_json(), **worst_case()}, batched[len(res.attacks):] + whole)
+        save({**with_settings(res.to_json()), **worst_case()},
+             batched[len(res.attacks):] + whole)
 
     result = evaluate(logits_fn, (x, y), batched, epsilon=epsilon, step_size=step_size,
                       batch_size=batch, seed=seed, verbose=verbose, on_attack=on_attack,
@@ -319,7 +346,7 @@ def _evaluate_and_report(logits_fn, specs, *, dataset, data_dir, split, epsilon,
     n = len(x)
     # With only whole-set attacks (AutoAttack alone) the per-batch result is empty and
     # counts 0 examples; the report counts what was evaluated.
-    report.update({**result.to_json(), "num_examples": int(n)})
+    report.update({**with_settings(result.to_json()), "num_examples": int(n)})
     rows = [(r.name, r.accuracy, r.seconds, _stderr(r.accuracy, n))
             for r in result.attacks.values()]
     for i, spec in enumerate(whole):

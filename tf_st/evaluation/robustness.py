@@ -250,6 +250,7 @@ def evaluate(model=None, x=None, y=None, attacks=None, *, epsilon=8 / 255, step_
     logits_fn = logits_function(model)
     specs = [parse(a, epsilon=epsilon, step_size=step_size, norm=norm) if isinstance(a, str)
              else a for a in attacks]
+    check_unique_names(specs)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     results, details = {}, {}
     arrays = None  # the whole set as arrays, for whole-set attacks
@@ -336,6 +337,23 @@ def logits_function(model):
         return model
     raise ValueError(f"model: got {type(model).__name__} {str(model)[:60]!r}; evaluate "
                      f"takes {_ACCEPTED_MODELS}")
+
+
+def check_unique_names(specs):
+    """Refuses two attacks of one name (results are keyed by name: the second would
+    replace the first, e.g. ``pgd20`` given twice).
+
+    Args:
+      specs: the parsed attack specs.
+
+    Raises:
+      ValueError: a name occurs twice.
+    """
+    names = [spec.name for spec in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"attacks: {', '.join(twice)} given twice (each attack's result "
+                         "is reported under its name)")
 
 
 def _is_array(v):
