@@ -97,6 +97,14 @@ def test_the_honest_model_passes_every_check():
     assert [c.name for c in r.checks] == ALL_CHECKS
 
 
+def test_the_large_radius_check_names_the_multiple_reached():
+    """At eps 0.3 an L-inf sweep's 4x radius is capped at 1: the check says 3.33x, not 4x."""
+    r = run_audit(_honest(S), X, Y, epsilon=0.3, seed=0)
+    (check,) = [c for c in r.checks if c.name == "large_epsilon"]
+    assert "(3.33x the threat model's)" in check.explanation
+    assert "4x" not in check.explanation
+
+
 # The honest model's boundary is the hyperplane s . (x - 0.5) = 0: an image at t (L-inf)
 # is t sqrt(d) from it in L2, so at this L2 radius the robust set is the same.
 L2_EPS = EPS * np.sqrt(X[0].size)
