@@ -26,23 +26,25 @@ SHAPE, CLASSES, BATCH = (16, 16, 3), 10, 16
 # measured (small CNN at its random init, batch 16, K = 3, Keras 3.15 / TF 2.21).
 #
 # bfloat16 keeps 8 significant bits: unit round-off u = 2**-9 ~ 2.0e-3 per rounding.
-# The logits are a float32 Dense over bfloat16 features and the losses are float32
-# (tf_st.models._common.logits_dtype, tf_st.attacks.losses.as_float), so the loss is
-# an average of per-example values each off by ~u: measured 1.8e-4 (ST) and 1.2e-4
-# (TRADES) for the loss, 1.1e-4 for the CE.  Bound 5e-4 (u / 4): a loss rounded to
-# bfloat16 itself is off by up to u (CE 2.2617 -> 2.2656, 1.7e-3: the broken variant
-# below).  The regulariser is a divergence between close distributions (TRADES' KL is
-# 3e-5 here), a difference of nearly equal numbers: measured 0.8% (ST), 2.6% (TRADES);
-# bound 10%; with logits and KL in bfloat16 it came out negative (-5.5e-4, 1800%).
+# The stem convolution reads the images in float32, the logits are a float32 Dense over
+# bfloat16 features and the losses are float32 (tf_st.models._common.stem_dtype and
+# logits_dtype, tf_st.attacks.losses.as_float), so the loss is an average of
+# per-example values each off by ~u: measured 7.2e-5 (ST) and 5.1e-5 (TRADES) for the
+# loss, 5.0e-5 for the CE (with a bfloat16 stem: 1.8e-4, 1.2e-4, 1.1e-4).  Bound 5e-4
+# (u / 4): a loss rounded to bfloat16 itself is off by up to u (CE 2.2617 -> 2.2656,
+# 1.7e-3: the broken variant below).  The regulariser is a divergence between close
+# distributions (TRADES' KL is 3e-5 here), a difference of nearly equal numbers:
+# measured 0.24% (ST), 0.90% (TRADES) (bfloat16 stem: 0.8%, 2.6%); bound 10%; with
+# logits and KL in bfloat16 it came out negative (-5.5e-4, 1800%).
 # The parameter gradients go back through four bfloat16 conv + BN layers at random
-# init, where they are small differences of large terms: measured 13.5% (global
-# relative norm, both methods), every variable's cosine to float64 >= 0.980.  A stock
-# Keras CNN of the same shape (keras.layers.BatchNormalization) measured 14.2% here,
-# so this is bfloat16's error, not tf_st's.  Bound 25% and cosine >= 0.95: catches a
-# gradient that misses a path or is off in scale (an unscaled float16 loss scale:
-# 2**15), not a bfloat16 rounding.
-# float16 keeps 11 bits (u = 2**-11 ~ 4.9e-4): loss measured 1.3e-5, regulariser 0.45%
-# (TRADES), gradients 4.2% (cosines >= 0.997).
+# init, where they are small differences of large terms: measured 12% (global relative
+# norm, both methods; 13.5% with a bfloat16 stem), every variable's cosine to float64
+# >= 0.986.  A stock Keras CNN of the same shape (keras.layers.BatchNormalization)
+# measured 14.2% here, so this is bfloat16's error, not tf_st's.  Bound 25% and
+# cosine >= 0.95: catches a gradient that misses a path or is off in scale (an
+# unscaled float16 loss scale: 2**15), not a bfloat16 rounding.
+# float16 keeps 11 bits (u = 2**-11 ~ 4.9e-4): loss measured 6.3e-6, regulariser 0.36%
+# (TRADES), gradients 3.4% (cosines >= 0.998).
 # float32 against float64: loss 3e-8, gradients 1.3e-6, TRADES' tiny KL 6.7e-4: bounded
 # at 1e-6, 1e-4 and 3e-3, so the float32 step is exact at the mixed tolerances' scale.
 TOLERANCES = {
@@ -278,3 +280,41 @@ def test_reduced_precision_inference_batchnorm_rounds_once_without_casts(dtype):
 
     float32_ops = traced_ops(layer("float32"), tf.cast(x, tf.float32))
     assert not [t for t, _ in float32_ops if t.startswith("FusedBatchNorm")]
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "preact_resnet18", "wrn10_1"])
+def test_the_stem_reads_the_images_in_float32_under_a_mixed_policy(arch):
+    """Under a mixed policy the first convolution computes in float32 (images and their
+    perturbations are not rounded to 16 bits), every other convolution in the policy's
+    dtype; float32 and float64 builds follow their policy as before.  The point: a
+    perturbation of 0.001 on pixels in [0.5, 1) is below bfloat16's half-spacing there
+    (2**-9), so a bfloat16 stem loses it (TRADES' attack start), a float32 stem keeps it
+    exactly."""
+    shape = (32, 32, 3)  # the ResNets' pooling assumes CIFAR's size
+    build = (lambda: models.wide_resnet(10, 1, num_classes=CLASSES, input_shape=shape)
+             if arch == "wrn10_1" else models.build(arch, CLASSES, input_shape=shape))
+    for policy, stem, rest in [("mixed_bfloat16", "float32", "bfloat16"),
+                               ("mixed_float16", "float32", "float16"),
+                               ("float32", "float32", "float32"),
+                               ("float64", "float64", "float64")]:
+        with _policy(policy):
+            keras.utils.set_random_seed(0)
+            net = build()
+        convs = [l for l in net.layers if isinstance(l, keras.layers.Conv2D)]
+        assert convs[0].name == "conv1" and convs[0].compute_dtype == stem, policy
+        assert {l.compute_dtype for l in convs[1:]} == {rest}, policy
+    with _policy("mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        net = build()
+    stem = [l for l in net.layers if isinstance(l, keras.layers.Conv2D)][0]
+    x = np.random.RandomState(0).uniform(0.5, 1.0, (2,) + shape).astype(np.float32)
+    delta = 1e-3 * np.sign(np.random.RandomState(1).randn(*x.shape)).astype(np.float32)
+    # Rounded to bfloat16 (spacing 2**-8 in [0.5, 1)), x + delta lands on x's grid point
+    # unless x is within 0.001 of a rounding boundary: in 1 - 0.001 / 2**-8 = 74% of
+    # the pixels the perturbation is lost.
+    lost = np.mean(tf.cast(x + delta, tf.bfloat16).numpy() == tf.cast(x, tf.bfloat16).numpy())
+    assert 0.68 < lost < 0.80
+    kernel = stem.kernel.numpy().astype(np.float64)
+    got = (stem(x + delta) - stem(x)).numpy().astype(np.float64)
+    want = tf.nn.conv2d(delta.astype(np.float64), kernel, 1, "SAME").numpy()
+    np.testing.assert_allclose(got, want, atol=2e-6)

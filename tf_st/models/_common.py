@@ -78,7 +78,22 @@ def logits_dtype():
     return None
 
 
-def conv3x3(x, filters, stride, name, kernel_initializer, pad_at_stride_1=False):
+def stem_dtype():
+    """dtype for the first convolution, the one that reads the images.
+
+    Under a mixed policy it computes in float32, so that the images are not rounded to
+    16 bits: bfloat16 keeps 8 significant bits, so above 0.5 its spacing (1/256) exceeds
+    the pixel grid's 1/255 and TRADES' ``0.001 N(0, 1)`` attack start mostly rounds
+    away.  In the precision study, TRADES trained with a bfloat16 stem ended with twice
+    the float32 model's KL at eps and lower AutoAttack accuracy; with a float32 stem it
+    matched float32 (``benchmarks/RESULTS.md``).  The stem is one of ResNet-18's 20
+    convolutions and about 0.3% of its FLOPs.  Otherwise ``None`` (follow the policy;
+    float32 and float64 builds are unchanged).
+    """
+    return logits_dtype()
+
+
+def conv3x3(x, filters, stride, name, kernel_initializer, pad_at_stride_1=False, dtype=None):
     """PyTorch ``Conv2d(k=3, stride, padding=1, bias=False)``.
 
     Stride 2: explicit symmetric ``ZeroPadding2D(1)`` + ``'valid'``: Keras ``'same'`` at
@@ -93,13 +108,16 @@ def conv3x3(x, filters, stride, name, kernel_initializer, pad_at_stride_1=False)
     ``pad_at_stride_1=True`` gives stride-1 convs their own ZeroPadding2D layer too (the
     construction before they took 'same'; ``models.build(..., pad_at_stride_1=True)``,
     ``benchmarks.vs_reference --ablate=pad_layers=true``).
+
+    ``dtype``: the layers' dtype policy (``stem_dtype()`` for the stem), or None to
+    follow the global policy.
     """
     if stride == 1 and not pad_at_stride_1:
         return layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                             kernel_initializer=kernel_initializer, name=name)(x)
-    x = layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)
+                             kernel_initializer=kernel_initializer, name=name, dtype=dtype)(x)
+    x = layers.ZeroPadding2D(padding=1, name=f"{name}_pad", dtype=dtype)(x)
     return layers.Conv2D(filters, 3, strides=stride, padding="valid", use_bias=False,
-                         kernel_initializer=kernel_initializer, name=name)(x)
+                         kernel_initializer=kernel_initializer, name=name, dtype=dtype)(x)
 
 
 def conv1x1(x, filters, stride, name, kernel_initializer):

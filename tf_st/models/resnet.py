@@ -76,7 +76,7 @@ def _preact_block(x, planes, stride, name, init, pad):
 def _resnet(block, num_blocks, num_classes, input_shape, name, preact, pad=False):
     init = C.torch_default_kernel_init()
     inputs = C.image_input(input_shape)
-    x = C.conv3x3(inputs, 64, 1, "conv1", init, pad)
+    x = C.conv3x3(inputs, 64, 1, "conv1", init, pad, dtype=C.stem_dtype())
     if not preact:
         x = C.relu(C.bn(x, "bn1"), "relu")
     for stage, ((planes, stride), n) in enumerate(zip(_STAGES, num_blocks), start=1):

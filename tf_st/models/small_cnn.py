@@ -40,7 +40,8 @@ def small_cnn(num_classes=10, input_shape=(32, 32, 3), name="small_cnn", widths=
     inputs = C.image_input(input_shape)
     x = inputs
     for i, width in enumerate(widths, start=1):
-        x = C.conv3x3(x, width, 1, f"conv{i}", init, pad_at_stride_1)
+        x = C.conv3x3(x, width, 1, f"conv{i}", init, pad_at_stride_1,
+                      dtype=C.stem_dtype() if i == 1 else None)
         x = C.relu(C.bn(x, f"bn{i}"), f"relu{i}")
         if i in (1, 3):  # downsample early: keeps the cost ~10M multiply-adds per image
             x = layers.MaxPooling2D(2, name=f"pool{(i + 1) // 2}")(x)

@@ -91,7 +91,8 @@ def wide_resnet(depth=34, widen_factor=10, num_classes=10, input_shape=(32, 32, 
     widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
     init = wrn_conv_init()
     inputs = C.image_input(input_shape)
-    x = C.conv3x3(inputs, widths[0], 1, "conv1", init, pad_at_stride_1)
+    x = C.conv3x3(inputs, widths[0], 1, "conv1", init, pad_at_stride_1,
+                  dtype=C.stem_dtype())
     for b, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
         for i in range(n):
             x = _wrn_block(x, width, stride if i == 0 else 1, f"block{b}.layer.{i}", init,
