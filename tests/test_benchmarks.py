@@ -181,7 +181,8 @@ def test_benchmarks_against_the_official_code_without_a_checkout_say_so(module):
 
 # Every command in benchmarks/ (benchmarks/README.md lists them with the helper modules).
 COMMANDS = ("aa_crosscheck", "autoattack", "autoattack_memory", "bn_inference", "compare_methods",
-            "crosscheck_methods", "deterministic_cost", "gpu_check", "onednn_kernels", "op_profile",
+            "crosscheck_methods", "deterministic_cost", "gpu_check", "local_kl", "onednn_kernels",
+            "op_profile",
             "precision_study", "step_time", "vs_reference")
 HELPERS = ("flops", "onednn_log", "profile_trace", "reference_step", "tf_step")
 
@@ -239,6 +240,41 @@ def test_bn_inference_times_both_paths_and_counts_the_casts():
     errors = [float(row[5]) for row in rows]
     assert all(0 < e < 1e-2 for e in errors), r.stdout
     assert abs(errors[1] - errors[0]) < 0.25 * errors[0], r.stdout  # both round once
+
+
+def test_local_kl_is_zero_for_a_constant_model_and_repeats_exactly(tmp_path):
+    """benchmarks.local_kl on the bundled mini set: a model whose logits do not depend on
+    the input reaches KL 0; a real one reaches more, the same number twice (same
+    images, same start noise); the accuracy at x_adv of the constant model is the share
+    of its one predicted class."""
+    import keras
+    import numpy as np
+
+    from tf_st import data
+    from tf_st.saved_model import export_classifier
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inp))
+    real = keras.Model(inp, keras.layers.Dense(10)(h))
+    flat = keras.models.clone_model(real)
+    flat.set_weights([np.zeros_like(w) for w in real.get_weights()[:-1]]
+                     + [np.arange(10, dtype=np.float32)])  # always class 9
+    paths = [export_classifier(m, str(tmp_path / n), version=1)
+             for m, n in ((real, "real"), (flat, "flat"))]
+    out = tmp_path / "kl.json"
+    r = _run(["benchmarks.local_kl", "--examples=24", "--batch_size=16", f"--output={out}",
+              f"--saved_models={paths[0]},{paths[1]},{paths[0]}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.load(open(out))["rows"]
+    # 0 up to float32 rounding of KL's two sums (~1e-7)
+    assert rows[1]["kl_mean"] <= 1e-6 and rows[0]["kl_mean"] > 1e-4, rows
+    assert rows[2] == rows[0]
+    _, y = data.as_numpy(data.load("cifar10_mini", "test"), limit=24)
+    assert rows[1]["adversarial_accuracy"] == pytest.approx(np.mean(y == 9))
+    assert r.stdout.count("| ") >= 4 and "TRADES inner maximum" in r.stdout
+    bad = _run(["benchmarks.local_kl", f"--saved_models={tmp_path / 'none'}"], timeout=120)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: no SavedModel directory at")
 
 
 @pytest.mark.slow  # a subprocess, ~17 s
