@@ -242,6 +242,7 @@ def test_bn_inference_times_both_paths_and_counts_the_casts():
     assert abs(errors[1] - errors[0]) < 0.25 * errors[0], r.stdout  # both round once
 
 
+@pytest.mark.slow  # subprocesses, ~15 s
 def test_local_kl_is_zero_for_a_constant_model_and_repeats_exactly(tmp_path):
     """benchmarks.local_kl on the bundled mini set: a model whose logits do not depend on
     the input reaches KL 0; a real one reaches more, the same number twice (same
@@ -424,6 +425,7 @@ def test_precision_study_pairs_networks_and_variants():
     assert ps.missing_entries(rows_aa, ["cat", "st+awp"], True) == ["cat"]
 
 
+@pytest.mark.slow  # a subprocess
 def test_precision_study_report_only_without_results_is_an_error(tmp_path):
     r = _run(["benchmarks.precision_study", "--report_only",
               f"--output_dir={tmp_path / 'none'}"], timeout=120)
