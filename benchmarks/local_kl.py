@@ -9,7 +9,7 @@ on ``KL(p(x) || p(x_adv))`` inside the L-inf ball of ``--epsilon`` -- on the fir
 ``--examples`` test images, then the per-example KL it reaches: the quantity TRADES
 trains to be small, so how locally smooth the model is around the data.  Two models
 trained alike should reach about the same KL; the precision study used it to find that
-a bfloat16 stem made TRADES' models about twice as rough (``benchmarks/RESULTS.md``).
+a bfloat16 stem made TRADES' models 1.4-1.9x rougher (``benchmarks/RESULTS.md``).
 Every model sees the same images and the same start noise (``--seed``).
 
 Prints one row per model (mean, median and 90th percentile of the KL, and the accuracy

@@ -83,10 +83,11 @@ def stem_dtype():
 
     Under a mixed policy it computes in float32, so that the images are not rounded to
     16 bits: bfloat16 keeps 8 significant bits, so above 0.5 its spacing (1/256) exceeds
-    the pixel grid's 1/255 and TRADES' ``0.001 N(0, 1)`` attack start mostly rounds
-    away.  In the precision study, TRADES trained with a bfloat16 stem ended with twice
-    the float32 model's KL at eps and lower AutoAttack accuracy; with a float32 stem it
-    matched float32 (``benchmarks/RESULTS.md``).  The stem is one of ResNet-18's 20
+    the pixel grid's 1/255, and a perturbation of 0.001 (TRADES' ``0.001 N(0, 1)``
+    attack start) rounds away for three in four such pixels.  In the precision study,
+    TRADES trained with a bfloat16 stem ended 1.4-1.9x rougher (TRADES' KL at its inner
+    maximum) with lower accuracies under attack; with a float32 stem it matched float32
+    (``benchmarks/RESULTS.md``).  The stem is one of ResNet-18's 20
     convolutions and about 0.3% of its FLOPs.  Otherwise ``None`` (follow the policy;
     float32 and float64 builds are unchanged).
     """
