@@ -456,7 +456,7 @@ def export_best(settings, trained, log=print):
     import keras
 
     from tf_st.saved_model import export_classifier
-    from tf_st.training.callbacks import NonFiniteLossError, metric_prefix, read_metrics_row
+    from tf_st.training.callbacks import NonFiniteLossError, metric_key, read_metrics_row
 
     s, method, ckpt = settings, trained.method, trained.run_ckpt
     metrics_path = os.path.join(s.output_dir, "metrics.csv")
@@ -476,7 +476,7 @@ def export_best(settings, trained, log=print):
             raise RuntimeError(f"{metrics_path} has no row for epoch {best_epoch}, the best "
                                f"epoch of {name}; nothing is exported (the card would "
                                "carry no accuracy)")
-        prefix, split = metric_prefix(method, name), s.selection_split
+        split = s.selection_split
         attack = method.selection_attack
         card = {"method": s.method, "dataset": s.dataset, "arch": archs[name],
                 "num_classes": trained.num_classes, "class_names": trained.class_names,
@@ -493,8 +493,9 @@ def export_best(settings, trained, log=print):
                         if s.awp else None),
                 "best_epoch": best_epoch,
                 # On the selection split (test or holdout), as "selection" says.
-                "clean_acc": float(row.get(f"{prefix}{split}_clean_acc", math.nan)),
-                f"{attack}_acc": float(row.get(f"{prefix}{split}_{attack}_acc", math.nan)),
+                "clean_acc": float(row.get(metric_key(method, name, split, "clean"), math.nan)),
+                f"{attack}_acc": float(row.get(metric_key(method, name, split, attack),
+                                               math.nan)),
                 "selection_split": split,
                 "selection": f"best {attack}"
                              + (" (L2)" if s.norm == "l2" else "")

@@ -30,6 +30,19 @@ def metric_prefix(method, network):
     return "" if len(method.network_names) == 1 else f"{network}_"
 
 
+def metric_key(method, network, split, measure):
+    """A per-epoch accuracy's key in ``logs`` and ``metrics.csv``:
+    ``[<network>_]<split>_<measure>_acc`` (``test_clean_acc``, ``a_holdout_pgd20_acc``).
+
+    Args:
+      method: the training method (its networks decide the prefix).
+      network: the network's name.
+      split: the set it was measured on, ``test`` or ``holdout``.
+      measure: ``clean`` or the selection attack's name.
+    """
+    return f"{metric_prefix(method, network)}{split}_{measure}_acc"
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss term: the run stops before anything
     from that step is saved."""
@@ -112,9 +125,9 @@ class RobustEvaluation(keras.callbacks.Callback):
                           ("clean", self.attack), epsilon=self.epsilon,
                           step_size=self.step_size, batch_size=self.batch_size,
                           seed=self.seed, context=epoch + 1, verbose=False, norm=self.norm)
-            prefix = metric_prefix(self.method, name)
-            logs[f"{prefix}{self.split}_clean_acc"] = ev.attacks["clean"].accuracy
-            logs[f"{prefix}{self.split}_{self.attack}_acc"] = ev.attacks[self.attack].accuracy
+            for measure in ("clean", self.attack):
+                logs[metric_key(self.method, name, self.split, measure)] = \
+                    ev.attacks[measure].accuracy
         logs["eval_seconds"] = round(time.time() - t0, 2)
 
 
@@ -125,13 +138,13 @@ class BestAndLatest(keras.callbacks.Callback):
     def __init__(self, run_ckpt, method, split="test"):
         super().__init__()
         self.run_ckpt, self.method = run_ckpt, method
-        self.robust_key = f"{split}_{method.selection_attack}_acc"
+        self.split = split
         self.best_at_last_epoch = set()
 
     def on_epoch_end(self, epoch, logs=None):
         self.best_at_last_epoch = set()
         for name, net in self.method.networks.items():
-            acc = logs[metric_prefix(self.method, name) + self.robust_key]
+            acc = logs[metric_key(self.method, name, self.split, self.method.selection_attack)]
             if self.run_ckpt.maybe_save_best(name, net, acc, epoch + 1,
                                              strict=self.method.selection_strict):
                 self.best_at_last_epoch.add(name)
@@ -230,8 +243,9 @@ class EpochSummary(keras.callbacks.Callback):
         for name in self.method.network_names:
             prefix = metric_prefix(self.method, name)
             label = f"{name} " if prefix else ""
-            tests.append(f"{label}clean {100 * logs[f'{prefix}{self.split}_clean_acc']:.2f}% "
-                         f"{attack} {100 * logs[f'{prefix}{self.split}_{attack}_acc']:.2f}%"
+            clean, robust = (logs[metric_key(self.method, name, self.split, m)]
+                             for m in ("clean", attack))
+            tests.append(f"{label}clean {100 * clean:.2f}% {attack} {100 * robust:.2f}%"
                          + (" (best)" if name in self.best.best_at_last_epoch else ""))
         print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs}: {train} | {self.split} "
               + "; ".join(tests) + f" | {time.time() - self._t0:.0f}s, ETA {eta:.0f}s",
