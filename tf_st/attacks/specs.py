@@ -449,6 +449,11 @@ class EarlyStoppedPGD(_PGDFamily):
                             tau=tau, step_noise=step_noise)
 
 
+# semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts (the
+# ``pgd_rst`` attack; its epsilon and norm are the evaluation's).
+PGD_RST_SETTINGS = dict(epsilon=0.031, step_size=0.01, steps=40, restarts=5)
+
+
 @dataclasses.dataclass(frozen=True)
 class EveryIteratePGD(_PGDFamily):
     """PGD scored by RST's rule (semisup-adv ``attack_pgd.py``).
@@ -493,8 +498,9 @@ class EveryIteratePGD(_PGDFamily):
         """``pgd_rst`` with semisup-adv's settings (``parse('pgd_rst')``), else
         ``pgd<steps>_every_iterate`` (``cw...`` with ``loss='cw'``): never plain
         ``pgd<steps>``, which names a different attack in the same report."""
-        if (self.steps, self.restarts, self.step_size, self.loss, self.targeted,
-                self.every_iterate_from_start) == (40, 5, 0.01, "ce", False, False):
+        if (dataclasses.replace(self, epsilon=PGD_RST_SETTINGS["epsilon"], norm="Linf",
+                                start="uniform", init_std=0.001, unroll=False)
+                == EveryIteratePGD(**PGD_RST_SETTINGS)):
             return "pgd_rst"
         return f"{super().name}_every_iterate"
 
@@ -1281,9 +1287,8 @@ register_attack("pgd<N>", lambda epsilon, step_size, n, norm="Linf": PGD(
     examples="pgd20, pgd100")
 register_attack("cw<N>", lambda epsilon, step_size, n, norm="Linf": PGD(
     epsilon=epsilon, step_size=step_size, steps=n, loss="cw", norm=norm), examples="cw100")
-# semisup-adv attack_evaluation.py "PGD_Ours": 40 steps of 0.01, 5 restarts.
 register_attack("pgd_rst", lambda epsilon, step_size, norm="Linf": EveryIteratePGD(
-    epsilon=epsilon, step_size=0.01, steps=40, restarts=5, norm=norm))
+    **{**PGD_RST_SETTINGS, "epsilon": epsilon, "norm": norm}))
 register_attack("aa", lambda epsilon, step_size, norm="Linf": AutoAttack(epsilon=epsilon,
                                                                          norm=norm))
 # The AutoAttack components alone, each with the standard suite's settings.
