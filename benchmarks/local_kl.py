@@ -54,16 +54,18 @@ def local_kl(logits_fn, x, y, *, epsilon, step_size, steps, seed, batch_size):
 
     from tf_st.attacks import losses
     from tf_st.attacks.pgd import pgd
+    from tf_st.attacks.starts import random_start
 
     fn = lambda t: tf.cast(logits_fn(t), tf.float32)  # noqa: E731
     kls, correct = [], []
     for b0 in range(0, len(x), batch_size):
         xb = tf.constant(x[b0:b0 + batch_size], tf.float32)
         yb = tf.constant(y[b0:b0 + batch_size])
-        noise = 0.001 * tf.random.stateless_normal(tf.shape(xb), [seed, b0])
+        # TRADES' own start, seeded per batch so every model sees the same draws.
+        x_init = random_start(xb, "normal", std=0.001, seed=[seed, b0])
         loss = losses.kl_from_clean(fn, xb)
         x_adv = pgd(fn, xb, yb, epsilon=epsilon, step_size=step_size, steps=steps,
-                    loss_fn=loss, x_init=xb + noise)
+                    loss_fn=loss, x_init=x_init)
         z = fn(x_adv)
         kls.append(loss(z, yb).numpy().astype(np.float64))
         correct.append(np.argmax(z.numpy(), 1) == y[b0:b0 + batch_size])
