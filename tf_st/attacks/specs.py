@@ -498,9 +498,10 @@ class EveryIteratePGD(_PGDFamily):
         """``pgd_rst`` with semisup-adv's settings (``parse('pgd_rst')``), else
         ``pgd<steps>_every_iterate`` (``cw...`` with ``loss='cw'``): never plain
         ``pgd<steps>``, which names a different attack in the same report."""
-        if (dataclasses.replace(self, epsilon=PGD_RST_SETTINGS["epsilon"], norm="Linf",
-                                start="uniform", init_std=0.001, unroll=False)
-                == EveryIteratePGD(**PGD_RST_SETTINGS)):
+        rst = EveryIteratePGD(**PGD_RST_SETTINGS)
+        # The radius, norm, start and loop form are not part of the name.
+        unnamed = ("epsilon", "norm", "start", "init_std", "unroll")
+        if dataclasses.replace(self, **{f: getattr(rst, f) for f in unnamed}) == rst:
             return "pgd_rst"
         return f"{super().name}_every_iterate"
 
